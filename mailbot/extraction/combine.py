@@ -1,0 +1,133 @@
+"""Combining DSN records and free-text lines of one message into findings.
+
+Contract: `findings_of(node)` returns the rejections of one message (not of
+the messages nested in it), first-reported first. A DSN record's
+Diagnostic-Code gives the codes, text and IPs; where it carries no enhanced
+code the Status field fills in, so a generic Status (5.0.0) never hides the
+real code in the diagnostic text. A record without a diagnostic code borrows
+the free-text rejection line of the same message. Without DSN records the
+free-text rejection lines are the findings. Records of delivered
+recipients are not rejections.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailbot.extraction import dsn, rejection
+from mailbot.extraction.findings import Finding
+from mailbot.extraction.mime import Node
+from mailbot.extraction.patterns import find_code, rejection_ips
+
+_ADDR = re.compile(r"<?([^\s<>;:\"'()\[\]]+@[\w.\-]+\w)>?")
+
+
+def _clean(text: str) -> str:
+    text = " ".join(text.split())
+    # M365 quotes the reply: Remote Server returned '550 5.7.606 ...'
+    return text.rstrip("'\"").strip()
+
+
+def findings_of(node: Node) -> list[Finding]:
+    records: list[tuple[str, dsn.DsnRecord]] = []
+    texts: list[tuple[str, rejection.Rejection]] = []
+    for block in node.blocks:
+        if block.kind == "headers":
+            continue
+        records.extend((block.source, r) for r in dsn.records(block.lines))
+        if block.kind == "text":
+            skip = dsn.field_lines(block.lines)
+            texts.extend((block.source, r) for r in rejection.scan(block.lines, skip))
+    records = [(s, r) for s, r in records if _is_failure(r)]
+    out: list[Finding] = []
+    for source, rec in records:
+        f = _from_record(source, rec, texts)
+        if f is not None:
+            out.append(f)
+    if not out:
+        out = [_from_text(source, rej) for source, rej in texts]
+    return _dedupe(out)
+
+
+def _is_failure(rec: dsn.DsnRecord) -> bool:
+    if rec.action and rec.action.split()[0] in ("delivered", "relayed", "expanded"):
+        return False
+    return not (rec.status or "").startswith("2.")
+
+
+def _from_record(
+    source: str, rec: dsn.DsnRecord, texts: list[tuple[str, rejection.Rejection]]
+) -> Finding | None:
+    code = find_code(rec.diagnostic)
+    if code is not None:
+        text = _clean(rec.diagnostic[code.start :].lstrip("#"))
+        return Finding(
+            reply_code=code.reply,
+            status=code.status or rec.status,
+            text=text,
+            ips=tuple(rejection_ips(text)),
+            recipient=rec.recipient,
+            source=source,
+            line=rec.line,
+        )
+    match = _text_for(rec.recipient, texts)
+    if match is not None:
+        tsource, rej = match
+        f = _from_text(tsource, rej)
+        return Finding(
+            reply_code=f.reply_code,
+            status=f.status or rec.status,
+            text=f.text,
+            ips=f.ips,
+            recipient=rec.recipient or f.recipient,
+            source=f.source,
+            line=f.line,
+        )
+    if rec.status is None and not rec.diagnostic:
+        return None
+    text = _clean(rec.diagnostic)
+    return Finding(
+        reply_code=None,
+        status=rec.status,
+        text=text,
+        ips=tuple(rejection_ips(text)),
+        recipient=rec.recipient,
+        source=source,
+        line=rec.line,
+    )
+
+
+def _text_for(
+    recipient: str | None, texts: list[tuple[str, rejection.Rejection]]
+) -> tuple[str, rejection.Rejection] | None:
+    if recipient:
+        for item in texts:
+            if recipient.lower() in item[1].context.lower():
+                return item
+    return texts[0] if texts else None
+
+
+def _from_text(source: str, rej: rejection.Rejection) -> Finding:
+    text = _clean(rej.text)
+    before = rej.context[: len(rej.context) - len(rej.text)]
+    m = _ADDR.search(before)
+    return Finding(
+        reply_code=rej.code.reply,
+        status=rej.code.status,
+        text=text,
+        ips=tuple(rejection_ips(text)),
+        recipient=m.group(1) if m else None,
+        source=source,
+        line=rej.line,
+    )
+
+
+def _dedupe(found: list[Finding]) -> list[Finding]:
+    seen: set[tuple[str | None, str | None, str, str | None]] = set()
+    out: list[Finding] = []
+    for f in found:
+        key = (f.reply_code, f.status, f.text, f.recipient)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out

@@ -1,0 +1,68 @@
+"""The extraction stage: raw bytes of one mail in, an `Extraction` out.
+
+Contract: `extract(raw)` never raises and is bounded in time and memory
+(see `limits`). It finds the NDR inside the mail (the mail itself, an
+attached or nested message, an .eml/.msg/winmail.dat attachment, or an
+inline forward) depth-first in document order, and reads its rejections:
+DSN recipient records first (their Diagnostic-Code, with the Status field as
+the fallback for the enhanced code), then the free-text rejection lines.
+The first message in document order that yields a rejection is the one
+reported; messages returned inside a report are never read.
+"""
+
+from __future__ import annotations
+
+from mailbot.extraction.combine import findings_of
+from mailbot.extraction.findings import Extraction, Finding
+from mailbot.extraction.limits import MAX_INPUT_BYTES, Budget
+from mailbot.extraction.mime import Node, read_message
+
+
+def extract(raw: bytes) -> Extraction:
+    """Read the rejection(s) from one forwarded NDR; faults become values."""
+    budget = Budget()
+    try:
+        return _extract(raw, budget)
+    except RecursionError:
+        return Extraction(unreadable="unreadable: structure too deeply nested", notes=tuple(budget.notes))
+    except Exception as exc:  # the promise is "never raises": a bug must not kill the daemon
+        reason = f"unreadable: internal error ({type(exc).__name__})"
+        return Extraction(unreadable=reason, notes=tuple(budget.notes))
+
+
+def _extract(raw: bytes, budget: Budget) -> Extraction:
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        return Extraction(unreadable="unreadable: not bytes")
+    raw = bytes(raw)
+    if not raw.strip():
+        return Extraction(unreadable="unreadable: empty message")
+    if len(raw) > MAX_INPUT_BYTES:
+        budget.note(f"message cut to {MAX_INPUT_BYTES} bytes")
+        raw = raw[:MAX_INPUT_BYTES]
+    node = read_message(raw, budget)
+    if node is None:
+        return Extraction(unreadable="unreadable: not a MIME message", notes=tuple(budget.notes))
+    found = _search(node, budget, 0)
+    if budget.expired():
+        budget.note("time limit reached; the mail was read in part")
+    if not found:
+        budget.note("no rejection line found")
+    return Extraction(
+        findings=tuple(found),
+        primary=found[0] if found else None,
+        notes=tuple(budget.notes),
+    )
+
+
+def _search(node: Node, budget: Budget, depth: int) -> list[Finding]:
+    # Iterative: a message nested 2,000 deep must not exhaust the stack.
+    stack = [node]
+    while stack:
+        if budget.expired():
+            return []
+        cur = stack.pop()
+        found = findings_of(cur)
+        if found:
+            return found
+        stack.extend(reversed([c for c in cur.children if not c.returned]))
+    return []

@@ -1,0 +1,112 @@
+"""Line-level matching: SMTP reply codes, enhanced status codes, IPs.
+
+Contract: `find_code(text)` returns the first rejection code in a piece of
+rejection text (reply code and/or RFC 3463 status) with its offset, or None.
+`rejection_ips(text)` returns the IPs a rejection text *names*, in order,
+skipping those that only locate a relay or connection: `host[IP] said:`,
+`Server at host (IP) returned`, `IP:25`, qmail's narration and Yahoo's
+`- 4.16.55.1;` error tag. Pure functions over strings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+# RFC 3463: class.subject.detail, class in {2,4,5}; only 4/5 are refusals.
+_STATUS = r"[45]\.\d{1,3}\.\d{1,3}"
+_REPLY = r"[45][0-5]\d"
+
+# "550 5.7.606", "550-5.7.1", "#550 5.1.1", "501: 5.1.8", "421\n 4.7.0" (unwrapped).
+_BOTH = re.compile(
+    rf"(?<![\w.\-/=%])#?({_REPLY})(?:[ \-]|:[ ]?|[ ]\#|\-\#)[ ]?\(?#?({_STATUS})(?![\w.]|-\w)"
+)
+_STATUS_ONLY = re.compile(rf"(?<![\w.\-/=%:])#?\(?({_STATUS})(?![\w.%/]|-\w|\.\d)")
+# A bare reply code must look like the start of a reply: followed by a word,
+# an address or a bracket, not by a unit ("550 bytes") or a digit.
+_REPLY_ONLY = re.compile(
+    rf"(?<![\w.\-/=%:$#,+])#?({_REPLY})(?:[ \-]|:\s)(?=\s*[\"'<\[(A-Za-z#*])(?!\s*(?:bytes|octets|"
+    r"times|seconds|days|hours|minutes|mb|kb|messages)\b)",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class Code:
+    reply: str | None
+    status: str | None
+    start: int
+
+
+def find_code(text: str) -> Code | None:
+    """The first refusal code in `text`; a reply+status pair beats a lone part at the same place."""
+    best: Code | None = None
+    m = _BOTH.search(text)
+    if m:
+        best = Code(m.group(1), m.group(2), m.start())
+    m2 = _STATUS_ONLY.search(text)
+    if m2 and (best is None or m2.start() < best.start):
+        # A status preceded closely by a reply code elsewhere is handled by _BOTH.
+        best = Code(None, m2.group(1), m2.start())
+    m3 = _REPLY_ONLY.search(text)
+    if m3 and (best is None or m3.start() < best.start):
+        rest = text[m3.end() : m3.end() + 40]
+        st = re.match(rf"\s*(?:\S+\s+)??#?({_STATUS})(?![\w.])", rest)
+        best = Code(m3.group(1), st.group(1) if st and _close(rest, st) else None, m3.start())
+    return best
+
+
+def _close(rest: str, m: re.Match[str]) -> bool:
+    return m.start(1) <= 12
+
+
+def has_code(text: str) -> bool:
+    return find_code(text) is not None
+
+
+_V4 = re.compile(r"(?<![\w.:])(\d{1,3}(?:\.\d{1,3}){3})(?![\w.]*\w)(?!\.\d)")
+_V6 = re.compile(r"(?<![\w:.])((?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|:|\d{1,3}(?:\.\d{1,3}){3}))(?![\w:])")
+
+# Contexts where an IP only locates a relay or a connection, not the refused sender.
+_RELAY_AFTER = re.compile(r"^\s*[\])]\s*(?:said|says|returned|responded|replied|refused|:\s*$)", re.I)
+_PORT_AFTER = re.compile(r"^[\])]?:\d{1,5}\b")
+_QMAIL_AFTER = re.compile(r"^\s+(?:does not like recipient|failed after I sent)", re.I)
+_QMAIL_BEFORE = re.compile(r"giving up on\s+$", re.I)
+_TAG_BEFORE = re.compile(r"(?:^|\s)-\s*$")  # Yahoo: "... complaints - 4.16.55.1; see ..."
+
+
+def _valid(candidate: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return None
+
+
+def _names_relay(before: str, after: str) -> bool:
+    if _PORT_AFTER.match(after) or _QMAIL_AFTER.match(after) or _QMAIL_BEFORE.search(before):
+        return True
+    if _TAG_BEFORE.search(before) and after.startswith(";"):
+        return True
+    return bool(before.rstrip().endswith(("[", "(")) and _RELAY_AFTER.match(after))
+
+
+def rejection_ips(text: str) -> list[str]:
+    """IPs named by the rejection text, first-named first, without duplicates."""
+    found: list[tuple[int, str]] = []
+    for rx in (_V4, _V6):
+        for m in rx.finditer(text):
+            ip = _valid(m.group(1))
+            if ip is None or (rx is _V6 and "." in m.group(1) and "::ffff:" not in m.group(1).lower()
+                              and m.group(1).count(":") < 2):
+                continue
+            before = text[max(0, m.start(1) - 60) : m.start(1)]
+            after = text[m.end(1) : m.end(1) + 40]
+            if _names_relay(before, after):
+                continue
+            found.append((m.start(1), ip))
+    out: list[str] = []
+    for _, ip in sorted(found):
+        if ip not in out:
+            out.append(ip)
+    return out

@@ -1,0 +1,107 @@
+"""Free-text rejection lines: the part of an NDR a person reads.
+
+Contract: `scan(lines, skip)` returns the rejection lines of one text block
+in order, each unwrapped (continuation lines joined) and located by its
+1-based first line. A logical line is a line plus the following lines that
+are indented deeper (Postfix, Exim, Sendmail transcripts) or that carry on a
+sentence the forwarding client wrapped. Lines in `skip` (DSN fields) and
+everything after a "here is the returned message" marker are ignored, so
+the returned original's headers are never read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mailbot.extraction.patterns import Code, find_code
+
+# Where an NDR starts quoting the message it returns.
+_RETURNED = re.compile(
+    r"^\s*(?:-+\s*)?(?:"
+    r"original message headers:?"
+    r"|this is a copy of the message"
+    r"|below this line is a copy of the message"
+    r"|original message follows"
+    r"|unsent message follows"
+    r"|returned (?:mail|message) follows"
+    r"|message headers follow"
+    r"|the (?:original|returned) message (?:headers )?(?:follows|is below)"
+    r"|headers of the original message"
+    r"|\S*\s*content-type: message/rfc822"
+    r")",
+    re.I,
+)
+# Header lines of a returned or forwarded message: never rejection text.
+_HEADER = re.compile(
+    r"^(?:Received|Return-Path|Message-I[dD]|DKIM-Signature|ARC-[\w-]+|X-[\w-]+|Authentication-Results"
+    r"|References|In-Reply-To|Content-Type|Content-Transfer-Encoding|MIME-Version|Thread-\w+)\s*:",
+    re.I,
+)
+
+
+@dataclass
+class Rejection:
+    text: str
+    """The logical line from the code on."""
+    context: str
+    """The whole logical line (the narration before the code included)."""
+    code: Code
+    line: int
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _logical(lines: list[str], skip: set[int], limit: int) -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    i = 0
+    while i < limit:
+        line = lines[i]
+        if i in skip or not line.strip() or _HEADER.match(line):
+            i += 1
+            continue
+        base = _indent(line)
+        parts = [line.strip()]
+        j = i + 1
+        while j < limit and j not in skip and lines[j].strip() and not _HEADER.match(lines[j]):
+            nxt = lines[j]
+            if _indent(nxt) > base or _carries_on(parts[-1], nxt, base):
+                parts.append(nxt.strip())
+                j += 1
+                continue
+            break
+        out.append((i + 1, " ".join(parts)))
+        i = j
+    return out
+
+
+_OPEN = re.compile(r"[\[(<'\"]([^\])>'\"]*)$")
+
+
+def _carries_on(prev: str, nxt: str, base: int) -> bool:
+    """A line the forwarding client wrapped: same indent, the sentence is not over."""
+    if _indent(nxt) != base:
+        return False
+    if find_code(nxt.strip()[:12]) is not None:
+        return False
+    # An unclosed bracket or quote, or a line that ends mid-word-run, continues.
+    if _OPEN.search(prev):
+        return True
+    return len(prev) >= 60 and not prev.endswith((".", ":", "!", "?", ";"))
+
+
+def scan(lines: list[str], skip: set[int]) -> list[Rejection]:
+    limit = len(lines)
+    for i, line in enumerate(lines):
+        if _RETURNED.match(line):
+            limit = i
+            break
+    found: list[Rejection] = []
+    for n, text in _logical(lines, skip, limit):
+        code = find_code(text)
+        if code is None:
+            continue
+        found.append(Rejection(text=text[code.start :].lstrip("#"), context=text, code=code, line=n))
+    return found

@@ -1,0 +1,69 @@
+"""Loading the labelled NDR corpus (read-only test data, never used at runtime).
+
+The corpus lives next to the repository (../shared/corpus) unless the
+MAILBOT_CORPUS environment variable names another folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DECOY_IPS = frozenset({"192.0.2.200", "2001:db8:ffff::25"})
+MS_BAN = ("ms_ban_511", "ms_ban_606_649")
+
+
+def corpus_dir() -> Path:
+    env = os.environ.get("MAILBOT_CORPUS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+@dataclass(frozen=True)
+class Row:
+    file: str
+    variant: str
+    variant_file: str
+    expected_reply: str | None
+    expected_status: str | None
+    expected_ips: frozenset[str] | None
+    category: str
+    confidence: str
+
+    @property
+    def path(self) -> Path:
+        return corpus_dir() / self.variant_file
+
+    @property
+    def scored(self) -> bool:
+        """Rows the accuracy targets apply to."""
+        return self.confidence in ("high", "medium")
+
+
+def load_rows() -> list[Row]:
+    rows: list[Row] = []
+    with (corpus_dir() / "labels.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            ips = d.get("expected_ips")
+            rows.append(
+                Row(
+                    file=d["file"],
+                    variant=d["variant"],
+                    variant_file=d["variant_file"],
+                    expected_reply=d.get("expected_reply"),
+                    expected_status=d.get("expected_status"),
+                    expected_ips=None if ips is None else frozenset(ips),
+                    category=d.get("category") or "",
+                    confidence=d.get("confidence") or "",
+                )
+            )
+    return rows
+
+
+def ips_match(expected: frozenset[str] | None, got: tuple[str, ...]) -> bool:
+    """None means "undeterminable": then nothing may be reported."""
+    return set(got) == set(expected or ())
