@@ -18,15 +18,15 @@ from dataclasses import dataclass
 _STATUS = r"[45]\.\d{1,3}\.\d{1,3}"
 _REPLY = r"[45][0-5]\d"
 
-# "550 5.7.606", "550-5.7.1", "#550 5.1.1", "501: 5.1.8", "421\n 4.7.0" (unwrapped).
+# "550 5.7.606", "550-5.7.1", "#550 5.1.1", "501: 5.1.8", "550-'5.2.2", "421\n 4.7.0" (unwrapped).
 _BOTH = re.compile(
-    rf"(?<![\w.\-/=%])#?({_REPLY})(?:[ \-]|:[ ]?|[ ]\#|\-\#)[ ]?\(?#?({_STATUS})(?![\w.]|-\w)"
+    rf"(?<![\w.\-/=%])#?({_REPLY})(?:[ \-]|:[ ]?|[ ]\#|\-\#)[ ]?['\"(]?#?({_STATUS})(?![\w.]|-\w)"
 )
 _STATUS_ONLY = re.compile(rf"(?<![\w.\-/=%:])#?\(?({_STATUS})(?![\w.%/]|-\w|\.\d)")
 # A bare reply code must look like the start of a reply: followed by a word,
 # an address or a bracket, not by a unit ("550 bytes") or a digit.
 _REPLY_ONLY = re.compile(
-    rf"(?<![\w.\-/=%:$#,+])#?({_REPLY})(?:[ \-]|:\s)(?=\s*[\"'<\[(A-Za-z#*])(?!\s*(?:bytes|octets|"
+    rf"(?<![\w.\-/=%:$#,+])#?({_REPLY})(?:[ \-]|:\s)(?=\s*[\"'<\[(A-Za-z#*:])(?!\s*(?:bytes|octets|"
     r"times|seconds|days|hours|minutes|mb|kb|messages)\b)",
     re.I,
 )
@@ -40,25 +40,22 @@ class Code:
 
 
 def find_code(text: str) -> Code | None:
-    """The first refusal code in `text`; a reply+status pair beats a lone part at the same place."""
-    best: Code | None = None
+    """The refusal code of a piece of rejection text.
+
+    A reply code written with its enhanced code ("550 5.7.1", "550-5.7.1")
+    wins wherever it is; otherwise the first reply code and the first
+    enhanced code are taken separately ("550 sorry, no mailbox (#5.1.1)").
+    `start` is where the rejection starts: the earlier of the two.
+    """
     m = _BOTH.search(text)
     if m:
-        best = Code(m.group(1), m.group(2), m.start())
-    m2 = _STATUS_ONLY.search(text)
-    if m2 and (best is None or m2.start() < best.start):
-        # A status preceded closely by a reply code elsewhere is handled by _BOTH.
-        best = Code(None, m2.group(1), m2.start())
-    m3 = _REPLY_ONLY.search(text)
-    if m3 and (best is None or m3.start() < best.start):
-        rest = text[m3.end() : m3.end() + 40]
-        st = re.match(rf"\s*(?:\S+\s+)??#?({_STATUS})(?![\w.])", rest)
-        best = Code(m3.group(1), st.group(1) if st and _close(rest, st) else None, m3.start())
-    return best
-
-
-def _close(rest: str, m: re.Match[str]) -> bool:
-    return m.start(1) <= 12
+        return Code(m.group(1), m.group(2), m.start())
+    r = _REPLY_ONLY.search(text)
+    s = _STATUS_ONLY.search(text)
+    if r is None and s is None:
+        return None
+    starts = [x.start() for x in (r, s) if x is not None]
+    return Code(r.group(1) if r else None, s.group(1) if s else None, min(starts))
 
 
 def has_code(text: str) -> bool:
@@ -69,7 +66,9 @@ _V4 = re.compile(r"(?<![\w.:])(\d{1,3}(?:\.\d{1,3}){3})(?![\w.]*\w)(?!\.\d)")
 _V6 = re.compile(r"(?<![\w:.])((?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|:|\d{1,3}(?:\.\d{1,3}){3}))(?![\w:])")
 
 # Contexts where an IP only locates a relay or a connection, not the refused sender.
-_RELAY_AFTER = re.compile(r"^\s*[\])]\s*(?:said|says|returned|responded|replied|refused|:\s*$)", re.I)
+_RELAY_AFTER = re.compile(r"^\s*[\])]\s*(?:said|says|returned|responded|replied|refused|:)", re.I)
+# Postfix writes a host as name[address]: "connect to mx.example.com[IP]: ...".
+_HOSTNAME_BEFORE = re.compile(r"[\w\-]+\.[\w\-.]*[A-Za-z][\w\-]*\[$")
 _PORT_AFTER = re.compile(r"^[\])]?:\d{1,5}\b")
 _QMAIL_AFTER = re.compile(r"^\s+(?:does not like recipient|failed after I sent)", re.I)
 _QMAIL_BEFORE = re.compile(r"giving up on\s+$", re.I)
@@ -87,6 +86,8 @@ def _names_relay(before: str, after: str) -> bool:
     if _PORT_AFTER.match(after) or _QMAIL_AFTER.match(after) or _QMAIL_BEFORE.search(before):
         return True
     if _TAG_BEFORE.search(before) and after.startswith(";"):
+        return True
+    if _HOSTNAME_BEFORE.search(before) and after.startswith("]"):
         return True
     return bool(before.rstrip().endswith(("[", "(")) and _RELAY_AFTER.match(after))
 

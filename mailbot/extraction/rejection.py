@@ -5,7 +5,7 @@ in order, each unwrapped (continuation lines joined) and located by its
 1-based first line. A logical line is a line plus the following lines that
 are indented deeper (Postfix, Exim, Sendmail transcripts) or that carry on a
 sentence the forwarding client wrapped. Lines in `skip` (DSN fields) and
-everything after a "here is the returned message" marker are ignored, so
+lines outside the `dialects.region` are ignored, so
 the returned original's headers are never read.
 """
 
@@ -14,24 +14,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mailbot.extraction.dialects import region
 from mailbot.extraction.patterns import Code, find_code
 
-# Where an NDR starts quoting the message it returns.
-_RETURNED = re.compile(
-    r"^\s*(?:-+\s*)?(?:"
-    r"original message headers:?"
-    r"|this is a copy of the message"
-    r"|below this line is a copy of the message"
-    r"|original message follows"
-    r"|unsent message follows"
-    r"|returned (?:mail|message) follows"
-    r"|message headers follow"
-    r"|the (?:original|returned) message (?:headers )?(?:follows|is below)"
-    r"|headers of the original message"
-    r"|\S*\s*content-type: message/rfc822"
-    r")",
-    re.I,
-)
 # Header lines of a returned or forwarded message: never rejection text.
 _HEADER = re.compile(
     r"^(?:Received|Return-Path|Message-I[dD]|DKIM-Signature|ARC-[\w-]+|X-[\w-]+|Authentication-Results"
@@ -54,9 +39,9 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
 
-def _logical(lines: list[str], skip: set[int], limit: int) -> list[tuple[int, str]]:
+def _logical(lines: list[str], skip: set[int], first: int, limit: int) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
-    i = 0
+    i = first
     while i < limit:
         line = lines[i]
         if i in skip or not line.strip() or _HEADER.match(line):
@@ -77,12 +62,14 @@ def _logical(lines: list[str], skip: set[int], limit: int) -> list[tuple[int, st
     return out
 
 
+# A line that starts the next recipient's record rather than continuing this one.
+_NEW_RECORD = re.compile(r"^\s*(?:<?[^\s@<>]+@[^\s@<>]+>?:?\s*$|<[^\s@<>]+@[^\s<>]+>|[\w-]+:\s)")
 _OPEN = re.compile(r"[\[(<'\"]([^\])>'\"]*)$")
 
 
 def _carries_on(prev: str, nxt: str, base: int) -> bool:
     """A line the forwarding client wrapped: same indent, the sentence is not over."""
-    if _indent(nxt) != base:
+    if _indent(nxt) != base or _NEW_RECORD.match(nxt):
         return False
     if find_code(nxt.strip()[:12]) is not None:
         return False
@@ -93,13 +80,9 @@ def _carries_on(prev: str, nxt: str, base: int) -> bool:
 
 
 def scan(lines: list[str], skip: set[int]) -> list[Rejection]:
-    limit = len(lines)
-    for i, line in enumerate(lines):
-        if _RETURNED.match(line):
-            limit = i
-            break
+    first, limit = region(lines)
     found: list[Rejection] = []
-    for n, text in _logical(lines, skip, limit):
+    for n, text in _logical(lines, skip, first, limit):
         code = find_code(text)
         if code is None:
             continue

@@ -37,6 +37,7 @@ def to_text(data: bytes, charset: str | None) -> str:
 
 _BLOCK_TAG = re.compile(r"<\s*(?:br|/p|p|/div|div|/tr|tr|/li|li|/h\d|hr|/table|/blockquote)\b[^>]*>", re.I)
 _DROP = re.compile(r"<\s*(style|script|head)\b.*?<\s*/\s*\1\s*>", re.I | re.S)
+_AFTER_BLOCK = re.compile(r"(<\s*(?:br|/?p|/?div|/?tr|/?li|/h\d|hr)\b[^>]*>)[ \t]*\n", re.I)
 _TAG = re.compile(r"<[^>]{0,2000}>")
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 
@@ -45,8 +46,10 @@ def html_to_text(markup: str) -> str:
     """Render HTML to lines; good enough for the tables and <br> runs of forwards."""
     markup = _COMMENT.sub("", markup)
     markup = _DROP.sub("", markup)
-    # Source line breaks inside a paragraph are not line breaks in HTML.
-    markup = markup.replace("\r", "").replace("\n", " ")
+    # A source line break right after a block tag is layout of the HTML file;
+    # elsewhere it is a space, as a browser shows it.
+    markup = _AFTER_BLOCK.sub(r"\1", markup.replace("\r", ""))
+    markup = markup.replace("\n", " ")
     markup = _BLOCK_TAG.sub("\n", markup)
     markup = _TAG.sub("", markup)
     text = html.unescape(markup).replace("\xa0", " ")
