@@ -15,10 +15,12 @@ skipped becomes a note on the budget.
 from __future__ import annotations
 
 import email.policy
+import quopri
+import re
 from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesParser
-from typing import Literal
+from typing import Any, Literal
 
 from mailbot.extraction import attachments
 from mailbot.extraction.limits import MAX_DEPTH, MAX_PART_BYTES, MAX_PARTS, Budget
@@ -47,6 +49,7 @@ class Node:
     """Holds a message/delivery-status part: an NDR by structure."""
 
 
+_NEWLINES = re.compile(r"\r\n?")
 _PARSER = BytesParser(policy=email.policy.compat32)
 _DSN_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _MESSAGE_TYPES = ("message/rfc822", "message/global", "message/partial-rfc822")
@@ -131,7 +134,14 @@ def _nested(part: Message, child: Node, prefix: str, sub: str, depth: int, budge
 
 def _payload_bytes(part: Message, budget: Budget) -> bytes:
     try:
-        raw = part.get_payload(decode=True)
+        cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+        body = part.get_payload()
+        if cte == "quoted-printable" and isinstance(body, str) and "\r" in body:
+            # Soft line breaks of CR-only mail ("=\r") are not seen by the stdlib.
+            body = _NEWLINES.sub("\n", body[: MAX_PART_BYTES * 2])
+            raw: Any = quopri.decodestring(body.encode("ascii", "surrogateescape"))
+        else:
+            raw = part.get_payload(decode=True)
     except Exception as exc:  # malformed transfer encodings
         budget.note(f"undecodable part: {type(exc).__name__}")
         return b""
@@ -165,6 +175,10 @@ def _leaf(part: Message, node: Node, prefix: str, sub: str, depth: int, budget: 
     if ctype in _HEADER_TYPES:
         node.blocks.append(Block(source, "headers", plain_lines(_decoded_text(part, budget))))
         return
+    if ctype.startswith("multipart/"):
+        # A multipart whose boundary was lost (a broken header fold) arrives
+        # as one string: what a mail client would show is its text.
+        ctype = "text/plain"
     if ctype.startswith("text/") or ctype == "message/disposition-notification":
         text = _decoded_text(part, budget)
         if ctype == "text/html":

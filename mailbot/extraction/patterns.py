@@ -20,13 +20,13 @@ _REPLY = r"[45][0-5]\d"
 
 # "550 5.7.606", "550-5.7.1", "#550 5.1.1", "501: 5.1.8", "550-'5.2.2", "421\n 4.7.0" (unwrapped).
 _BOTH = re.compile(
-    rf"(?<![\w.\-/=%])#?({_REPLY})(?:[ \-]|:[ ]?|[ ]\#|\-\#)[ ]?['\"(]?#?({_STATUS})(?![\w.]|-\w)"
+    rf"(?<![\w.\-/=%])(?<!\d:)#?({_REPLY})(?:[ \-]|:[ ]?|[ ]\#|\-\#)[ ]?['\"(]?#?({_STATUS})(?![\w.]|-\w)"
 )
-_STATUS_ONLY = re.compile(rf"(?<![\w.\-/=%:])#?\(?({_STATUS})(?![\w.%/]|-\w|\.\d)")
+_STATUS_ONLY = re.compile(rf"(?<![\w.\-/=%])(?<!\d:)#?\(?({_STATUS})(?![\w.%/]|-\w|\.\d)")
 # A bare reply code must look like the start of a reply: followed by a word,
 # an address or a bracket, not by a unit ("550 bytes") or a digit.
 _REPLY_ONLY = re.compile(
-    rf"(?<![\w.\-/=%:$#,+])#?({_REPLY})(?:[ \-]|:\s)(?=\s*[\"'<\[(A-Za-z#*:])(?!\s*(?:bytes|octets|"
+    rf"(?<![\w.\-/=%$#,+])(?<!\d:)#?({_REPLY})(?:[ \-]|:\s|,)(?=\s*(?:[\"'<\[(A-Za-z#*:]|-\s*[A-Za-z]))(?!\s*(?:bytes|octets|"
     r"times|seconds|days|hours|minutes|mb|kb|messages)\b)",
     re.I,
 )

@@ -62,6 +62,7 @@ def _logical(lines: list[str], skip: set[int], first: int, limit: int) -> list[t
     return out
 
 
+_STARTS_WITH_CODE = re.compile(r"^\s*(?:<<<\s*|>>>\s*)?#?(?:[45]\d\d\b|[45]\.\d{1,3}\.\d)")
 # A line that starts the next recipient's record rather than continuing this one.
 _NEW_RECORD = re.compile(r"^\s*(?:<?[^\s@<>]+@[^\s@<>]+>?:?\s*$|<[^\s@<>]+@[^\s<>]+>|[\w-]+:\s)")
 _OPEN = re.compile(r"[\[(<'\"]([^\])>'\"]*)$")
@@ -71,7 +72,7 @@ def _carries_on(prev: str, nxt: str, base: int) -> bool:
     """A line the forwarding client wrapped: same indent, the sentence is not over."""
     if _indent(nxt) != base or _NEW_RECORD.match(nxt):
         return False
-    if find_code(nxt.strip()[:12]) is not None:
+    if _STARTS_WITH_CODE.match(nxt):
         return False
     # An unclosed bracket or quote, or a line that ends mid-word-run, continues.
     if _OPEN.search(prev):
