@@ -1,0 +1,258 @@
+"""The command line. Exit codes: 0 ok, 1 a check or command failed,
+2 configuration error, 3 a server or the database could not be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from sqlmodel import Session, col, select
+
+from mailbot import __version__
+from mailbot.config import Config, ConfigError, load
+from mailbot.db import DatabaseError
+from mailbot.source import SourceError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FAILED, EXIT_CONFIG, EXIT_UNREACHABLE = 1, 2, 3
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"mailbot: {message}", err=True)
+    sys.exit(code)
+
+
+def operator_errors(fn: F) -> F:
+    """Turn the errors an operator can act on into one line and an exit code."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as e:
+            _fail(f"config error: {e}", EXIT_CONFIG)
+        except (SourceError, DatabaseError) as e:
+            _fail(str(e), EXIT_UNREACHABLE)
+        except OperationalError as e:
+            _fail(f"database error: {e.orig}", EXIT_UNREACHABLE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config(ctx: click.Context) -> Config:
+    path = ctx.obj["config_path"]
+    return load(path)
+
+
+def _desk(ctx: click.Context) -> Any:
+    from mailbot.desk import Desk
+
+    return Desk(_config(ctx))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", envvar="MAILBOT_CONFIG", default="mailbot.toml",
+              show_default=True, help="The TOML configuration file (or set MAILBOT_CONFIG).")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@click.version_option(__version__)
+@click.pass_context
+def main(ctx: click.Context, config_path: str, verbose: bool) -> None:
+    """mailbot: the daemon behind a delist@ address.
+
+    \b
+    Example:
+      mailbot -c /etc/mailbot.toml check
+      mailbot -c /etc/mailbot.toml run
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("apscheduler", "imapclient", "mailparser"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@main.command()
+@click.pass_context
+@operator_errors
+def run(ctx: click.Context) -> None:
+    """Run the daemon: poll the mailbox and flush the outbox on a schedule.
+
+    \b
+    Example:
+      mailbot -c mailbot.toml run
+    """
+    from mailbot.daemon import Daemon
+
+    Daemon(_desk(ctx)).run()
+
+
+@main.command()
+@click.option("--once", is_flag=True, required=True, help="Poll once and exit (the only mode for now).")
+@click.pass_context
+@operator_errors
+def poll(ctx: click.Context, once: bool) -> None:
+    """Fetch and process new mail once, then send what is due.
+
+    \b
+    Example:
+      mailbot poll --once
+    """
+    desk = _desk(ctx)
+    polled, flushed = desk.run_once()
+    click.echo(f"fetched {polled.fetch.stored} new ({polled.fetch.duplicates} already stored), "
+               f"processed {polled.process.processed}, quarantined {polled.process.quarantined}, "
+               f"sent {flushed.sent}, retry later {flushed.retried}, failed {flushed.failed}")
+
+
+@main.command()
+@click.pass_context
+@operator_errors
+def flush(ctx: click.Context) -> None:
+    """Send the outbox mail that is due.
+
+    \b
+    Example:
+      mailbot flush
+    """
+    r = _desk(ctx).flush()
+    click.echo(f"sent {r.sent}, retry later {r.retried}, failed {r.failed}")
+
+
+def _ticket_rows(session: Session, state: str | None) -> list[Any]:
+    from mailbot.models import Ticket
+
+    stmt = select(Ticket)
+    if state:
+        stmt = stmt.where(Ticket.state == state)
+    return list(session.exec(stmt.order_by(col(Ticket.id))).all())
+
+
+@main.command()
+@click.option("--state", type=click.Choice(["open", "answered", "closed", "redirected", "needs_info"]))
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+@click.pass_context
+@operator_errors
+def tickets(ctx: click.Context, state: str | None, as_json: bool) -> None:
+    """List tickets.
+
+    \b
+    Example:
+      mailbot tickets --state open
+      mailbot tickets --json | jq '.[].ref'
+    """
+    from mailbot import views
+
+    desk = _desk(ctx)
+    with Session(desk.engine) as session:
+        rows = _ticket_rows(session, state)
+        if as_json:
+            click.echo(json.dumps([views.ticket_dict(t) for t in rows], indent=1))
+        else:
+            views.print_tickets(rows, desk.config.desk.zone)
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@operator_errors
+def show(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show one ticket with its thread, evidence, events and outgoing mail.
+
+    \b
+    Example:
+      mailbot show DL-000001
+    """
+    from mailbot import views
+    from mailbot.models import Ticket, parse_ref
+
+    desk = _desk(ctx)
+    tid = parse_ref(ref)
+    with Session(desk.engine) as session:
+        ticket = session.get(Ticket, tid) if tid else None
+        if ticket is None:
+            _fail(f"no ticket {ref}", EXIT_FAILED)
+            return
+        if as_json:
+            click.echo(json.dumps(views.ticket_detail(session, ticket), indent=1, default=str))
+        else:
+            views.print_ticket(session, ticket, desk.config.desk.zone)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, per file.")
+def parse(files: tuple[str, ...], as_json: bool) -> None:
+    """Print what extraction reads from forwarded NDRs (no database, no config).
+
+    \b
+    Example:
+      mailbot parse --json forwarded.eml
+    """
+    from mailbot.extraction import extract
+
+    for name in files:
+        result = extract(Path(name).read_bytes())
+        if as_json:
+            click.echo(json.dumps(result.as_json(name)))
+            continue
+        click.echo(f"{name}:")
+        if result.unreadable:
+            click.echo(f"  {result.unreadable}")
+        if not result.findings:
+            click.echo("  no rejection found")
+        for i, f in enumerate(result.findings):
+            mark = "*" if f is result.primary else " "
+            code = " ".join(p for p in (f.reply_code, f.status) if p) or "no code"
+            click.echo(f" {mark}{i + 1}. {code}  ips={','.join(f.ips) or '-'}"
+                       f"{'  rcpt=' + f.recipient if f.recipient else ''}")
+            click.echo(f"     text:   {f.text[:300]}")
+            click.echo(f"     source: {f.source}, line {f.line}")
+        for note in result.notes:
+            click.echo(f"  note: {note}")
+
+
+@main.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Check the configuration, database, mailbox and SMTP server; one line each.
+
+    \b
+    Example:
+      mailbot check && echo ready
+    """
+    from mailbot.checks import run_checks
+
+    ok = run_checks(ctx.obj["config_path"], click.echo)
+    sys.exit(0 if ok else EXIT_FAILED)
+
+
+@main.command()
+@click.option("--dir", "directory", default="mailbot-demo", show_default=True,
+              help="Where to put the demo's config, Maildirs and database.")
+def demo(directory: str) -> None:
+    """Run the desk on shipped sample forwards, with no mail server.
+
+    Samples go into a local Maildir inbox; mailbot processes them into
+    SQLite and writes its replies into a local Maildir outbox.
+
+    \b
+    Example:
+      mailbot demo --dir /tmp/mailbot-demo
+    """
+    from mailbot.demo import run_demo
+
+    logging.getLogger().setLevel(logging.WARNING)
+    run_demo(Path(directory), click.echo)
+

@@ -1,0 +1,271 @@
+"""Configuration: one TOML file, validated into typed sections.
+
+`load(path)` returns a `Config` or raises `ConfigError` whose message names
+the key and what is wrong with it (never a traceback for the operator).
+Every key is documented in `config.example.toml`; a test checks that.
+
+Any key can be overridden from the environment as `MAILBOT_<SECTION>_<KEY>`
+(e.g. `MAILBOT_MAILBOX_PASSWORD`), and `MAILBOT_<SECTION>_<KEY>_FILE` reads
+the value from a file, so secrets never need to be in the TOML.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Security = Literal["tls", "starttls", "none"]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _read_secret(value: str | None, file: str | None, key: str) -> str | None:
+    if value:
+        return value
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"{key}_file: cannot read {file}: {e.strerror}") from None
+    return None
+
+
+class MailboxConfig(_Section):
+    source: Literal["imap", "maildir"] = "imap"
+    host: str = ""
+    port: int = Field(993, ge=1, le=65535)
+    security: Security = "tls"
+    tls_verify: bool = True
+    ca_file: str | None = None
+    user: str = ""
+    password: str | None = Field(None, repr=False)
+    password_file: str | None = None
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    quarantine_folder: str = "Quarantine"
+    maildir_path: str = ""
+    batch_size: int = Field(100, ge=1, le=5000)
+    timeout: float = Field(60.0, gt=0)
+    max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _needs(self) -> MailboxConfig:
+        if self.source == "imap":
+            if not self.host:
+                raise ValueError("host: required when source = \"imap\"")
+            if not self.user:
+                raise ValueError("user: required when source = \"imap\"")
+        elif not self.maildir_path:
+            raise ValueError("maildir_path: required when source = \"maildir\"")
+        return self
+
+    def secret(self) -> str | None:
+        return _read_secret(self.password, self.password_file, "mailbox.password")
+
+
+class OutgoingConfig(_Section):
+    transport: Literal["smtp", "maildir"] = "smtp"
+    host: str = ""
+    port: int = Field(587, ge=1, le=65535)
+    security: Security = "starttls"
+    tls_verify: bool = True
+    ca_file: str | None = None
+    user: str | None = None
+    password: str | None = Field(None, repr=False)
+    password_file: str | None = None
+    maildir_path: str = ""
+    from_address: str = "delist@example.org"
+    from_name: str = "Delist desk"
+    timeout: float = Field(30.0, gt=0)
+    max_attempts: int = Field(12, ge=1)
+    retry_base_seconds: float = Field(60.0, gt=0)
+    retry_max_seconds: float = Field(3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _needs(self) -> OutgoingConfig:
+        if self.transport == "smtp" and not self.host:
+            raise ValueError("host: required when transport = \"smtp\"")
+        if self.transport == "maildir" and not self.maildir_path:
+            raise ValueError("maildir_path: required when transport = \"maildir\"")
+        if "@" not in self.from_address:
+            raise ValueError("from_address: must be an email address")
+        return self
+
+    def secret(self) -> str | None:
+        return _read_secret(self.password, self.password_file, "outgoing.password")
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite:///mailbot.db"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not v.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
+        return v
+
+
+class DeskConfig(_Section):
+    name: str = "Delist desk"
+    timezone: str = "UTC"
+    own_addresses: tuple[str, ...] = ()
+    staff: tuple[str, ...] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)") from None
+        return v
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class RuleConfig(_Section):
+    name: str
+    codes: tuple[str, ...]
+    action: Literal["ticket", "redirect", "needs_info"]
+    sla: bool = False
+
+
+class PolicyConfig(_Section):
+    portal_url: str = "https://sender.office.com/"
+    rules: tuple[RuleConfig, ...] | None = None
+    non_delistable: tuple[str, ...] | None = None
+    allow_ranges: tuple[str, ...] = ()
+
+
+class SlaConfig(_Section):
+    hours: float = Field(48.0, gt=0)
+    escalate_before: float = Field(8.0, ge=0)
+
+
+class ScheduleConfig(_Section):
+    poll_seconds: float = Field(60.0, gt=0)
+    flush_seconds: float = Field(15.0, gt=0)
+
+
+class TemplatesConfig(_Section):
+    dir: str | None = None
+
+
+class Config(_Section):
+    mailbox: MailboxConfig
+    outgoing: OutgoingConfig
+    database: DatabaseConfig = DatabaseConfig()
+    desk: DeskConfig = DeskConfig()
+    policy: PolicyConfig = PolicyConfig()
+    sla: SlaConfig = SlaConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    templates: TemplatesConfig = TemplatesConfig()
+    base_dir: str = Field(".", exclude=True)
+    """Directory of the config file; relative paths in it are taken from there."""
+
+    def path(self, p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else Path(self.base_dir) / q
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        own = {a.lower() for a in self.desk.own_addresses}
+        own.add(self.outgoing.from_address.lower())
+        return frozenset(own)
+
+
+SECTIONS = ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "templates")
+
+
+def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:
+    """Apply MAILBOT_<SECTION>_<KEY>[_FILE] on top of the file's values."""
+    for section in SECTIONS:
+        model = Config.model_fields[section].annotation
+        fields = getattr(model, "model_fields", {})
+        for key in fields:
+            env = f"MAILBOT_{section.upper()}_{key.upper()}"
+            value: str | None = environ.get(env)
+            if value is None and env + "_FILE" in environ:
+                try:
+                    value = Path(environ[env + "_FILE"]).read_text(encoding="utf-8").strip()
+                except OSError as e:
+                    raise ConfigError(f"{env}_FILE: cannot read {environ[env + '_FILE']}: {e.strerror}") from None
+            if value is not None:
+                data.setdefault(section, {})[key] = _coerce_env(value, fields[key].annotation)
+
+
+def _coerce_env(value: str, annotation: object) -> object:
+    if "tuple" in str(annotation):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (is it misspelt, or in the wrong [section]?)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif msg.startswith("Value error, "):
+            msg = msg.removeprefix("Value error, ")
+            # validators of a whole section name the key inside the message
+            if ": " in msg and " " not in msg.split(": ", 1)[0]:
+                key, msg = msg.split(": ", 1)
+                loc = f"{loc}.{key}" if loc else key
+        elif "input" in e and e["type"] not in ("missing",):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{loc}: {msg}")
+    return "; ".join(lines)
+
+
+def parse(data: dict[str, Any], base_dir: str = ".", environ: dict[str, str] | None = None) -> Config:
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    _env_overrides(data, dict(os.environ) if environ is None else environ)
+    try:
+        return Config(**data, base_dir=base_dir)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None
+
+
+def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} not found (copy config.example.toml to start)") from None
+    except OSError as e:
+        raise ConfigError(f"config file {p}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    try:
+        return parse(data, base_dir=str(p.resolve().parent), environ=environ)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+
+
+def database_url(config: Config) -> str:
+    """The database URL with a relative SQLite path taken from the config's directory."""
+    url = config.database.url
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+        return prefix + str(config.path(url.removeprefix(prefix)))
+    return url

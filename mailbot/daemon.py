@@ -1,0 +1,72 @@
+"""The daemon: the desk's jobs on an APScheduler 3 schedule.
+
+Jobs: poll (fetch + process + mark done) and outbox flush. Each runs with
+`max_instances=1` and `coalesce=True`: a run that is late after a sleep is
+caught up once, not N times. A job that raises is logged and runs again at
+its next time; the daemon keeps going. SIGTERM/SIGINT finish the current
+message and exit cleanly. The only module that imports apscheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from mailbot.desk import Desk
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, desk: Desk) -> None:
+        self.desk = desk
+        self.stopping = threading.Event()
+        self.scheduler = BlockingScheduler(
+            executors={"default": ThreadPoolExecutor(2)},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 3600},
+            timezone="UTC",
+        )
+        self.scheduler.add_listener(self._on_error, EVENT_JOB_ERROR)
+
+    def _on_error(self, event: JobExecutionEvent) -> None:
+        log.error("job %s failed: %s (it runs again at its next time)", event.job_id, event.exception)
+
+    def poll(self) -> None:
+        r = self.desk.poll(self.stopping.is_set)
+        if r.fetch.stored or r.process.processed or r.process.quarantined:
+            log.info("poll: %d stored, %d processed, %d quarantined", r.fetch.stored, r.process.processed,
+                     r.process.quarantined)
+        if r.process.processed:
+            self.flush()
+
+    def flush(self) -> None:
+        r = self.desk.flush(self.stopping.is_set)
+        if r.sent or r.retried or r.failed:
+            log.info("outbox: %d sent, %d to retry, %d failed", r.sent, r.retried, r.failed)
+
+    def _signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: finishing the current message, then exiting", signal.Signals(signum).name)
+        self.stopping.set()
+        threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
+
+    def run(self) -> None:
+        s = self.desk.config.schedule
+        self.scheduler.add_job(self.poll, "interval", seconds=s.poll_seconds, id="poll", next_run_time=_now())
+        self.scheduler.add_job(self.flush, "interval", seconds=s.flush_seconds, id="flush")
+        signal.signal(signal.SIGTERM, self._signal)
+        signal.signal(signal.SIGINT, self._signal)
+        log.info("mailbot running: polling %s every %ss", self.desk.config.mailbox.source, s.poll_seconds)
+        self.scheduler.start()
+        log.info("mailbot stopped")
+
+
+def _now() -> object:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

@@ -1,0 +1,169 @@
+"""The IMAP source. The only module that imports imapclient.
+
+Fetches by UID in batches, checks RFC822.SIZE before fetching a body, and
+marks a message done with MOVE (or `\\Seen` + `$Mailbot` where the server
+has no MOVE). It never deletes mail. Every imapclient or socket error
+becomes a `SourceError` naming host:port and user, never the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from mailbot.config import MailboxConfig
+from mailbot.source import Fetched, Outcome, SourceError
+
+DONE_FLAG = b"$Mailbot"
+QUARANTINE_FLAG = b"$MailbotQuarantine"
+
+
+class ImapSession:
+    def __init__(self, config: MailboxConfig, client_factory: Any = IMAPClient) -> None:
+        self.config = config
+        self.server = f"{config.host}:{config.port}"
+        self.name = f"imap://{config.user}@{config.host}:{config.port}/{config.folder}"
+        self.client: Any = None
+        try:
+            self.client = self._connect(client_factory)
+            info = self.client.select_folder(config.folder)
+        except SourceError:
+            self.close()
+            raise
+        except (IMAPClientError, OSError) as e:
+            self.close()
+            raise SourceError(f"IMAP server {self.server} (user {config.user}), folder "
+                              f"{config.folder}: {_why(e)}") from None
+        self.uidvalidity: int | None = int(info[b"UIDVALIDITY"])
+        caps = self.client.capabilities()
+        self.can_move = b"MOVE" in caps
+        self._folders_ready = False
+
+    def _context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.config.ca_file)
+        if not self.config.tls_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def _connect(self, factory: Any) -> Any:
+        c = self.config
+        who = f"IMAP server {self.server} (user {c.user})"
+        try:
+            client = factory(c.host, port=c.port, ssl=c.security == "tls",
+                             ssl_context=self._context() if c.security == "tls" else None, timeout=c.timeout)
+        except ssl.SSLError as e:
+            raise SourceError(f"{who}: TLS handshake failed: {e.reason or e}"
+                              " (set mailbox.ca_file, or tls_verify = false for a test server)") from None
+        except (OSError, IMAPClientError) as e:
+            raise SourceError(f"{who}: cannot connect: {_why(e)}") from None
+        try:
+            if c.security == "starttls":
+                client.starttls(self._context())
+            password = c.secret()
+            if password is None:
+                raise SourceError(f"{who}: no password: set mailbox.password_file or MAILBOT_MAILBOX_PASSWORD")
+            client.login(c.user, password)
+        except LoginError:
+            _quiet_logout(client)
+            raise SourceError(f"{who}: login refused (check the user and password)") from None
+        except ssl.SSLError as e:
+            _quiet_logout(client)
+            raise SourceError(f"{who}: TLS handshake failed: {e.reason or e}") from None
+        except (OSError, IMAPClientError) as e:
+            _quiet_logout(client)
+            raise SourceError(f"{who}: {_why(e)}") from None
+        except SourceError:
+            _quiet_logout(client)
+            raise
+        return client
+
+    def _wrap(self, what: str, e: BaseException) -> SourceError:
+        return SourceError(f"IMAP server {self.server} (user {self.config.user}): {what}: {_why(e)}")
+
+    def batches(self, after_uid: int, batch_size: int) -> Iterator[list[Fetched]]:
+        try:
+            # `n:*` always matches the highest UID, even below n: filter it out.
+            uids = sorted(u for u in self.client.search(["UID", f"{after_uid + 1}:*", "UNKEYWORD", "$Mailbot"])
+                          if u > after_uid)
+        except (IMAPClientError, OSError) as e:
+            raise self._wrap("search failed", e) from None
+        cap = self.config.max_message_bytes
+        for i in range(0, len(uids), batch_size):
+            chunk = uids[i:i + batch_size]
+            try:
+                sizes = {u: int(d.get(b"RFC822.SIZE", 0)) for u, d in self.client.fetch(chunk, ["RFC822.SIZE"]).items()}
+                small = [u for u in chunk if sizes.get(u, 0) <= cap and u in sizes]
+                large = [u for u in chunk if sizes.get(u, 0) > cap]
+                bodies = self.client.fetch(small, ["BODY.PEEK[]"]) if small else {}
+                heads = self.client.fetch(large, ["BODY.PEEK[HEADER]"]) if large else {}
+            except (IMAPClientError, OSError) as e:
+                raise self._wrap(f"fetch of UIDs {chunk[0]}..{chunk[-1]} failed", e) from None
+            out = []
+            for u in chunk:
+                if u in bodies and b"BODY[]" in bodies[u]:
+                    out.append(Fetched(u, None, bytes(bodies[u][b"BODY[]"]), sizes[u]))
+                elif u in heads:
+                    raw = bytes(heads[u].get(b"BODY[HEADER]", b""))
+                    out.append(Fetched(u, None, raw, sizes[u], truncated=True))
+            yield out
+
+    def _ensure_folders(self) -> None:
+        if self._folders_ready or not self.can_move:
+            return
+        for folder in (self.config.processed_folder, self.config.quarantine_folder):
+            if not self.client.folder_exists(folder):
+                self.client.create_folder(folder)
+        self._folders_ready = True
+
+    def mark_done(self, uid: int | None, location: str | None, outcome: Outcome) -> None:
+        if uid is None:
+            return
+        try:
+            self._ensure_folders()
+            if self.can_move:
+                folder = self.config.processed_folder if outcome == "processed" else self.config.quarantine_folder
+                self.client.move([uid], folder)
+            else:
+                flags = [b"\\Seen", DONE_FLAG] + ([QUARANTINE_FLAG] if outcome == "quarantined" else [])
+                self.client.add_flags([uid], flags)
+        except (IMAPClientError, OSError) as e:
+            raise self._wrap(f"marking UID {uid} {outcome} failed", e) from None
+
+    def close(self) -> None:
+        if self.client is not None:
+            _quiet_logout(self.client)
+            self.client = None
+
+
+def _quiet_logout(client: Any) -> None:
+    try:
+        client.logout()
+    except Exception:
+        with contextlib.suppress(Exception):
+            client.shutdown()
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, socket.timeout | TimeoutError):
+        return "timed out"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    return f"{e.__class__.__name__}: {e}"[:300]
+
+
+def probe(config: MailboxConfig) -> dict[str, object]:
+    """For `mailbot check`: log in, look at the folder and the capabilities."""
+    s = ImapSession(config)
+    try:
+        caps = s.client.capabilities()
+        return {"uidvalidity": s.uidvalidity, "move": s.can_move, "idle": b"IDLE" in caps,
+                "messages": len(s.client.search(["ALL"]))}
+    finally:
+        s.close()

@@ -1,0 +1,133 @@
+"""The database tables. Times are aware UTC (`clock.utcnow()`) everywhere.
+
+- `MailboxCursor`: per mailbox, the UIDVALIDITY seen and the last UID stored.
+- `StoredMessage`: every inbound message's raw bytes with its coordinates,
+  stored before anything parses it; its processing outcome.
+- `Ticket`, `TicketEvent`: the desk's work and its history.
+- `OutboxMail`: every outgoing mail, rendered once (Message-ID fixed), sent
+  by the outbox job. `dedupe_key` makes "once per ticket and recipient" a
+  database fact rather than a hope.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class MailboxCursor(SQLModel, table=True):
+    __tablename__ = "mailbox_cursor"
+    mailbox: str = Field(primary_key=True, max_length=500)
+    uidvalidity: int | None = Field(default=None, sa_type=BigInteger)
+    last_uid: int = Field(default=0, sa_type=BigInteger)
+    last_poll_at: datetime | None = None
+
+
+class StoredMessage(SQLModel, table=True):
+    __tablename__ = "message"
+    __table_args__ = (
+        UniqueConstraint("mailbox", "uidvalidity", "uid", name="uq_message_coords"),
+        UniqueConstraint("mailbox", "identity", name="uq_message_identity"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str = Field(max_length=500, index=True)
+    uidvalidity: int | None = Field(default=None, sa_type=BigInteger)
+    uid: int | None = Field(default=None, sa_type=BigInteger)
+    location: str | None = Field(default=None, max_length=500)
+    """Where the message sits in a Maildir source (its key); None for IMAP."""
+    identity: str = Field(max_length=600)
+    """Message-ID (normalised), or a content hash where it has none or it collides."""
+    message_id: str | None = Field(default=None, max_length=1000, index=True)
+    digest: str = Field(max_length=80, index=True)
+    """sha256 of the raw bytes."""
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    size: int = 0
+    truncated: bool = False
+    fetched_at: datetime
+    state: str = Field(default="stored", max_length=20, index=True)
+    """stored → processed | quarantined."""
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_type=Text)
+    processed_at: datetime | None = None
+    server_done: bool = False
+    """The move/flag on the mail server happened (only ever after the commit)."""
+    sender: str | None = Field(default=None, max_length=500)
+    subject: str | None = Field(default=None, sa_type=Text)
+    outcome: str | None = Field(default=None, sa_type=Text)
+    findings: str | None = Field(default=None, sa_type=Text)
+    """The extraction result as JSON, the evidence staff see."""
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+
+
+class Ticket(SQLModel, table=True):
+    __tablename__ = "ticket"
+    id: int | None = Field(default=None, primary_key=True)
+    state: str = Field(max_length=20, index=True)
+    """open | answered | closed | redirected | needs_info."""
+    sender: str | None = Field(default=None, max_length=500, index=True)
+    ip: str | None = Field(default=None, max_length=64, index=True)
+    reply_code: str | None = Field(default=None, max_length=8)
+    status: str | None = Field(default=None, max_length=16)
+    text: str | None = Field(default=None, sa_type=Text)
+    rule: str | None = Field(default=None, max_length=100)
+    reason: str | None = Field(default=None, sa_type=Text)
+    """Why the ticket waits for information, in words the sender reads."""
+    subject: str | None = Field(default=None, sa_type=Text)
+    opened_at: datetime
+    due_at: datetime | None = Field(default=None, index=True)
+    acked_at: datetime | None = None
+    updated_at: datetime
+    verified: bool = True
+
+    @property
+    def ref(self) -> str:
+        return format_ref(self.id or 0)
+
+    @property
+    def full_code(self) -> str | None:
+        parts = [p for p in (self.reply_code, self.status) if p]
+        return " ".join(parts) or None
+
+
+class TicketEvent(SQLModel, table=True):
+    __tablename__ = "ticket_event"
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    at: datetime
+    kind: str = Field(max_length=40)
+    actor: str = Field(max_length=200)
+    detail: str | None = Field(default=None, sa_type=Text)
+
+
+class OutboxMail(SQLModel, table=True):
+    __tablename__ = "outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    kind: str = Field(max_length=40)
+    dedupe_key: str | None = Field(default=None, max_length=300, unique=True)
+    envelope_from: str = Field(max_length=500)
+    recipients: str = Field(sa_type=Text)
+    """Envelope recipients, comma separated (already validated addresses)."""
+    message_id: str = Field(max_length=300, unique=True)
+    subject: str = Field(sa_type=Text)
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    state: str = Field(default="queued", max_length=20, index=True)
+    """queued → sent | failed."""
+    attempts: int = 0
+    next_attempt_at: datetime = Field(index=True)
+    last_error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime
+    sent_at: datetime | None = None
+
+
+def format_ref(ticket_id: int) -> str:
+    return f"DL-{ticket_id:06d}"
+
+
+def parse_ref(ref: str) -> int | None:
+    ref = ref.strip().strip("[]").upper()
+    if ref.startswith("DL-") and ref[3:].isdigit():
+        return int(ref[3:])
+    return None

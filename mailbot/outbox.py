@@ -1,0 +1,137 @@
+"""The outbox: every outgoing mail is a row before it is a connection.
+
+`queue` adds a rendered mail inside the caller's transaction (so a ticket
+and its acknowledgement commit together). `flush` sends due rows one by
+one: each row is claimed, sent, and marked sent in one transaction, so a
+duplicate can only come from a crash between the server's 250 and that
+commit, and then carries the same Message-ID.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from mailbot import clock, faults
+from mailbot.config import OutgoingConfig
+from mailbot.db import is_postgres, transaction
+from mailbot.models import OutboxMail, Ticket, TicketEvent
+from mailbot.render import Composed
+from mailbot.transports import PermanentFailure, TemporaryFailure, Transport
+
+log = logging.getLogger(__name__)
+
+
+def already_queued(session: Session, dedupe_key: str) -> bool:
+    return session.exec(select(OutboxMail.id).where(OutboxMail.dedupe_key == dedupe_key)).first() is not None
+
+
+def queue(session: Session, mail: Composed, *, kind: str, ticket_id: int | None,
+          dedupe_key: str | None, now: datetime) -> OutboxMail | None:
+    """Add a mail to the outbox; None when `dedupe_key` was already used."""
+    if dedupe_key and already_queued(session, dedupe_key):
+        return None
+    row = OutboxMail(
+        ticket_id=ticket_id, kind=kind, dedupe_key=dedupe_key, envelope_from=mail.envelope_from,
+        recipients=",".join(mail.recipients), message_id=mail.message_id, subject=mail.subject,
+        raw=mail.raw, next_attempt_at=now, created_at=now,
+    )
+    session.add(row)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # Another worker queued the same dedupe_key first: the database says once.
+        return None
+    return row
+
+
+@dataclass
+class FlushResult:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+def _claim(session: Session, engine: Engine, now: datetime, skip: set[int]) -> OutboxMail | None:
+    stmt = (select(OutboxMail)
+            .where(OutboxMail.state == "queued", col(OutboxMail.next_attempt_at) <= now,
+                   col(OutboxMail.id).not_in(skip))
+            .order_by(col(OutboxMail.next_attempt_at), col(OutboxMail.id)).limit(1))
+    if is_postgres(engine):
+        stmt = stmt.with_for_update(skip_locked=True)
+    return session.exec(stmt).first()
+
+
+def backoff(config: OutgoingConfig, attempts: int) -> timedelta:
+    seconds = min(config.retry_base_seconds * 2 ** max(attempts - 1, 0), config.retry_max_seconds)
+    return timedelta(seconds=seconds)
+
+
+def flush(engine: Engine, transport: Transport, config: OutgoingConfig,
+          should_stop: Callable[[], bool] = lambda: False, limit: int = 10000) -> FlushResult:
+    result = FlushResult()
+    skip: set[int] = set()
+    try:
+        for _ in range(limit):
+            if should_stop():
+                break
+            with transaction(engine) as session:
+                now = clock.utcnow()
+                row = _claim(session, engine, now, skip)
+                if row is None:
+                    break
+                assert row.id is not None
+                skip.add(row.id)
+                _send_one(session, row, transport, config, now, result)
+    finally:
+        transport.close()
+    return result
+
+
+def _send_one(session: Session, row: OutboxMail, transport: Transport, config: OutgoingConfig,
+              now: datetime, result: FlushResult) -> None:
+    row.attempts += 1
+    try:
+        transport.send(row.envelope_from, row.recipients.split(","), row.raw)
+    except TemporaryFailure as e:
+        row.last_error = str(e)
+        if row.attempts >= config.max_attempts:
+            _fail(session, row, f"gave up after {row.attempts} attempts: {e}", now)
+            result.failed += 1
+        else:
+            row.next_attempt_at = now + backoff(config, row.attempts)
+            log.warning("outbox %s to %s: %s; retry at %s", row.message_id, row.recipients, e, row.next_attempt_at)
+            result.retried += 1
+        return
+    except PermanentFailure as e:
+        _fail(session, row, str(e), now)
+        result.failed += 1
+        return
+    faults.point("after_smtp_250")
+    row.state = "sent"
+    row.sent_at = now
+    row.last_error = None
+    result.sent += 1
+    log.info("outbox %s sent to %s (%s)", row.message_id, row.recipients, row.kind)
+    if row.ticket_id is not None:
+        ticket = session.get(Ticket, row.ticket_id)
+        if ticket and row.kind in ("ack", "redirect", "needs_info") and ticket.acked_at is None:
+            ticket.acked_at = now
+        session.add(TicketEvent(ticket_id=row.ticket_id, at=now, kind="mail_sent", actor="mailbot",
+                                detail=f"{row.kind} to {row.recipients} ({row.message_id})"))
+
+
+def _fail(session: Session, row: OutboxMail, error: str, now: datetime) -> None:
+    row.state = "failed"
+    row.last_error = error
+    log.error("outbox %s to %s failed permanently: %s", row.message_id, row.recipients, error)
+    if row.ticket_id is not None:
+        session.add(TicketEvent(ticket_id=row.ticket_id, at=now, kind="mail_failed", actor="mailbot",
+                                detail=f"{row.kind} to {row.recipients}: {error}"))

@@ -1,0 +1,227 @@
+"""Intake step 2, process: one stored message, every effect in one transaction.
+
+Claim a stored message (counting the attempt first, so a message that
+kills the process is still counted), read its outer headers and its NDR,
+apply the policy, open or join a ticket, queue the reply in the outbox and
+record the outcome. After three failed attempts the message is quarantined:
+kept, marked, listed for staff. Processing a processed message does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from mailbot import clock, faults, inbound, replyguard, tickets
+from mailbot.clock import local
+from mailbot.config import Config
+from mailbot.db import is_postgres, transaction
+from mailbot.extraction import Extraction, extract
+from mailbot.models import StoredMessage, Ticket
+from mailbot.outbox import queue
+from mailbot.policy import Decision, Policy
+from mailbot.render import Renderer, compose
+from mailbot.sanitize import db_text
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class ProcessResult:
+    processed: int = 0
+    quarantined: int = 0
+    failed_attempts: int = 0
+    done_ids: list[int] = field(default_factory=list)
+
+
+class Processor:
+    def __init__(self, config: Config, engine: Engine, renderer: Renderer) -> None:
+        self.config = config
+        self.engine = engine
+        self.renderer = renderer
+        self.policy = Policy(config.policy)
+
+    # -- claiming ---------------------------------------------------------
+
+    def _claim(self, skip: set[int]) -> int | None:
+        with transaction(self.engine) as session:
+            stmt = (select(StoredMessage).where(StoredMessage.state == "stored", col(StoredMessage.id).not_in(skip))
+                    .order_by(col(StoredMessage.id)).limit(1))
+            if is_postgres(self.engine):
+                stmt = stmt.with_for_update(skip_locked=True)
+            msg = session.exec(stmt).first()
+            if msg is None:
+                return None
+            msg.attempts += 1
+            if msg.attempts > MAX_ATTEMPTS:
+                self._quarantine(msg, f"processing failed {MAX_ATTEMPTS} times: {msg.last_error or 'crashed'}")
+            assert msg.id is not None
+            return msg.id
+
+    def _quarantine(self, msg: StoredMessage, reason: str) -> None:
+        msg.state = "quarantined"
+        msg.outcome = db_text(f"quarantined: {reason}", 2000)
+        msg.processed_at = clock.utcnow()
+        log.error("message %s (id %s) quarantined: %s", msg.message_id, msg.id, reason)
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False, limit: int = 1_000_000) -> ProcessResult:
+        result = ProcessResult()
+        skip: set[int] = set()
+        for _ in range(limit):
+            if should_stop():
+                break
+            mid = self._claim(skip)
+            if mid is None:
+                break
+            skip.add(mid)
+            try:
+                with transaction(self.engine) as session:
+                    msg = session.get(StoredMessage, mid)
+                    assert msg is not None
+                    if msg.state != "stored":  # quarantined at claim time
+                        result.quarantined += 1
+                        result.done_ids.append(mid)
+                        continue
+                    self.handle(session, msg)
+                    faults.point("after_parse")
+                    if msg.state == "quarantined":
+                        result.quarantined += 1
+                    else:
+                        result.processed += 1
+                faults.point("after_commit")
+                result.done_ids.append(mid)
+            except Exception as e:
+                result.failed_attempts += 1
+                log.exception("message id %s: processing failed", mid)
+                with transaction(self.engine) as session:
+                    msg = session.get(StoredMessage, mid)
+                    assert msg is not None
+                    msg.last_error = db_text(f"{e.__class__.__name__}: {e}", 2000)
+                    if msg.attempts >= MAX_ATTEMPTS:
+                        self._quarantine(msg, f"processing failed {msg.attempts} times: {msg.last_error}")
+                        result.quarantined += 1
+                        result.done_ids.append(mid)
+        return result
+
+    # -- one message ------------------------------------------------------
+
+    def handle(self, session: Session, msg: StoredMessage) -> None:
+        now = clock.utcnow()
+        if msg.truncated:
+            self._quarantine(msg, f"message is {msg.size} bytes, over the cap of "
+                                  f"{self.config.mailbox.max_message_bytes} (mailbox.max_message_bytes)")
+            return
+        try:
+            head = inbound.parse(msg.raw)
+        except inbound.OverCap as e:
+            self._quarantine(msg, str(e))
+            return
+        msg.sender = db_text(head.sender or head.from_header, 500)
+        msg.subject = db_text(head.subject, 2000)
+        extraction = extract(msg.raw)
+        msg.findings = json.dumps(extraction.as_json())
+        verdict = replyguard.verdict(head, self.config.own_addresses)
+
+        ticket = tickets.by_reference(session, head)
+        if ticket is not None:
+            self._follow_up(session, msg, head, extraction, ticket, verdict, now)
+        else:
+            decision = self.policy.decide(extraction)
+            self._new_request(session, msg, head, decision, verdict, now)
+        msg.state = "processed"
+        msg.processed_at = now
+
+    def _facts(self, decision: Decision) -> dict[str, object]:
+        f = decision.finding
+        return {"ip": decision.ip, "reply_code": f.reply_code if f else None, "status": f.status if f else None,
+                "text": db_text(f.text, 4000) if f else None, "rule": decision.rule}
+
+    def _new_request(self, session: Session, msg: StoredMessage, head: inbound.Inbound, decision: Decision,
+                     verdict: replyguard.ReplyVerdict, now: datetime) -> None:
+        sender = head.sender or db_text(head.from_header, 500)
+        joined = False
+        ticket: Ticket | None = None
+        if decision.action == "ticket" and decision.ip:
+            ticket = tickets.active_for_ip(session, decision.ip)
+        if ticket is not None:
+            joined = True
+            tickets.event(session, ticket, "joined", sender or "unknown",
+                          f"forward {msg.message_id} for {decision.ip}", now)
+            if ticket.state == "needs_info":
+                self._upgrade(session, ticket, decision, sender, now)
+        else:
+            state = {"ticket": "open", "redirect": "redirected", "needs_info": "needs_info"}[decision.action]
+            ticket = tickets.open_ticket(session, now=now, state=state, sender=sender,
+                                         subject=db_text(head.subject, 1000),
+                                         reason="; ".join(decision.missing) or None, **self._facts(decision))
+            if decision.sla:
+                tickets.start_clock(ticket, now, self.config.sla.hours)
+            detail = f"{decision.action} by rule {decision.rule}"
+            if ticket.reason:
+                detail += f": missing {ticket.reason}"
+            tickets.event(session, ticket, "opened", sender or "unknown", detail, now)
+        msg.ticket_id = ticket.id
+        msg.outcome = f"{'joined' if joined else 'opened'} {ticket.ref} ({decision.action}, rule {decision.rule})"
+        kind = {"ticket": "ack", "redirect": "redirect", "needs_info": "needs_info"}[decision.action]
+        self._reply(session, msg, head, ticket, kind, verdict, now, joined=joined, missing=list(decision.missing))
+
+    def _upgrade(self, session: Session, ticket: Ticket, decision: Decision, actor: str | None, now: datetime) -> None:
+        for k, v in self._facts(decision).items():
+            setattr(ticket, k, v)
+        ticket.state = "open"
+        ticket.reason = None
+        tickets.start_clock(ticket, now, self.config.sla.hours)
+        tickets.event(session, ticket, "state", actor or "unknown", "needs_info → open: the missing facts arrived", now)
+
+    def _follow_up(self, session: Session, msg: StoredMessage, head: inbound.Inbound, extraction: Extraction,
+                   ticket: Ticket, verdict: replyguard.ReplyVerdict, now: datetime) -> None:
+        sender = head.sender or db_text(head.from_header, 500)
+        msg.ticket_id = ticket.id
+        tickets.event(session, ticket, "follow_up", sender or "unknown", f"message {msg.message_id}", now)
+        msg.outcome = f"follow-up on {ticket.ref}"
+        if ticket.state != "needs_info" or not extraction.findings:
+            return
+        decision = self.policy.decide(extraction)
+        if decision.action == "ticket":
+            self._upgrade(session, ticket, decision, sender, now)
+            self._reply(session, msg, head, ticket, "ack", verdict, now)
+        elif decision.action == "redirect":
+            for k, v in self._facts(decision).items():
+                setattr(ticket, k, v)
+            ticket.state = "redirected"
+            tickets.event(session, ticket, "state", sender or "unknown", "needs_info → redirected", now)
+            self._reply(session, msg, head, ticket, "redirect", verdict, now)
+
+    def _reply(self, session: Session, msg: StoredMessage, head: inbound.Inbound, ticket: Ticket, kind: str,
+               verdict: replyguard.ReplyVerdict, now: datetime, *, joined: bool = False,
+               missing: list[str] | None = None) -> None:
+        if not verdict.allowed or verdict.recipient is None:
+            tickets.event(session, ticket, "no_reply", "mailbot", f"{kind} not sent: {verdict.reason}", now)
+            msg.outcome = f"{msg.outcome}; no reply: {verdict.reason}"
+            return
+        context = {
+            "ref": ticket.ref, "ip": ticket.ip, "full_code": ticket.full_code, "rejection_text": ticket.text,
+            "due_local": local(ticket.due_at, self.config.desk.zone), "desk_name": self.config.desk.name,
+            "portal_url": self.policy.portal_url, "missing": missing or [], "joined": joined,
+            "original_subject": head.subject,
+        }
+        subject, text, html = self.renderer.render(kind, context)
+        out = self.config.outgoing
+        mail = compose(from_address=out.from_address, from_name=out.from_name, to=[verdict.recipient],
+                       subject=subject, text=text, html=html, in_reply_to=head.reply_msgid,
+                       references=[*head.references], extra_headers={"X-Mailbot-Ticket": ticket.ref})
+        assert ticket.id is not None
+        row = queue(session, mail, kind=kind, ticket_id=ticket.id, now=now,
+                    dedupe_key=f"{kind}:{ticket.id}:{verdict.recipient.lower()}")
+        if row is None:
+            tickets.event(session, ticket, "no_reply", "mailbot", f"{kind} already sent to {verdict.recipient}", now)
+        else:
+            faults.point("after_queue")

@@ -1,0 +1,131 @@
+"""Outgoing mail, rendered from Jinja2 templates into exact bytes.
+
+Each template NAME has `NAME.txt.j2` (blocks `subject` and `body`) and
+`NAME.html.j2` (the HTML alternative, autoescaped). Operators override any
+of them from `[templates] dir`; the shipped ones are the fallback.
+
+Headers built from inbound values go through `sanitize` first; the
+Message-ID is fixed here, at render time, so a resend is recognisably the
+same mail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from mailbot import sanitize
+
+PACKAGED = Path(__file__).parent / "templates"
+SOURCE_TREE = Path(__file__).parent.parent / "templates"
+
+
+class TemplateError(Exception):
+    """A template is missing or does not render; names the template."""
+
+
+def template_dirs(override: Path | None) -> list[Path]:
+    dirs = [d for d in (override, PACKAGED, SOURCE_TREE) if d is not None and d.is_dir()]
+    return dirs
+
+
+class Renderer:
+    def __init__(self, override: Path | None = None) -> None:
+        dirs = template_dirs(override)
+        if not dirs:
+            raise TemplateError("no templates directory found (set [templates] dir)")
+        loader = jinja2.FileSystemLoader([str(d) for d in dirs])
+        self.text_env = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
+                                           keep_trailing_newline=True)
+        self.html_env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+
+    def names(self) -> list[str]:
+        return sorted({n.removesuffix(".txt.j2") for n in self.text_env.list_templates()
+                       if n.endswith(".txt.j2") and not n.startswith("_")})
+
+    def render(self, name: str, context: dict[str, Any]) -> tuple[str, str, str]:
+        """(subject, text, html) of template `name`."""
+        try:
+            tmpl = self.text_env.get_template(f"{name}.txt.j2")
+            ctx = tmpl.new_context(context)
+            subject = "".join(tmpl.blocks["subject"](ctx))
+            text = "".join(tmpl.blocks["body"](tmpl.new_context(context))).strip("\n") + "\n"
+            html = self.html_env.get_template(f"{name}.html.j2").render({**context, "subject": subject})
+        except jinja2.TemplateNotFound as e:
+            raise TemplateError(f"template {e.name} not found") from None
+        except (jinja2.TemplateError, KeyError) as e:
+            raise TemplateError(f"template {name}: {e}") from None
+        return sanitize.header_text(subject, 250), text, html
+
+
+@dataclass(frozen=True)
+class Composed:
+    message_id: str
+    subject: str
+    raw: bytes
+    envelope_from: str
+    recipients: tuple[str, ...]
+
+
+def compose(
+    *,
+    from_address: str,
+    from_name: str,
+    to: list[str],
+    subject: str,
+    text: str,
+    html: str | None,
+    in_reply_to: str | None = None,
+    references: list[str] | None = None,
+    auto_reply: bool = True,
+    extra_headers: dict[str, str] | None = None,
+    now: Any = None,
+) -> Composed:
+    """Build the exact bytes of one outgoing mail.
+
+    Addresses must already be validated (`sanitize.address`); anything else
+    raises ValueError rather than producing a mail to the wrong place.
+    """
+    recipients = [sanitize.address(a) for a in to]
+    if not recipients or any(r is None for r in recipients):
+        raise ValueError("recipient is not a plain address")
+    if sanitize.address(from_address) is None:
+        raise ValueError("from address is not a plain address")
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = Address(display_name=sanitize.header_text(from_name, 100), addr_spec=from_address)
+    msg["To"] = ", ".join(r for r in recipients if r)
+    msg["Subject"] = sanitize.header_text(subject, 250)
+    msg["Date"] = format_datetime(now) if now is not None else format_datetime(_aware_now())
+    domain = from_address.rpartition("@")[2]
+    mid = make_msgid(idstring="mailbot", domain=domain)
+    msg["Message-ID"] = mid
+    parent = sanitize.message_id(in_reply_to)
+    if parent:
+        msg["In-Reply-To"] = parent
+    refs = sanitize.references([*(references or []), *([parent] if parent else [])])
+    if refs:
+        msg["References"] = " ".join(refs)
+    if auto_reply:
+        # RFC 3834, and Exchange's own switch so its autoresponders stay quiet
+        msg["Auto-Submitted"] = "auto-replied"
+        msg["X-Auto-Response-Suppress"] = "All"
+    for k, v in (extra_headers or {}).items():
+        msg[k] = sanitize.header_text(v, 200)
+    msg.set_content(text)
+    if html is not None:
+        msg.add_alternative(html, subtype="html")
+    return Composed(mid, msg["Subject"], msg.as_bytes(), from_address,
+                    tuple(r for r in recipients if r))
+
+
+def _aware_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

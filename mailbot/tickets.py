@@ -1,0 +1,71 @@
+"""Tickets: find the one a message belongs to, open new ones, record events.
+
+All functions take the caller's session and never commit: a message's
+effects are one transaction, owned by `intake.process`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+from mailbot.inbound import Inbound
+from mailbot.models import OutboxMail, StoredMessage, Ticket, TicketEvent, parse_ref
+
+REF_IN_SUBJECT = re.compile(r"\[(DL-\d{6,})\]", re.IGNORECASE)
+ACTIVE = ("open", "needs_info")
+"""States in which a ticket gathers further forwards for its IP."""
+
+
+def by_reference(session: Session, msg: Inbound) -> Ticket | None:
+    """The ticket a message names ([DL-…] in the subject) or threads to."""
+    for ref in REF_IN_SUBJECT.findall(msg.subject or ""):
+        tid = parse_ref(ref)
+        ticket = session.get(Ticket, tid) if tid else None
+        if ticket:
+            return ticket
+    parents = [*msg.in_reply_to, *reversed(msg.references)][:50]
+    if not parents:
+        return None
+    out = session.exec(select(OutboxMail.ticket_id).where(col(OutboxMail.message_id).in_(parents))).first()
+    if out:
+        return session.get(Ticket, out)
+    inbound = session.exec(
+        select(StoredMessage.ticket_id).where(col(StoredMessage.message_id).in_(parents),
+                                              col(StoredMessage.ticket_id).is_not(None))
+    ).first()
+    return session.get(Ticket, inbound) if inbound else None
+
+
+def active_for_ip(session: Session, ip: str) -> Ticket | None:
+    return session.exec(
+        select(Ticket).where(Ticket.ip == ip, col(Ticket.state).in_(ACTIVE)).order_by(col(Ticket.id))
+    ).first()
+
+
+def open_ticket(session: Session, *, now: datetime, state: str, sender: str | None, **facts: object) -> Ticket:
+    ticket = Ticket(state=state, sender=sender, opened_at=now, updated_at=now, **facts)  # type: ignore[arg-type]
+    session.add(ticket)
+    session.flush()
+    return ticket
+
+
+def start_clock(ticket: Ticket, now: datetime, sla_hours: float) -> None:
+    ticket.due_at = now + timedelta(hours=sla_hours)
+
+
+def event(session: Session, ticket: Ticket, kind: str, actor: str, detail: str | None, now: datetime) -> None:
+    assert ticket.id is not None
+    session.add(TicketEvent(ticket_id=ticket.id, at=now, kind=kind, actor=actor, detail=detail))
+    ticket.updated_at = now
+
+
+def thread_ids(session: Session, ticket: Ticket) -> list[str]:
+    """Message-IDs of the ticket's inbound mail, oldest first (for References)."""
+    assert ticket.id is not None
+    rows = session.exec(
+        select(StoredMessage.message_id).where(StoredMessage.ticket_id == ticket.id).order_by(col(StoredMessage.id))
+    ).all()
+    return [r for r in rows if r]

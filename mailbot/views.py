@@ -1,0 +1,88 @@
+"""How tickets look to a person (rich tables on a terminal) and to a script (dicts)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.table import Table
+from sqlmodel import Session, col, select
+
+from mailbot.clock import local
+from mailbot.models import OutboxMail, StoredMessage, Ticket, TicketEvent
+
+
+def _iso(dt: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, for scripts."""
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def ticket_dict(t: Ticket) -> dict[str, Any]:
+    return {
+        "ref": t.ref, "state": t.state, "sender": t.sender, "ip": t.ip, "reply_code": t.reply_code,
+        "status": t.status, "text": t.text, "rule": t.rule, "reason": t.reason, "verified": t.verified,
+        "opened_at": _iso(t.opened_at), "due_at": _iso(t.due_at), "acked_at": _iso(t.acked_at),
+    }
+
+
+def ticket_detail(session: Session, t: Ticket) -> dict[str, Any]:
+    d = ticket_dict(t)
+    msgs = session.exec(select(StoredMessage).where(StoredMessage.ticket_id == t.id).order_by(col(StoredMessage.id)))
+    d["messages"] = [{"message_id": m.message_id, "sender": m.sender, "subject": m.subject,
+                      "fetched_at": _iso(m.fetched_at), "outcome": m.outcome,
+                      "findings": json.loads(m.findings) if m.findings else None} for m in msgs]
+    events = session.exec(select(TicketEvent).where(TicketEvent.ticket_id == t.id).order_by(col(TicketEvent.id)))
+    d["events"] = [{"at": _iso(e.at), "kind": e.kind, "actor": e.actor, "detail": e.detail} for e in events]
+    outs = session.exec(select(OutboxMail).where(OutboxMail.ticket_id == t.id).order_by(col(OutboxMail.id)))
+    d["outgoing"] = [{"kind": o.kind, "to": o.recipients, "subject": o.subject, "message_id": o.message_id,
+                      "state": o.state, "attempts": o.attempts, "error": o.last_error,
+                      "sent_at": _iso(o.sent_at)} for o in outs]
+    return d
+
+
+def print_tickets(rows: list[Ticket], zone: ZoneInfo, console: Console | None = None) -> None:
+    console = console or Console()
+    if not rows:
+        console.print("no tickets")
+        return
+    table = Table(show_lines=False)
+    for h in ("ref", "state", "code", "ip", "sender", "opened", "due"):
+        table.add_column(h)
+    for t in rows:
+        table.add_row(t.ref, t.state, t.full_code or "-", t.ip or "-", t.sender or "-",
+                      local(t.opened_at, zone), local(t.due_at, zone))
+    console.print(table)
+
+
+def print_ticket(session: Session, t: Ticket, zone: ZoneInfo, console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    d = ticket_detail(session, t)
+    console.print(f"[bold]{t.ref}[/bold]  {t.state}  {t.full_code or 'no code'}  ip {t.ip or '-'}", markup=True)
+    console.print(f"sender:   {t.sender or '-'}", markup=False)
+    console.print(f"opened:   {local(t.opened_at, zone)}   due: {local(t.due_at, zone)}   "
+                  f"acknowledged: {local(t.acked_at, zone)}", markup=False)
+    if t.text:
+        console.print(f"rejection: {t.text}", markup=False)
+    if t.reason:
+        console.print(f"waiting for: {t.reason}", markup=False)
+    console.print("\n[bold]thread[/bold]")
+    for m in d["messages"]:
+        console.print(f"  in   {m['fetched_at']}  {m['sender']}  {m['subject']!r}", markup=False)
+        console.print(f"       outcome: {m['outcome']}", markup=False)
+        f = m["findings"] or {}
+        if f.get("source"):
+            console.print(f"       evidence: {f.get('reply_code')} {f.get('status')} ips={f.get('ips')} "
+                          f"from {f['source']}, line {f.get('line')}", markup=False)
+    for o in d["outgoing"]:
+        console.print(f"  out  {o['kind']} to {o['to']}  {o['state']}  {o['subject']!r}"
+                      + (f"  error: {o['error']}" if o["error"] else ""), markup=False)
+    console.print("\n[bold]events[/bold]")
+    for e in d["events"]:
+        console.print(f"  {e['at']}  {e['kind']:<10} {e['actor']}: {e['detail'] or ''}", markup=False)
