@@ -19,6 +19,7 @@ from mailbot.extraction.findings import Finding
 from mailbot.extraction.mime import Node
 from mailbot.extraction.patterns import find_code, rejection_ips
 
+_ANY_CODE = re.compile(r"[45]\d\d|[245]\.\d{1,3}\.\d")
 _ADDR = re.compile(r"<?([^\s<>;:\"'()\[\]]+@[\w.\-]+\w)>?")
 
 
@@ -34,10 +35,15 @@ def findings_of(node: Node) -> list[Finding]:
     for block in node.blocks:
         if block.kind == "headers":
             continue
-        records.extend((block.source, r) for r in dsn.records(block.lines))
+        text = "\n".join(block.lines)
+        if block.kind == "text" and not _ANY_CODE.search(text):
+            # Most text parts of a forward (the sender's note) hold no code at all.
+            continue
+        grouped = dsn.groups(block.lines, text)
+        records.extend((block.source, r) for r in dsn.records(grouped))
         if block.kind == "text":
-            skip = dsn.field_lines(block.lines)
-            texts.extend((block.source, r) for r in rejection.scan(block.lines, skip))
+            skip = dsn.field_lines(block.lines, grouped)
+            texts.extend((block.source, r) for r in rejection.scan(block.lines, skip, text))
     records = [(s, r) for s, r in records if _is_failure(r)]
     out: list[Finding] = []
     for source, rec in records:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 
-_ADMIN_SECTION = re.compile(r"^\s*diagnostic information for administrators\b", re.I)
+_ADMIN_SECTION = re.compile(r"^[ \t]*diagnostic information for administrators\b", re.I | re.M)
 
 _RETURNED = re.compile(
-    r"^\s*(?:-+\s*)?(?:"
+    r"^[ \t]*(?:-+[ \t]*)?(?:"
     r"original message headers:?"
     r"|this is a copy of the message"
     r"|below this line is a copy of the message"
@@ -29,18 +29,19 @@ _RETURNED = re.compile(
     r"|the (?:original|returned) message (?:headers )?(?:follows|is below)"
     r"|headers of the original message"
     r")",
-    re.I,
+    re.I | re.M,
 )
 
 
-def region(lines: list[str]) -> tuple[int, int]:
+def region(lines: list[str], text: str) -> tuple[int, int]:
+    """`text` is "\\n".join(lines): one search over it is far cheaper than a match per line."""
     start, end = 0, len(lines)
-    for i, line in enumerate(lines):
-        if _RETURNED.match(line):
-            end = i
-            break
-    for i in range(end):
-        if _ADMIN_SECTION.match(lines[i]):
-            start = i + 1
-            break
+    m = _RETURNED.search(text)
+    if m:
+        end = text.count("\n", 0, m.start())
+    m = _ADMIN_SECTION.search(text)
+    if m:
+        at = text.count("\n", 0, m.start())
+        if at < end:
+            start = at + 1
     return start, end

@@ -1,11 +1,11 @@
 """DSN field parsing (RFC 3464), from a delivery-status part or inline text.
 
-Contract: `records(lines)` returns one `DsnRecord` per recipient group found
+Contract: `records(groups(lines))` returns one `DsnRecord` per recipient group found
 in `lines`, in order. A group is a run of `Field: value` lines (folded lines
 continue the previous field); it is a recipient record when it has a Status
 or Diagnostic-Code and names a recipient, an action or a remote MTA. This is
 how inline forwards are read too: the mail client pastes the DSN fields as
-text. `field_lines(lines)` gives the indexes of every line belonging to such
+text. `field_lines(lines, groups(lines))` gives the indexes of every line belonging to such
 a record, so the free-text scanner can skip them.
 """
 
@@ -64,9 +64,24 @@ def _is_record(names: set[str]) -> bool:
     return has_code and (anchored or "diagnostic-code" in names)
 
 
-def records(lines: list[str]) -> list[DsnRecord]:
+Group = list[tuple[int, str, str]]
+
+
+_HAS_FIELDS = re.compile(r"^[ \t]*(?:status|diagnostic-code)[ \t]*:", re.I | re.M)
+
+
+def groups(lines: list[str], text: str | None = None) -> list[Group]:
+    """The field groups of `lines`; parse once, then ask `records` and `field_lines`."""
+    joined = "\n".join(lines) if text is None else text
+    if not _HAS_FIELDS.search(joined):
+        # No recipient record without a Status or Diagnostic-Code field.
+        return []
+    return _groups(lines)
+
+
+def records(grouped: list[Group]) -> list[DsnRecord]:
     out: list[DsnRecord] = []
-    for group in _groups(lines):
+    for group in grouped:
         fields: dict[str, tuple[int, str]] = {}
         for n, name, value in group:
             fields.setdefault(name, (n, value))
@@ -90,10 +105,10 @@ def records(lines: list[str]) -> list[DsnRecord]:
     return out
 
 
-def field_lines(lines: list[str]) -> set[int]:
+def field_lines(lines: list[str], grouped: list[Group]) -> set[int]:
     """Indexes of lines that belong to DSN recipient records (incl. folded ones)."""
     skip: set[int] = set()
-    for group in _groups(lines):
+    for group in grouped:
         names = {g[1] for g in group}
         if not _is_record(names) and not names & {"reporting-mta", "arrival-date", "received-from-mta"}:
             continue

@@ -12,7 +12,9 @@ the returned original's headers are never read.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 
 from mailbot.extraction.dialects import region
 from mailbot.extraction.patterns import Code, find_code
@@ -23,6 +25,11 @@ _HEADER = re.compile(
     r"|References|In-Reply-To|Content-Type|Content-Transfer-Encoding|MIME-Version|Thread-\w+)\s*:",
     re.I,
 )
+
+
+_ANY_CODE = re.compile(r"[45]\d\d|[45]\.\d{1,3}\.\d")
+_MAX_HITS = 2000
+"""Code-like strings looked at per part; an NDR has a handful, junk has millions."""
 
 
 @dataclass
@@ -80,12 +87,41 @@ def _carries_on(prev: str, nxt: str, base: int) -> bool:
     return len(prev) >= 60 and not prev.endswith((".", ":", "!", "?", ";"))
 
 
-def scan(lines: list[str], skip: set[int]) -> list[Rejection]:
-    first, limit = region(lines)
+def _paragraphs_with_codes(lines: list[str], text: str, first: int, limit: int) -> list[tuple[int, int]]:
+    """Blank-line separated runs of lines that hold something code-like.
+
+    A logical line never crosses a blank line, so the rest need no look.
+    """
+    starts = list(accumulate((len(ln) + 1 for ln in lines), initial=0))
+    hits: list[int] = []
+    for k, m in enumerate(_ANY_CODE.finditer(text)):
+        if k >= _MAX_HITS:
+            break
+        hits.append(bisect_right(starts, m.start()) - 1)
+    spans: list[tuple[int, int]] = []
+    for h in hits:
+        if h < first or h >= limit or (spans and spans[-1][0] <= h < spans[-1][1]):
+            continue
+        a = h
+        while a > first and lines[a - 1].strip():
+            a -= 1
+        b = h
+        while b < limit and lines[b].strip():
+            b += 1
+        spans.append((a, b))
+    return spans
+
+
+def scan(lines: list[str], skip: set[int], text: str | None = None) -> list[Rejection]:
+    joined = "\n".join(lines) if text is None else text
+    first, limit = region(lines, joined)
     found: list[Rejection] = []
-    for n, text in _logical(lines, skip, first, limit):
-        code = find_code(text)
+    logical: list[tuple[int, str]] = []
+    for a, b in _paragraphs_with_codes(lines, joined, first, limit):
+        logical.extend(_logical(lines, skip, a, b))
+    for n, line in logical:
+        code = find_code(line) if _ANY_CODE.search(line) else None
         if code is None:
             continue
-        found.append(Rejection(text=text[code.start :].lstrip("#"), context=text, code=code, line=n))
+        found.append(Rejection(text=line[code.start :].lstrip("#"), context=line, code=code, line=n))
     return found
