@@ -49,6 +49,7 @@ class Node:
     """Holds a message/delivery-status part: an NDR by structure."""
 
 
+_CODE_LIKE = re.compile(r"[45]\d\d|[45]\.\d{1,3}\.\d")
 _NEWLINES = re.compile(r"\r\n?")
 _PARSER = BytesParser(policy=email.policy.compat32)
 _DSN_TYPES = ("message/delivery-status", "message/global-delivery-status")
@@ -103,9 +104,8 @@ def _walk_children(msg: Message, node: Node, prefix: str, path: str, depth: int,
             if ctype in _HEADER_TYPES:
                 _leaf(part, node, prefix, sub, depth, budget)
                 continue
-            child = Node(returned=True)
-            node.children.append(child)
-            _nested(part, child, prefix, sub, depth, budget)
+            # The bounced original is never read, so it is not even walked.
+            node.children.append(Node(returned=True))
             continue
         if part.is_multipart() and ctype.startswith("multipart/"):
             if depth + 1 > MAX_DEPTH:
@@ -173,7 +173,8 @@ def _leaf(part: Message, node: Node, prefix: str, sub: str, depth: int, budget: 
         node.blocks.append(Block(source, "dsn", _dsn_lines(part, budget)))
         return
     if ctype in _HEADER_TYPES:
-        node.blocks.append(Block(source, "headers", plain_lines(_decoded_text(part, budget))))
+        # Returned headers: kept as a marker, never read (their IPs are the sender's relays).
+        node.blocks.append(Block(source, "headers", []))
         return
     if ctype.startswith("multipart/"):
         # A multipart whose boundary was lost (a broken header fold) arrives
@@ -181,6 +182,9 @@ def _leaf(part: Message, node: Node, prefix: str, sub: str, depth: int, budget: 
         ctype = "text/plain"
     if ctype.startswith("text/") or ctype == "message/disposition-notification":
         text = _decoded_text(part, budget)
+        if not _CODE_LIKE.search(text):
+            # No status or reply code anywhere: nothing here can be a rejection.
+            return
         if ctype == "text/html":
             text = html_to_text(text)
         elif ctype not in ("text/plain", "message/disposition-notification") and ctype != "text/enriched":

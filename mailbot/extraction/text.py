@@ -56,11 +56,18 @@ def html_to_text(markup: str) -> str:
     return text
 
 
-_QUOTE = re.compile(r"^(?:[ \t]?(?:>|\|)[ \t]?)+")
+_QUOTE = re.compile(r"^(?:[ \t]?(?:>|\|)[ \t]?)+", re.M)
+_NEWLINE = re.compile(r"\r\n?")
+_TRAILING = re.compile(r"[ \t\f\v]+$", re.M)
 
 
 def plain_lines(text: str) -> list[str]:
     """Split into lines (LF, CRLF or CR), unquote and drop NULs."""
     text = text.replace("\x00", "")
-    lines = re.split(r"\r\n|\r|\n", text, maxsplit=MAX_LINES)[:MAX_LINES]
-    return [_QUOTE.sub("", ln).rstrip() for ln in lines]
+    if "\r" in text:
+        text = _NEWLINE.sub("\n", text)
+    # Whole-text substitutions: one C call each instead of one per line.
+    if ">" in text or "|" in text:
+        text = _QUOTE.sub("", text)
+    text = _TRAILING.sub("", text)
+    return text.split("\n", MAX_LINES)[:MAX_LINES]
