@@ -10,7 +10,7 @@ from email import message_from_bytes
 from email.utils import parseaddr
 
 import pytest
-from app import World, corpus, make_world, sample, world  # noqa: F401
+from app import World, corpus, sample
 
 S01 = "forwards/found/s01-postfix-511-v4/{}.eml"
 FORWARD_STYLES = ["fwd_attach", "outlook_inline", "gmail_inline", "gmail_inline_b64", "apple_inline",
