@@ -1,7 +1,8 @@
 """Extraction over the whole corpus: accuracy per field and throughput.
 
 Prints accuracy (reply code, status, IP set) overall, by forward variant and
-by category for rows of confidence high/medium, the decoy IPs reported, the
+by category for rows of confidence high/medium (also without the labels
+listed as disputed in tests/corpus.py), the decoy IPs reported, the
 rate in messages per second, and the rate of `email.message_from_bytes`
 alone over the same bytes in the same run (best of three, alternating). The last line is one JSON object
 of these figures. Usage: .venv/bin/python bench/extraction.py [--misses]
@@ -19,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from corpus import DECOY_IPS, MS_BAN, Row, ips_match, load_rows  # noqa: E402
+from corpus import DECOY_IPS, MS_BAN, Row, ips_match, load_rows
 
-from mailbot.extraction import extract  # noqa: E402
+from mailbot.extraction import extract
 
 FIELDS = ("reply", "status", "ips")
 
@@ -51,6 +52,8 @@ def main() -> None:
         ours = min(ours, time.perf_counter() - t0)
 
     overall: dict[str, list[int]] = {f: [] for f in FIELDS}
+    undisputed: dict[str, list[int]] = {f: [] for f in FIELDS}
+    by_variant_undisputed: dict[str, dict[str, list[int]]] = defaultdict(lambda: {f: [] for f in FIELDS})
     by_variant: dict[str, dict[str, list[int]]] = defaultdict(lambda: {f: [] for f in FIELDS})
     by_cat: dict[str, dict[str, list[int]]] = defaultdict(lambda: {f: [] for f in FIELDS})
     decoys: list[str] = []
@@ -72,6 +75,9 @@ def main() -> None:
             for f in FIELDS:
                 overall[f].append(int(ok[f]))
                 by_variant[r.variant][f].append(int(ok[f]))
+                if not r.disputed:
+                    undisputed[f].append(int(ok[f]))
+                    by_variant_undisputed[r.variant][f].append(int(ok[f]))
         if (r.scored or r.category in MS_BAN) and not all(ok.values()):
             misses.append(_miss(r, ex.reply_code, ex.status, ex.ips, ok))
 
@@ -82,6 +88,8 @@ def main() -> None:
         "accuracy": _acc(overall),
         "by_variant": {k: _acc(v) for k, v in sorted(by_variant.items())},
         "by_category": {k: _acc(v) for k, v in sorted(by_cat.items())},
+        "accuracy_undisputed": _acc(undisputed),
+        "by_variant_undisputed": {k: _acc(v) for k, v in sorted(by_variant_undisputed.items())},
         "decoys_reported": len(decoys),
         "misses": len(misses),
         "msgs_per_s": round(n / ours, 1),
@@ -95,6 +103,10 @@ def main() -> None:
         print(_line(f"variant {k}", v))
     for k, v in figures["by_category"].items():
         print(_line(f"category {k}", v))
+    print("without the disputed labels (tests/corpus.py DISPUTED):")
+    print(_line("overall", figures["accuracy_undisputed"]))
+    for k, v in figures["by_variant_undisputed"].items():
+        print(_line(f"variant {k}", v))
     print(f"decoy IPs reported: {len(decoys)} {decoys[:5]}")
     print(f"misses: {len(misses)}")
     if show_misses:

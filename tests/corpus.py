@@ -14,6 +14,23 @@ from pathlib import Path
 DECOY_IPS = frozenset({"192.0.2.200", "2001:db8:ffff::25"})
 MS_BAN = ("ms_ban_511", "ms_ban_606_649")
 
+# Samples whose label we dispute, with the reason. They are still run and
+# reported; they are left out of the accuracy thresholds only. Keep this list
+# short and re-check it when labels.jsonl changes (a test fails once an entry
+# agrees with the label again).
+DISPUTED: dict[str, str] = {
+    "maildir/bsd/lhost-opensmtpd-12.eml": "DSN Status: 4.0.0 is in the mail; the label dropped it "
+    "because Sisimai inferred another code",
+    "maildir/bsd/lhost-opensmtpd-15.eml": "DSN Status: 4.4.7 is in the mail; dropped by the label for the same reason",
+    "maildir/bsd/lhost-postfix-02.eml": "label is the second DSN record (5.1.1); the first record is 5.2.1",
+    "maildir/bsd/lhost-sendmail-02.eml": "label is the transcript line of another recipient (5.2.1); "
+    "the first DSN record is 5.1.1",
+    "maildir/bsd/lhost-postfix-75.eml": "label is '250 2.0.0', a success reply in the transcript; "
+    "the failure is '451 4.3.0'",
+    "maildir/bsd/lhost-trendmicro-03.eml": "the attached message is itself an NDR (550 5.1.1); the "
+    "label reads only the outer notice",
+}
+
 
 def corpus_dir() -> Path:
     env = os.environ.get("MAILBOT_CORPUS")
@@ -39,6 +56,10 @@ class Row:
     def scored(self) -> bool:
         """Rows the accuracy targets apply to."""
         return self.confidence in ("high", "medium")
+
+    @property
+    def disputed(self) -> bool:
+        return self.file in DISPUTED
 
 
 def load_rows() -> list[Row]:

@@ -61,9 +61,7 @@ def open_attachment(part: Message, payload: Payload, budget: Budget) -> list[tup
     return []
 
 
-def _guarded(
-    name: str, data: bytes, reader: Callable[[bytes], str], budget: Budget
-) -> list[tuple[str, bytes]]:
+def _guarded(name: str, data: bytes, reader: Callable[[bytes], str], budget: Budget) -> list[tuple[str, bytes]]:
     if len(data) > MAX_ATTACHMENT_BYTES:
         budget.note(f"{name}: larger than {MAX_ATTACHMENT_BYTES} bytes, not opened")
         return []

@@ -61,9 +61,7 @@ def _is_failure(rec: dsn.DsnRecord) -> bool:
     return not (rec.status or "").startswith("2.")
 
 
-def _from_record(
-    source: str, rec: dsn.DsnRecord, texts: list[tuple[str, rejection.Rejection]]
-) -> Finding | None:
+def _from_record(source: str, rec: dsn.DsnRecord, texts: list[tuple[str, rejection.Rejection]]) -> Finding | None:
     code = find_code(rec.diagnostic)
     if code is not None:
         text = _clean(rec.diagnostic[code.start :].lstrip("#"))

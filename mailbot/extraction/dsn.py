@@ -43,9 +43,7 @@ def _groups(lines: list[str]) -> list[list[tuple[int, str, str]]]:
         m = _FIELD.match(line)
         if m and not line.startswith(("http:", "https:")):
             name = m.group(1).lower()
-            if name in ("final-recipient", "original-recipient") and any(
-                f[1] == name for f in cur
-            ):
+            if name in ("final-recipient", "original-recipient") and any(f[1] == name for f in cur):
                 groups.append(cur)
                 cur = []
             cur.append((i, name, m.group(2).strip()))

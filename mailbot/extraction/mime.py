@@ -49,6 +49,9 @@ class Node:
     """Holds a message/delivery-status part: an NDR by structure."""
 
 
+_PLAIN_TYPES = frozenset(
+    {"text/plain", "text/enriched", "text/x-aol", "text/rfc822", "message/disposition-notification"}
+)
 _CODE_LIKE = re.compile(r"[45]\d\d|[45]\.\d{1,3}\.\d")
 _NEWLINES = re.compile(r"\r\n?")
 _PARSER = BytesParser(policy=email.policy.compat32)
@@ -149,8 +152,8 @@ def _payload_bytes(part: Message, budget: Budget) -> bytes:
         return b""
     if len(raw) > MAX_PART_BYTES:
         budget.note(f"part cut to {MAX_PART_BYTES} bytes")
-        raw = raw[:MAX_PART_BYTES]
-    return raw
+        return raw[:MAX_PART_BYTES]
+    return bytes(raw)
 
 
 def _leaf(part: Message, node: Node, prefix: str, sub: str, depth: int, budget: Budget) -> None:
@@ -187,9 +190,8 @@ def _leaf(part: Message, node: Node, prefix: str, sub: str, depth: int, budget: 
             return
         if ctype == "text/html":
             text = html_to_text(text)
-        elif ctype not in ("text/plain", "message/disposition-notification") and ctype != "text/enriched":
-            if ctype not in ("text/x-aol", "text/rfc822"):
-                return
+        elif ctype not in _PLAIN_TYPES:
+            return
         node.blocks.append(Block(source, "text", plain_lines(text)))
         return
     if depth + 1 > MAX_DEPTH:

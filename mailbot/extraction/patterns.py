@@ -26,8 +26,9 @@ _STATUS_ONLY = re.compile(rf"(?<![\w.\-/=%])(?<!\d:)#?\(?({_STATUS})(?![\w.%/]|-
 # A bare reply code must look like the start of a reply: followed by a word,
 # an address or a bracket, not by a unit ("550 bytes") or a digit.
 _REPLY_ONLY = re.compile(
-    rf"(?<![\w.\-/=%$#,+])(?<!\d:)#?({_REPLY})(?:[ \-]|:\s|,)(?=\s*(?:[\"'<\[(A-Za-z#*:]|-\s*[A-Za-z]))(?!\s*(?:bytes|octets|"
-    r"times|seconds|days|hours|minutes|mb|kb|messages)\b)",
+    rf"(?<![\w.\-/=%$#,+])(?<!\d:)#?({_REPLY})(?:[ \-]|:\s|,)"
+    r"(?=\s*(?:[\"'<\[(A-Za-z#*:]|-\s*[A-Za-z]))"
+    r"(?!\s*(?:bytes|octets|times|seconds|days|hours|minutes|mb|kb|messages)\b)",
     re.I,
 )
 
@@ -98,8 +99,9 @@ def rejection_ips(text: str) -> list[str]:
     for rx in (_V4, _V6):
         for m in rx.finditer(text):
             ip = _valid(m.group(1))
-            if ip is None or (rx is _V6 and "." in m.group(1) and "::ffff:" not in m.group(1).lower()
-                              and m.group(1).count(":") < 2):
+            if ip is None or (
+                rx is _V6 and "." in m.group(1) and "::ffff:" not in m.group(1).lower() and m.group(1).count(":") < 2
+            ):
                 continue
             before = text[max(0, m.start(1) - 60) : m.start(1)]
             after = text[m.end(1) : m.end(1) + 40]
