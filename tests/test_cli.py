@@ -1,0 +1,166 @@
+"""The command line as a person and a script use it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from app import CORPUS, DOC_RANGES, sample
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mailbot(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "mailbot", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env=env)
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return str(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def imap_toml(tmp_path: Path, dovecot: Any, smtp: Any, db_url: str, **extra: dict[str, Any]) -> Path:
+    sections: dict[str, dict[str, Any]] = {
+        "mailbox": {"host": dovecot.host, "port": dovecot.port, "security": "none", "user": dovecot.user,
+                    "timeout": 10},
+        "outgoing": {"host": smtp.host, "port": smtp.port, "security": "none"},
+        "database": {"url": db_url},
+        "policy": {"allow_ranges": DOC_RANGES},
+    }
+    for k, v in extra.items():
+        sections.setdefault(k, {}).update(v)
+    return write_config(tmp_path / "mailbot.toml", sections)
+
+
+def test_parse_json_prints_one_object_per_file_with_the_documented_names(tmp_path: Path) -> None:
+    files = [str(CORPUS / "forwards/found/s01-postfix-511-v4/outlook_inline.eml"), str(tmp_path / "empty.eml")]
+    (tmp_path / "empty.eml").write_bytes(b"Subject: hello\r\n\r\nnothing here\r\n")
+    r = mailbot("parse", "--json", *files)
+    assert r.returncode == 0, r.stderr
+    first, second = (json.loads(line) for line in r.stdout.splitlines())
+    for key in ("file", "reply_code", "status", "ips", "text", "source", "findings"):
+        assert key in first and key in second
+    assert (first["file"], first["reply_code"], first["status"], first["ips"]) == (
+        files[0], "550", "5.7.511", ["203.0.113.45"])
+    assert first["source"] and first["findings"]
+    assert (second["reply_code"], second["status"], second["ips"], second["text"], second["findings"]) == (
+        None, None, [], None, [])
+
+
+def test_parse_for_a_person_shows_the_evidence() -> None:
+    r = mailbot("parse", str(CORPUS / "forwards/found/s01-postfix-511-v4/fwd_attach.eml"))
+    assert r.returncode == 0
+    assert "550 5.7.511" in r.stdout and "203.0.113.45" in r.stdout and "source:" in r.stdout
+
+
+def test_the_demo_runs_the_whole_desk_without_a_mail_server(tmp_path: Path) -> None:
+    r = mailbot("demo", "--dir", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr
+    assert "DL-000001  open" in r.stdout and "redirected" in r.stdout and "needs_info" in r.stdout
+    replies = list((tmp_path / "demo" / "outbox" / "new").iterdir())
+    assert len(replies) == 5 and f"Replies (5) are in the Maildir outbox {tmp_path / 'demo' / 'outbox' / 'new'}" in r.stdout
+    assert list((tmp_path / "demo" / "inbox" / "new").iterdir()) == []
+    assert len(list((tmp_path / "demo" / "inbox" / ".Processed" / "cur").iterdir())) == 6
+
+    again = mailbot("demo", "--dir", str(tmp_path / "demo"))
+    assert "Processed 0 messages (6 already seen" in again.stdout
+    assert len(list((tmp_path / "demo" / "outbox" / "new").iterdir())) == 5
+
+    config = str(tmp_path / "demo" / "mailbot.toml")
+    tickets = json.loads(mailbot("-c", config, "tickets", "--json").stdout)
+    assert [t["ref"] for t in tickets] == ["DL-000001", "DL-000002", "DL-000003", "DL-000004", "DL-000005"]
+    assert tickets[0]["status"] == "5.7.511" and tickets[0]["ip"] == "203.0.113.45"
+    shown = mailbot("-c", config, "show", "DL-000001")
+    assert shown.returncode == 0
+    assert "evidence: 550 5.7.511" in shown.stdout and "joined" in shown.stdout and "mail_sent" in shown.stdout
+    missing = mailbot("-c", config, "show", "DL-000099")
+    assert missing.returncode == 1 and "no ticket DL-000099" in missing.stderr
+
+
+def test_check_prints_one_line_per_check_and_fails_when_one_fails(
+        tmp_path: Path, dovecot: Any, smtp_server: Any, database_url: str) -> None:
+    path = imap_toml(tmp_path, dovecot, smtp_server, database_url)
+    env_ok = {"MAILBOT_MAILBOX_PASSWORD": dovecot.password}
+    r = subprocess.run([sys.executable, "-m", "mailbot", "-c", str(path), "check"], capture_output=True, text=True,
+                       env={**os.environ, **env_ok}, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert [ln.split()[1] for ln in lines] == ["config", "database", "mailbox", "outgoing", "templates"]
+    assert all(ln.startswith("ok") for ln in lines)
+    assert "MOVE, IDLE" in lines[2]
+
+    r = subprocess.run([sys.executable, "-m", "mailbot", "-c", str(path), "check"], capture_output=True, text=True,
+                       env={**os.environ, "MAILBOT_MAILBOX_PASSWORD": "nope"}, timeout=60)
+    assert r.returncode == 1
+    failing = [ln for ln in r.stdout.splitlines() if ln.startswith("FAIL")]
+    assert len(failing) == 1 and "login refused" in failing[0] and dovecot.user in failing[0]
+    assert "nope" not in r.stdout
+
+
+def test_poll_once_processes_and_sends(tmp_path: Path, dovecot: Any, smtp_server: Any, database_url: str) -> None:
+    path = imap_toml(tmp_path, dovecot, smtp_server, database_url)
+    dovecot.append(sample("01-banned-sender-attached.eml"))
+    r = subprocess.run([sys.executable, "-m", "mailbot", "-c", str(path), "poll", "--once"], capture_output=True,
+                       text=True, env={**os.environ, "MAILBOT_MAILBOX_PASSWORD": dovecot.password}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "fetched 1 new" in r.stdout and "sent 1" in r.stdout
+    assert smtp_server.wait_for(1)
+
+
+def test_a_refused_login_exits_3_with_one_line(tmp_path: Path, dovecot: Any, smtp_server: Any,
+                                               database_url: str) -> None:
+    path = imap_toml(tmp_path, dovecot, smtp_server, database_url)
+    r = subprocess.run([sys.executable, "-m", "mailbot", "-c", str(path), "poll", "--once"], capture_output=True,
+                       text=True, env={**os.environ, "MAILBOT_MAILBOX_PASSWORD": "wrong"}, timeout=60)
+    assert r.returncode == 3
+    assert "login refused" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_daemon_acknowledges_new_mail_and_stops_cleanly_on_sigterm(
+        tmp_path: Path, dovecot: Any, smtp_server: Any, database_url: str) -> None:
+    path = imap_toml(tmp_path, dovecot, smtp_server, database_url, schedule={"poll_seconds": 0.5})
+    proc = subprocess.Popen([sys.executable, "-m", "mailbot", "-c", str(path), "run"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "MAILBOT_MAILBOX_PASSWORD": dovecot.password})
+    try:
+        dovecot.append(sample("01-banned-sender-attached.eml"))
+        smtp_server.wait_for(1, timeout=30)
+        dovecot.append(sample("06-ipv6-thunderbird.eml"))
+        smtp_server.wait_for(2, timeout=30)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "mailbot stopped" in out
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    for cmd in ("run", "poll", "flush", "tickets", "show", "parse", "check", "demo"):
+        r = mailbot(cmd, "--help")
+        assert r.returncode == 0 and "Example" in r.stdout, cmd
