@@ -80,7 +80,8 @@ def test_the_demo_runs_the_whole_desk_without_a_mail_server(tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     assert "DL-000001  open" in r.stdout and "redirected" in r.stdout and "needs_info" in r.stdout
     replies = list((tmp_path / "demo" / "outbox" / "new").iterdir())
-    assert len(replies) == 5 and f"Replies (5) are in the Maildir outbox {tmp_path / 'demo' / 'outbox' / 'new'}" in r.stdout
+    assert len(replies) == 5
+    assert f"Replies (5) are in the Maildir outbox {tmp_path / 'demo' / 'outbox' / 'new'}" in r.stdout
     assert list((tmp_path / "demo" / "inbox" / "new").iterdir()) == []
     assert len(list((tmp_path / "demo" / "inbox" / ".Processed" / "cur").iterdir())) == 6
 

@@ -89,7 +89,7 @@ def test_an_unreachable_server_is_named(tmp_path, dovecot, smtp_server, database
 
     port = free_port()
     desk = Desk(imap_config(tmp_path, dovecot, smtp_server, database_url, mailbox={"port": port}))
-    with pytest.raises(SourceError, match=f"127.0.0.1:{port}.*cannot connect"):
+    with pytest.raises(SourceError, match=rf"127\.0\.0\.1:{port}.*cannot connect"):
         desk.poll()
     desk.engine.dispose()
 
@@ -98,7 +98,7 @@ def test_tls_with_a_self_signed_certificate_is_refused_unless_trusted(
         tmp_path, dovecot, smtp_server, database_url) -> None:  # type: ignore[no-untyped-def]
     tls = {"port": dovecot.ssl_port, "security": "tls"}
     desk = Desk(imap_config(tmp_path, dovecot, smtp_server, database_url, mailbox=tls))
-    with pytest.raises(SourceError, match="certificate|TLS"):
+    with pytest.raises(SourceError, match=r"certificate|TLS"):
         desk.poll()
     desk.engine.dispose()
     trusted = Desk(imap_config(tmp_path, dovecot, smtp_server, database_url,

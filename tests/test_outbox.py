@@ -18,7 +18,7 @@ def test_451_twice_then_250_delivers_once_respecting_the_backoff(world: World) -
     world.smtp.data_responses.extend(["451 4.3.0 try later", "451 4.3.0 try later"])
     with time_machine.travel(T0, tick=False) as clock:
         world.deliver(sample("01-banned-sender-attached.eml"))
-        polled, flushed = world.run()
+        _, flushed = world.run()
         assert (flushed.sent, flushed.retried) == (0, 1)
         [row] = world.outbox()
         assert row.state == "queued" and row.next_attempt_at == T0 + timedelta(seconds=60)
