@@ -54,6 +54,7 @@ class MailboxConfig(_Section):
     folder: str = "INBOX"
     processed_folder: str = "Processed"
     quarantine_folder: str = "Quarantine"
+    sent_folders: tuple[str, ...] = ()
     maildir_path: str = ""
     batch_size: int = Field(100, ge=1, le=5000)
     timeout: float = Field(60.0, gt=0)
@@ -122,6 +123,15 @@ class DeskConfig(_Section):
     timezone: str = "UTC"
     own_addresses: tuple[str, ...] = ()
     staff: tuple[str, ...] = ()
+    staff_senders: tuple[str, ...] = ()
+
+    def is_staff(self, address: str | None) -> bool:
+        """Whether mail from `address` is a staff answer (an address, or a domain as "@example.org")."""
+        if not address:
+            return False
+        address = address.lower()
+        domain = "@" + address.rpartition("@")[2]
+        return any(s.lower() in (address, domain) for s in (*self.staff_senders, *self.staff))
 
     @field_validator("timezone")
     @classmethod
@@ -154,6 +164,20 @@ class PolicyConfig(_Section):
 class SlaConfig(_Section):
     hours: float = Field(48.0, gt=0)
     escalate_before: float = Field(8.0, ge=0)
+    sweep_seconds: float = Field(300.0, gt=0)
+    reopen_on_thanks: bool = False
+
+
+class DigestConfig(_Section):
+    enabled: bool = True
+    cron: str = "0 8 * * *"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError(f"must be a 5-field crontab expression like \"0 8 * * *\", got {v!r}")
+        return v
 
 
 class ScheduleConfig(_Section):
@@ -173,6 +197,7 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     sla: SlaConfig = SlaConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    digest: DigestConfig = DigestConfig()
     templates: TemplatesConfig = TemplatesConfig()
     base_dir: str = Field(".", exclude=True)
     """Directory of the config file; relative paths in it are taken from there."""
@@ -188,7 +213,7 @@ class Config(_Section):
         return frozenset(own)
 
 
-SECTIONS = ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "templates")
+SECTIONS = ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "digest", "templates")
 
 
 def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:

@@ -44,8 +44,10 @@ class Desk:
         self.renderer = Renderer(override)
         self.processor = Processor(config, self.engine, self.renderer)
 
-    def open_source(self) -> SourceSession:
+    def open_source(self, folder: str | None = None) -> SourceSession:
         m = self.config.mailbox
+        if folder is not None:
+            m = m.model_copy(update={"folder": folder})
         if m.source == "maildir":
             from mailbot.maildir import MaildirSession
 
@@ -62,11 +64,23 @@ class Desk:
         source = self.open_source()
         try:
             fetched = fetch(self.engine, source, self.config.mailbox.batch_size, should_stop)
+            for folder in self.config.mailbox.sent_folders:
+                self._fetch_sent(folder, should_stop)
             processed = self.processor.run(should_stop)
             marked = self.mark_done(source)
         finally:
             source.close()
         return PollResult(fetched, processed, marked)
+
+    def _fetch_sent(self, folder: str, should_stop: Callable[[], bool]) -> None:
+        """Staff answers in a sent folder are read (never moved or flagged) like the inbox."""
+        if self.config.mailbox.source != "imap":
+            return
+        sent = self.open_source(folder)
+        try:
+            fetch(self.engine, sent, self.config.mailbox.batch_size, should_stop, folder_kind="sent")
+        finally:
+            sent.close()
 
     def mark_done(self, source: SourceSession) -> int:
         """Tell the server about every finished message it has not been told about."""
@@ -74,15 +88,18 @@ class Desk:
             # core select: the rows' raw bytes are not needed here
             rows = session.execute(
                 sa_select(StoredMessage.id, StoredMessage.uid, StoredMessage.uidvalidity,  # type: ignore[call-overload]
-                          StoredMessage.location, StoredMessage.state)
-                .where(StoredMessage.mailbox == source.name, col(StoredMessage.server_done).is_(False),
+                          StoredMessage.location, StoredMessage.state, StoredMessage.mailbox)
+                .where(col(StoredMessage.mailbox).in_(self._done_mailboxes(source)),
+                       col(StoredMessage.server_done).is_(False),
                        StoredMessage.state != "stored")
                 .order_by(col(StoredMessage.id))
             ).all()
             todo = [tuple(r) for r in rows]
         marked = 0
-        for mid, uid, uidvalidity, location, state in todo:
-            if uid is not None and uidvalidity != source.uidvalidity:
+        for mid, uid, uidvalidity, location, state, mailbox in todo:
+            if mailbox != source.name:
+                pass  # a sent folder: read, never moved
+            elif uid is not None and uidvalidity != source.uidvalidity:
                 pass  # its UID means nothing now; the duplicate check marks its new copy
             else:
                 faults.point("before_mark")
@@ -93,6 +110,10 @@ class Desk:
                 assert row is not None
                 row.server_done = True
         return marked
+
+    def _done_mailboxes(self, source: SourceSession) -> list[str]:
+        base = source.name.rsplit("/", 1)[0]
+        return [source.name, *(f"{base}/{f}" for f in self.config.mailbox.sent_folders)]
 
     def flush(self, should_stop: Callable[[], bool] = lambda: False) -> FlushResult:
         return flush(self.engine, self.transport(), self.config.outgoing, should_stop)

@@ -45,7 +45,8 @@ def identity_of(raw: bytes) -> tuple[str | None, str]:
     return (mid or None), digest
 
 
-def _store(session: Session, mailbox: str, uidvalidity: int | None, f: Fetched) -> StoredMessage | None:
+def _store(session: Session, mailbox: str, uidvalidity: int | None, f: Fetched,
+           folder_kind: str = "inbox") -> StoredMessage | None:
     """The new row, or None when this message is already stored."""
     if f.uid is not None and session.exec(
         select(StoredMessage.id).where(StoredMessage.mailbox == mailbox,
@@ -68,14 +69,14 @@ def _store(session: Session, mailbox: str, uidvalidity: int | None, f: Fetched) 
     row = StoredMessage(
         mailbox=mailbox, uidvalidity=uidvalidity, uid=f.uid, location=f.location, identity=identity,
         message_id=mid, digest=digest, raw=f.raw, size=f.size, truncated=f.truncated,
-        fetched_at=clock.utcnow(),
+        fetched_at=clock.utcnow(), folder_kind=folder_kind,
     )
     session.add(row)
     return row
 
 
 def fetch(engine: Engine, source: SourceSession, batch_size: int,
-          should_stop: Callable[[], bool] = lambda: False) -> FetchResult:
+          should_stop: Callable[[], bool] = lambda: False, folder_kind: str = "inbox") -> FetchResult:
     result = FetchResult()
     with transaction(engine) as session:
         cursor = session.get(MailboxCursor, source.name) or MailboxCursor(mailbox=source.name)
@@ -92,7 +93,7 @@ def fetch(engine: Engine, source: SourceSession, batch_size: int,
         dup_done: list[Fetched] = []
         with transaction(engine) as session:
             for f in batch:
-                row = _store(session, source.name, source.uidvalidity, f)
+                row = _store(session, source.name, source.uidvalidity, f, folder_kind)
                 if row is None:
                     result.duplicates += 1
                     dup_done.append(f)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -59,10 +59,14 @@ class StoredMessage(SQLModel, table=True):
     findings: str | None = Field(default=None, sa_type=Text)
     """The extraction result as JSON, the evidence staff see."""
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    folder_kind: str = Field(default="inbox", max_length=10)
+    """inbox (mail to the desk) or sent (the shared mailbox's sent folder: staff answers)."""
 
 
 class Ticket(SQLModel, table=True):
     __tablename__ = "ticket"
+    # the SLA sweep's query: open tickets by due time
+    __table_args__ = (Index("ix_ticket_state_due", "state", "due_at"),)
     id: int | None = Field(default=None, primary_key=True)
     state: str = Field(max_length=20, index=True)
     """open | answered | closed | redirected | needs_info."""
@@ -77,7 +81,12 @@ class Ticket(SQLModel, table=True):
     subject: str | None = Field(default=None, sa_type=Text)
     opened_at: datetime
     due_at: datetime | None = Field(default=None, index=True)
+    """When the current SLA clock runs out; None when no clock runs."""
+    clock: int = 1
+    """Which SLA clock runs: a reopen starts clock n+1 (escalations are once per clock)."""
     acked_at: datetime | None = None
+    answered_at: datetime | None = None
+    closed_at: datetime | None = None
     updated_at: datetime
     verified: bool = True
 
@@ -120,6 +129,30 @@ class OutboxMail(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_type=Text)
     created_at: datetime
     sent_at: datetime | None = None
+
+
+class SlaNotice(SQLModel, table=True):
+    """One escalation or breach notice per ticket and clock: the unique key is the promise."""
+
+    __tablename__ = "sla_notice"
+    __table_args__ = (UniqueConstraint("ticket_id", "clock", "kind", name="uq_sla_notice"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    clock: int
+    kind: str = Field(max_length=20)
+    """escalation | breach."""
+    created_at: datetime
+    outbox_id: int | None = Field(default=None, foreign_key="outbox.id")
+
+
+class DigestRun(SQLModel, table=True):
+    """One digest per schedule slot, even with several daemons."""
+
+    __tablename__ = "digest_run"
+    id: int | None = Field(default=None, primary_key=True)
+    slot: str = Field(max_length=64, unique=True)
+    created_at: datetime
+    outbox_id: int | None = Field(default=None, foreign_key="outbox.id")
 
 
 def format_ref(ticket_id: int) -> str:

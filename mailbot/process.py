@@ -18,12 +18,12 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from mailbot import clock, faults, inbound, replyguard, tickets
+from mailbot import clock, faults, followup, inbound, replyguard, tickets
 from mailbot.clock import local
 from mailbot.config import Config
 from mailbot.db import is_postgres, transaction
 from mailbot.extraction import Extraction, extract
-from mailbot.models import StoredMessage, Ticket
+from mailbot.models import OutboxMail, StoredMessage, Ticket
 from mailbot.outbox import queue
 from mailbot.policy import Decision, Policy
 from mailbot.render import Renderer, compose
@@ -91,7 +91,7 @@ class Processor:
                         result.done_ids.append(mid)
                         continue
                     self.handle(session, msg)
-                    faults.point("after_parse")
+                    faults.point("after_parse", msg.message_id)
                     if msg.state == "quarantined":
                         result.quarantined += 1
                     else:
@@ -126,12 +126,22 @@ class Processor:
             return
         msg.sender = db_text(head.sender or head.from_header, 500)
         msg.subject = db_text(head.subject, 2000)
+        if msg.folder_kind == "sent":
+            self._sent(session, msg, head, now)
+            msg.state = "processed"
+            msg.processed_at = now
+            return
         extraction = extract(msg.raw)
         msg.findings = json.dumps(extraction.as_json())
         verdict = replyguard.verdict(head, self.config.own_addresses)
 
         ticket = tickets.by_reference(session, head)
-        if ticket is not None:
+        if ticket is not None and self.config.desk.is_staff(head.sender):
+            msg.ticket_id = ticket.id
+            answered = tickets.mark_answered(session, ticket, head.sender or "staff",
+                                             f"staff mail {msg.message_id}", now)
+            msg.outcome = f"staff mail on {ticket.ref}" + (" (answered)" if answered else "")
+        elif ticket is not None:
             self._follow_up(session, msg, head, extraction, ticket, verdict, now)
         else:
             decision = self.policy.decide(extraction)
@@ -181,12 +191,42 @@ class Processor:
         tickets.start_clock(ticket, now, self.config.sla.hours)
         tickets.event(session, ticket, "state", actor or "unknown", "needs_info → open: the missing facts arrived", now)
 
+    def _sent(self, session: Session, msg: StoredMessage, head: inbound.Inbound, now: datetime) -> None:
+        """A message in the shared mailbox's sent folder: a staff answer, unless mailbot wrote it."""
+        ours = head.get("x-mailbot-ticket") is not None or (
+            msg.message_id is not None and session.exec(
+                select(OutboxMail.id).where(OutboxMail.message_id == msg.message_id)).first() is not None)
+        if ours:
+            msg.outcome = "sent folder: written by mailbot"
+            return
+        ticket = tickets.by_reference(session, head)
+        if ticket is None:
+            msg.outcome = "sent folder: no ticket referenced"
+            return
+        msg.ticket_id = ticket.id
+        actor = head.sender or "staff"
+        answered = tickets.mark_answered(session, ticket, actor, f"answer in the sent folder {msg.message_id}", now)
+        msg.outcome = f"sent folder: answer on {ticket.ref}" + ("" if answered else " (was not waiting)")
+
     def _follow_up(self, session: Session, msg: StoredMessage, head: inbound.Inbound, extraction: Extraction,
                    ticket: Ticket, verdict: replyguard.ReplyVerdict, now: datetime) -> None:
         sender = head.sender or db_text(head.from_header, 500)
         msg.ticket_id = ticket.id
         tickets.event(session, ticket, "follow_up", sender or "unknown", f"message {msg.message_id}", now)
         msg.outcome = f"follow-up on {ticket.ref}"
+        new_rejection = any(f.status for f in extraction.findings)
+        if ticket.state == "answered":
+            if followup.is_thanks(msg.raw) and not new_rejection and not self.config.sla.reopen_on_thanks:
+                tickets.event(session, ticket, "thanks", sender or "unknown", "a thank-you: left answered", now)
+                return
+            tickets.reopen(session, ticket, sender or "sender", "the sender wrote again", now, self.config.sla.hours)
+            msg.outcome += " (reopened)"
+            return
+        if ticket.state == "closed" and new_rejection:
+            tickets.reopen(session, ticket, sender or "sender", "a new rejection after closing", now,
+                           self.config.sla.hours)
+            msg.outcome += " (reopened)"
+            return
         if ticket.state != "needs_info" or not extraction.findings:
             return
         decision = self.policy.decide(extraction)

@@ -84,7 +84,7 @@ def compose(
     html: str | None,
     in_reply_to: str | None = None,
     references: list[str] | None = None,
-    auto_reply: bool = True,
+    auto_submitted: str | None = "auto-replied",
     extra_headers: dict[str, str] | None = None,
     now: Any = None,
 ) -> Composed:
@@ -102,7 +102,7 @@ def compose(
     msg["From"] = Address(display_name=sanitize.header_text(from_name, 100), addr_spec=from_address)
     msg["To"] = ", ".join(r for r in recipients if r)
     msg["Subject"] = sanitize.header_text(subject, 250)
-    msg["Date"] = format_datetime(now) if now is not None else format_datetime(_aware_now())
+    msg["Date"] = format_datetime(now or _aware_now())
     domain = from_address.rpartition("@")[2]
     mid = make_msgid(idstring="mailbot", domain=domain)
     msg["Message-ID"] = mid
@@ -112,9 +112,9 @@ def compose(
     refs = sanitize.references([*(references or []), *([parent] if parent else [])])
     if refs:
         msg["References"] = " ".join(refs)
-    if auto_reply:
+    if auto_submitted:
         # RFC 3834, and Exchange's own switch so its autoresponders stay quiet
-        msg["Auto-Submitted"] = "auto-replied"
+        msg["Auto-Submitted"] = auto_submitted
         msg["X-Auto-Response-Suppress"] = "All"
     for k, v in (extra_headers or {}).items():
         msg[k] = sanitize.header_text(v, 200)

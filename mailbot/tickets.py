@@ -69,3 +69,41 @@ def thread_ids(session: Session, ticket: Ticket) -> list[str]:
         select(StoredMessage.message_id).where(StoredMessage.ticket_id == ticket.id).order_by(col(StoredMessage.id))
     ).all()
     return [r for r in rows if r]
+
+
+# -- lifecycle ------------------------------------------------------------
+# open ──answer──► answered ──close──► closed
+#   ▲                 │                  │
+#   └──── reopen (sender follow-up, operator; a new SLA clock) ◄──┘
+
+ANSWERABLE = ("open", "needs_info")
+
+
+def mark_answered(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime) -> bool:
+    """Stop the clock: staff answered. False when the ticket was not waiting for an answer."""
+    if ticket.state not in ANSWERABLE:
+        event(session, ticket, "staff_mail", actor, detail, now)
+        return False
+    previous = ticket.state
+    ticket.state = "answered"
+    ticket.answered_at = now
+    event(session, ticket, "state", actor, f"{previous} → answered: {detail}", now)
+    return True
+
+
+def close(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime) -> None:
+    previous = ticket.state
+    ticket.state = "closed"
+    ticket.closed_at = now
+    event(session, ticket, "state", actor, f"{previous} → closed" + (f": {detail}" if detail else ""), now)
+
+
+def reopen(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime, sla_hours: float) -> None:
+    """Back to open with a fresh SLA clock (escalations are once per clock)."""
+    previous = ticket.state
+    ticket.state = "open"
+    ticket.clock += 1
+    ticket.answered_at = None
+    ticket.closed_at = None
+    start_clock(ticket, now, sla_hours)
+    event(session, ticket, "state", actor, f"{previous} → open (clock {ticket.clock}): {detail}", now)
