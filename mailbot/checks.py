@@ -76,18 +76,13 @@ def check_outgoing(config: Config, echo: Callable[[str], None]) -> bool:
 
 
 def check_templates(config: Config, echo: Callable[[str], None]) -> bool:
-    from mailbot.render import Renderer, TemplateError
+    from mailbot.render import SAMPLE_CONTEXT, Renderer, TemplateError
 
-    sample = {"ref": "DL-000001", "ip": "203.0.113.45", "full_code": "550 5.7.511",
-              "rejection_text": "550 5.7.511 Access denied, banned sender[203.0.113.45]",
-              "due_local": "2026-11-30 10:00 UTC", "desk_name": config.desk.name,
-              "portal_url": config.policy.portal_url, "missing": ["the IP address"], "joined": False,
-              "original_subject": "Fw: Undeliverable"}
     try:
         r = Renderer(config.path(config.templates.dir) if config.templates.dir else None)
         names = r.names()
         for name in names:
-            r.render(name, sample)
+            r.render(name, SAMPLE_CONTEXT)
     except TemplateError as e:
         return _line(echo, False, "templates", str(e))
     return _line(echo, True, "templates", ", ".join(names))

@@ -76,7 +76,7 @@ def main(ctx: click.Context, config_path: str, verbose: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("apscheduler", "imapclient", "mailparser"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -94,6 +94,8 @@ def run(ctx: click.Context) -> None:
     """
     from mailbot.daemon import Daemon
 
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger().setLevel(logging.INFO)
     Daemon(_desk(ctx)).run()
 
 
@@ -190,6 +192,149 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
             views.print_ticket(session, ticket, desk.config.desk.zone)
 
 
+def _actor() -> str:
+    import getpass
+
+    try:
+        return f"{getpass.getuser()} (command line)"
+    except Exception:
+        return "command line"
+
+
+def _staff_action(fn: Callable[..., Any]) -> Any:
+    """Run a staff action; its refusal is one line and exit 1."""
+    from mailbot.staff import StaffError
+
+    try:
+        return fn()
+    except StaffError as e:
+        _fail(str(e), EXIT_FAILED)
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--note", help="What was answered, kept on the ticket.")
+@click.pass_context
+@operator_errors
+def answer(ctx: click.Context, ref: str, note: str | None) -> None:
+    """Mark a ticket answered (its SLA clock stops).
+
+    \b
+    Example:
+      mailbot answer DL-000123 --note "delisted by phone"
+    """
+    from mailbot import staff
+
+    t = _staff_action(lambda: staff.answer(_desk(ctx).engine, ref, _actor(), note))
+    click.echo(f"{t.ref} answered")
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--note", help="Why, kept on the ticket.")
+@click.pass_context
+@operator_errors
+def close(ctx: click.Context, ref: str, note: str | None) -> None:
+    """Close a ticket.
+
+    \b
+    Example:
+      mailbot close DL-000123
+    """
+    from mailbot import staff
+
+    t = _staff_action(lambda: staff.close(_desk(ctx).engine, ref, _actor(), note))
+    click.echo(f"{t.ref} closed")
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--note", help="Why, kept on the ticket.")
+@click.pass_context
+@operator_errors
+def reopen(ctx: click.Context, ref: str, note: str | None) -> None:
+    """Reopen a ticket with a fresh SLA clock.
+
+    \b
+    Example:
+      mailbot reopen DL-000123 --note "still blocked"
+    """
+    from mailbot import staff
+
+    desk = _desk(ctx)
+    t = _staff_action(lambda: staff.reopen(desk.engine, desk.config, ref, _actor(), note))
+    click.echo(f"{t.ref} open again, due {t.due_at:%Y-%m-%d %H:%M} UTC")
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--template", "template", required=True, help="A template in templates/, e.g. delisted or declined.")
+@click.option("--note", help="A paragraph added to the reply.")
+@click.pass_context
+@operator_errors
+def reply(ctx: click.Context, ref: str, template: str, note: str | None) -> None:
+    """Send a staff reply from a template, threaded to the sender's mail; marks the ticket answered.
+
+    \b
+    Example:
+      mailbot reply DL-000123 --template delisted
+      mailbot reply DL-000123 --template declined --note "Your server sends to purchased lists."
+    """
+    from mailbot import staff
+
+    desk = _desk(ctx)
+    sent_to = _staff_action(lambda: staff.reply(desk.engine, desk.config, desk.renderer, ref, template, _actor(), note))
+    r = desk.flush()
+    click.echo(f"{ref}: {template} reply queued to {', '.join(sent_to)}; sent {r.sent}, retry later {r.retried}")
+
+
+@main.command()
+@click.option("--preview", "preview", type=click.Path(dir_okay=False), help="Write the HTML digest to this file.")
+@click.option("--send", "send_now", is_flag=True, help="Send a digest to the staff list now.")
+@click.pass_context
+@operator_errors
+def digest(ctx: click.Context, preview: str | None, send_now: bool) -> None:
+    """Write the staff digest to a file, or send one now.
+
+    \b
+    Example:
+      mailbot digest --preview digest.html
+      mailbot digest --send
+    """
+    from mailbot import clock
+    from mailbot import digest as digest_mod
+
+    if not preview and not send_now:
+        _fail("say --preview FILE.html or --send", EXIT_FAILED)
+    desk = _desk(ctx)
+    if preview:
+        subject, _text, html = digest_mod.render(desk.engine, desk.config, desk.renderer)
+        Path(preview).write_text(html, encoding="utf-8")
+        click.echo(f"{subject}\nwritten to {preview}")
+    if send_now:
+        if not desk.send_digest(f"manual:{clock.utcnow().isoformat()}"):
+            _fail("no digest sent: desk.staff is empty", EXIT_FAILED)
+        r = desk.flush()
+        click.echo(f"digest sent to {', '.join(desk.config.desk.staff)} (sent {r.sent}, retry later {r.retried})")
+
+
+@main.command()
+@click.pass_context
+@operator_errors
+def sweep(ctx: click.Context) -> None:
+    """Run the SLA sweep once: escalation and breach notices that are due.
+
+    \b
+    Example:
+      mailbot sweep
+    """
+    desk = _desk(ctx)
+    r = desk.sweep()
+    f = desk.flush()
+    click.echo(f"escalated {len(r.escalated)} {' '.join(r.escalated)}; breached {len(r.breached)} "
+               f"{' '.join(r.breached)}; sent {f.sent}")
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, per file.")
@@ -253,6 +398,5 @@ def demo(directory: str) -> None:
     """
     from mailbot.demo import run_demo
 
-    logging.getLogger().setLevel(logging.WARNING)
     run_demo(Path(directory), click.echo)
 

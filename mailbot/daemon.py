@@ -1,6 +1,7 @@
 """The daemon: the desk's jobs on an APScheduler 3 schedule.
 
-Jobs: poll (fetch + process + mark done) and outbox flush. Each runs with
+Jobs: poll (fetch + process + mark done), outbox flush, SLA sweep and the
+staff digest (a cron schedule in the desk's time zone). Each runs with
 `max_instances=1` and `coalesce=True`: a run that is late after a sleep is
 caught up once, not N times. A job that raises is logged and runs again at
 its next time; the daemon keeps going. SIGTERM/SIGINT finish the current
@@ -12,11 +13,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from mailbot.desk import Desk
 
@@ -50,6 +53,18 @@ class Daemon:
         if r.sent or r.retried or r.failed:
             log.info("outbox: %d sent, %d to retry, %d failed", r.sent, r.retried, r.failed)
 
+    def sweep(self) -> None:
+        r = self.desk.sweep()
+        if r.escalated or r.breached:
+            self.flush()
+
+    def digest(self) -> None:
+        """The cron slot this run belongs to names the digest, so two daemons send one."""
+        job = self.scheduler.get_job("digest")
+        slot = _current_slot(job.trigger, datetime.now(UTC)) if job else None
+        if slot is not None and self.desk.send_digest(slot.isoformat()):
+            self.flush()
+
     def _signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: finishing the current message, then exiting", signal.Signals(signum).name)
         self.stopping.set()
@@ -59,6 +74,12 @@ class Daemon:
         s = self.desk.config.schedule
         self.scheduler.add_job(self.poll, "interval", seconds=s.poll_seconds, id="poll", next_run_time=_now())
         self.scheduler.add_job(self.flush, "interval", seconds=s.flush_seconds, id="flush")
+        self.scheduler.add_job(self.sweep, "interval", seconds=self.desk.config.sla.sweep_seconds, id="sla",
+                               next_run_time=_now())
+        d = self.desk.config.digest
+        if d.enabled:
+            self.scheduler.add_job(self.digest, CronTrigger.from_crontab(d.cron, timezone=self.desk.config.desk.zone),
+                                   id="digest")
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
         log.info("mailbot running: polling %s every %ss", self.desk.config.mailbox.source, s.poll_seconds)
@@ -66,7 +87,15 @@ class Daemon:
         log.info("mailbot stopped")
 
 
-def _now() -> object:
-    from datetime import UTC, datetime
-
+def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _current_slot(trigger: CronTrigger, now: datetime) -> datetime | None:
+    """The latest fire time of `trigger` at or before `now` (the slot a late run still belongs to)."""
+    probe = trigger.get_next_fire_time(None, now - timedelta(days=8))
+    latest = None
+    while probe is not None and probe <= now:
+        latest = probe
+        probe = trigger.get_next_fire_time(probe, probe + timedelta(seconds=1))
+    return latest

@@ -14,7 +14,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
-from mailbot import faults
+from mailbot import digest, faults, sla
 from mailbot.config import Config, database_url
 from mailbot.db import create_schema, make_engine, transaction
 from mailbot.intake import FetchResult, fetch
@@ -22,6 +22,7 @@ from mailbot.models import StoredMessage
 from mailbot.outbox import FlushResult, flush
 from mailbot.process import Processor, ProcessResult
 from mailbot.render import Renderer
+from mailbot.sla import SweepResult
 from mailbot.source import SourceSession
 from mailbot.transports import Transport, make_transport
 
@@ -117,6 +118,13 @@ class Desk:
 
     def flush(self, should_stop: Callable[[], bool] = lambda: False) -> FlushResult:
         return flush(self.engine, self.transport(), self.config.outgoing, should_stop)
+
+    def sweep(self) -> SweepResult:
+        """Escalation and breach notices for tickets crossing their points (see sla.py)."""
+        return sla.sweep(self.engine, self.config, self.renderer)
+
+    def send_digest(self, slot: str) -> bool:
+        return digest.send(self.engine, self.config, self.renderer, slot)
 
     def run_once(self, should_stop: Callable[[], bool] = lambda: False) -> tuple[PollResult, FlushResult]:
         polled = self.poll(should_stop)

@@ -1,14 +1,32 @@
 """Crash points for the crash-safety tests. Off unless MAILBOT_FAULT is set.
 
-`MAILBOT_FAULT=after_commit` makes the process die (as SIGKILL would, with
-no clean-up) the first time it reaches `faults.point("after_commit")`.
+`MAILBOT_FAULT=after_commit` makes the process die (exit 137, as SIGKILL
+would, with no clean-up: no rollback, no logout, no flush) the first time
+it reaches `faults.point("after_commit")`. `MAILBOT_FAULT=after_parse:poison`
+dies there only for a message whose key (its Message-ID) contains "poison",
+so a test can make one message kill the process again and again.
+
+The points, in the order a message meets them:
+
+- `after_fetch`     a batch of raw messages is committed, nothing parsed yet
+- `after_parse`     inside the processing transaction, every effect written, not committed
+- `after_queue`     inside the processing transaction, just after the reply was queued
+- `after_commit`    the message's outcome and its reply are committed; the server not told
+- `before_mark`     about to move/flag a finished message on the server
+- `after_smtp_250`  the SMTP server accepted a reply; the outbox row not yet marked sent
 """
 
 from __future__ import annotations
 
 import os
 
+POINTS = ("after_fetch", "after_parse", "after_queue", "after_commit", "before_mark", "after_smtp_250")
 
-def point(name: str) -> None:
-    if os.environ.get("MAILBOT_FAULT") == name:
+
+def point(name: str, key: str | None = None) -> None:
+    spec = os.environ.get("MAILBOT_FAULT")
+    if not spec:
+        return
+    wanted, _, match = spec.partition(":")
+    if wanted == name and (not match or (key is not None and match in key)):
         os._exit(137)

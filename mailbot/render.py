@@ -27,6 +27,30 @@ PACKAGED = Path(__file__).parent / "templates"
 SOURCE_TREE = Path(__file__).parent.parent / "templates"
 
 
+_SAMPLE_TICKET = {
+    "ref": "DL-000123", "sender": "erik.admin@contoso-sender.example", "ip": "203.0.113.45",
+    "full_code": "550 5.7.511", "code": "550 5.7.511", "state": "open",
+    "text": "550 5.7.511 Access denied, banned sender[203.0.113.45]. To request removal from this list ...",
+    "subject": "FW: Undelivered Mail Returned to Sender", "due_local": "2026-11-30 10:00 CET",
+    "opened_local": "2026-11-28 10:00 CET", "time_left": "5h 12m left", "reason": "",
+    "original": "Hello,\nour mail to your customers is rejected since this morning.\nErik",
+    "bar": {"used": 89, "colour": "#bf8700", "ascii": "[##################..]"},
+}
+
+SAMPLE_CONTEXT: dict[str, Any] = {
+    **_SAMPLE_TICKET, "rejection_text": _SAMPLE_TICKET["text"], "desk_name": "Example Delist Desk",
+    "portal_url": "https://sender.office.com/", "missing": ["the IP address named in the rejection line"],
+    "joined": False, "original_subject": "FW: Undelivered Mail Returned to Sender", "note": "",
+    "hours": 48, "now_local": "2026-11-30 02:00 CET", "since_local": "2026-11-29 08:00 CET",
+    "escalations": [_SAMPLE_TICKET], "breaches": [], "width": 760,
+    "by_state": {"open": 1, "needs_info": 0, "answered": 0, "redirected": 0, "closed": 0},
+    "families": {"5.7.511": 1}, "open": [_SAMPLE_TICKET], "breached": [], "escalated": [_SAMPLE_TICKET],
+    "new": [_SAMPLE_TICKET], "answered": [], "redirected": [], "needs_info": [], "quarantined": [],
+    "repeat_ips": [], "repeat_senders": [],
+}
+"""Data every shipped template renders with, for `mailbot check` and previews."""
+
+
 class TemplateError(Exception):
     """A template is missing or does not render; names the template."""
 

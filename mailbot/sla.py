@@ -56,8 +56,8 @@ def time_left(due: datetime | None, now: datetime) -> str:
 
 def _crossing(session: Session, now: datetime, warn: timedelta) -> list[tuple[Ticket, str]]:
     kind = case((col(Ticket.due_at) <= now, "breach"), else_="escalation")
-    noticed = exists().where(and_(SlaNotice.ticket_id == Ticket.id, SlaNotice.clock == Ticket.clock,
-                                  SlaNotice.kind == kind))
+    noticed = exists().where(and_(col(SlaNotice.ticket_id) == col(Ticket.id),
+                                  col(SlaNotice.clock) == col(Ticket.clock), col(SlaNotice.kind) == kind))
     rows = session.exec(
         select(Ticket).where(Ticket.state == "open", col(Ticket.due_at).is_not(None),
                              col(Ticket.due_at) <= now + warn, ~noticed)
@@ -66,7 +66,8 @@ def _crossing(session: Session, now: datetime, warn: timedelta) -> list[tuple[Ti
     return [(t, "breach" if t.due_at is not None and t.due_at <= now else "escalation") for t in rows]
 
 
-def _record(session: Session, engine: Engine, crossing: list[tuple[Ticket, str]], now: datetime) -> set[tuple[int, str]]:
+def _record(session: Session, engine: Engine, crossing: list[tuple[Ticket, str]],
+            now: datetime) -> set[tuple[int, str]]:
     """Insert the notices; only those this sweep inserted come back (the others were another sweep's)."""
     values = [{"ticket_id": t.id, "clock": t.clock, "kind": k, "created_at": now} for t, k in crossing]
     insert = pg_insert if is_postgres(engine) else sqlite_insert

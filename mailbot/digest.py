@@ -1,0 +1,141 @@
+"""The staff digest: what is waiting, how close each ticket is to the mark,
+and what changed since the last digest. Text and HTML (email-client safe:
+tables and inline styles, no images, no scripts, everything escaped).
+
+`send(slot)` is once per schedule slot: `DigestRun.slot` is unique, so two
+daemons firing the same cron slot send one digest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import load_only
+from sqlmodel import Session, col, select
+
+from mailbot import clock
+from mailbot.config import Config
+from mailbot.db import transaction
+from mailbot.models import DigestRun, SlaNotice, StoredMessage, Ticket, TicketEvent
+from mailbot.outbox import queue
+from mailbot.policy import code_family
+from mailbot.render import Renderer, compose
+from mailbot.sla import time_left
+
+log = logging.getLogger(__name__)
+STATES = ("open", "needs_info", "answered", "redirected", "closed")
+
+
+def _bar(t: Ticket, now: datetime, hours: float) -> dict[str, Any]:
+    """How much of the SLA window is used: a width (0-100) and a colour."""
+    if t.due_at is None:
+        return {"used": 0, "colour": "#8c959f", "ascii": "[" + "." * 20 + "]"}
+    total = hours * 3600
+    used = min(max(1 - (t.due_at - now).total_seconds() / total, 0.0), 1.0)
+    pct = round(used * 100)
+    colour = "#cf222e" if t.due_at <= now else "#bf8700" if used >= 0.75 else "#1a7f37"
+    filled = round(used * 20)
+    return {"used": pct, "colour": colour, "ascii": "[" + "#" * filled + "." * (20 - filled) + "]"}
+
+
+def build(session: Session, config: Config, now: datetime, since: datetime) -> dict[str, Any]:
+    zone = config.desk.zone
+    by_state = dict.fromkeys(STATES, 0)
+    for state, n in session.exec(select(Ticket.state, func.count()).group_by(col(Ticket.state))).all():
+        by_state[state] = n
+    families: Counter[str] = Counter()
+    for status, n in session.exec(select(Ticket.status, func.count()).where(col(Ticket.state).in_(
+            ("open", "needs_info", "answered"))).group_by(col(Ticket.status))).all():
+        families[code_family(status)] += n
+    open_rows = session.exec(select(Ticket).where(Ticket.state == "open")
+                             .order_by(col(Ticket.due_at).asc(), col(Ticket.id))).all()
+
+    def row(t: Ticket) -> dict[str, Any]:
+        return {"ref": t.ref, "sender": t.sender or "-", "ip": t.ip or "-", "code": t.full_code or "-",
+                "subject": t.subject or "", "state": t.state, "due_local": clock.local(t.due_at, zone),
+                "time_left": time_left(t.due_at, now), "bar": _bar(t, now, config.sla.hours),
+                "reason": t.reason or ""}
+
+    noticed = {(n.ticket_id, n.kind) for n in session.exec(
+        select(SlaNotice).join(Ticket, col(Ticket.id) == SlaNotice.ticket_id)
+        .where(Ticket.state == "open", SlaNotice.clock == Ticket.clock)).all()}
+    opened = [row(t) for t in open_rows]
+    breached = [r for t, r in zip(open_rows, opened, strict=True) if (t.id, "breach") in noticed or
+                (t.due_at is not None and t.due_at <= now)]
+    escalated = [r for t, r in zip(open_rows, opened, strict=True) if (t.id, "escalation") in noticed
+                 and r not in breached]
+    new = session.exec(select(Ticket).where(col(Ticket.opened_at) >= since).order_by(col(Ticket.id))).all()
+    answered_ids = session.exec(select(TicketEvent.ticket_id).where(
+        col(TicketEvent.at) >= since, TicketEvent.kind == "state",
+        col(TicketEvent.detail).contains("→ answered"))).all()
+    answered = session.exec(select(Ticket).where(col(Ticket.id).in_(set(answered_ids))).order_by(col(Ticket.id))).all()
+    needs_info = session.exec(select(Ticket).where(Ticket.state == "needs_info").order_by(col(Ticket.id))).all()
+    quarantined = [(m.id, m.sender, m.subject, m.outcome, m.fetched_at) for m in session.exec(
+        select(StoredMessage).options(load_only(
+            StoredMessage.id, StoredMessage.sender, StoredMessage.subject,  # type: ignore[arg-type]
+            StoredMessage.outcome, StoredMessage.fetched_at))  # type: ignore[arg-type]
+        .where(StoredMessage.state == "quarantined").order_by(col(StoredMessage.id))).all()]
+    repeat_ips = session.exec(select(Ticket.ip, func.count()).where(col(Ticket.ip).is_not(None))
+                              .group_by(col(Ticket.ip)).having(func.count() > 1)
+                              .order_by(func.count().desc()).limit(20)).all()
+    repeat_senders = session.exec(
+        select(StoredMessage.sender, func.count(func.distinct(StoredMessage.ticket_id)))
+        .where(col(StoredMessage.sender).is_not(None), StoredMessage.folder_kind == "inbox")
+        .group_by(col(StoredMessage.sender)).having(func.count(func.distinct(StoredMessage.ticket_id)) > 1)
+        .order_by(func.count(func.distinct(StoredMessage.ticket_id)).desc()).limit(20)).all()
+    return {
+        "desk_name": config.desk.name, "ref": None, "width": 760, "hours": config.sla.hours,
+        "now_local": clock.local(now, zone), "since_local": clock.local(since, zone),
+        "by_state": by_state, "families": dict(sorted(families.items())),
+        "open": opened, "breached": breached, "escalated": escalated,
+        "new": [row(t) for t in new], "answered": [row(t) for t in answered],
+        "redirected": [row(t) for t in new if t.state == "redirected"],
+        "needs_info": [row(t) for t in needs_info],
+        "quarantined": [{"id": q[0], "sender": q[1] or "-", "subject": q[2] or "", "outcome": q[3] or "",
+                         "fetched_local": clock.local(q[4], zone)} for q in quarantined],
+        "repeat_ips": [{"ip": ip, "count": n} for ip, n in repeat_ips],
+        "repeat_senders": [{"sender": s, "count": n} for s, n in repeat_senders],
+    }
+
+
+def last_run(session: Session) -> datetime | None:
+    return session.exec(select(func.max(DigestRun.created_at))).one()
+
+
+def render(engine: Engine, config: Config, renderer: Renderer, now: datetime | None = None) -> tuple[str, str, str]:
+    now = now or clock.utcnow()
+    with Session(engine) as session:
+        since = last_run(session) or now - timedelta(days=1)
+        return renderer.render("digest", build(session, config, now, since))
+
+
+def send(engine: Engine, config: Config, renderer: Renderer, slot: str, now: datetime | None = None) -> bool:
+    """Queue the digest for `slot`; False when that slot's digest exists already (or no staff)."""
+    now = now or clock.utcnow()
+    if not config.desk.staff:
+        log.warning("digest: no desk.staff configured; nothing sent")
+        return False
+    try:
+        with transaction(engine) as session:
+            if session.exec(select(DigestRun.id).where(DigestRun.slot == slot)).first():
+                return False
+            since = last_run(session) or now - timedelta(days=1)
+            run = DigestRun(slot=slot, created_at=now)
+            session.add(run)
+            session.flush()  # claim the slot before the work: a racing daemon stops here
+            subject, text, html = renderer.render("digest", build(session, config, now, since))
+            out = config.outgoing
+            mail = compose(from_address=out.from_address, from_name=out.from_name, to=list(config.desk.staff),
+                           subject=subject, text=text, html=html, auto_submitted="auto-generated", now=now)
+            row = queue(session, mail, kind="digest", ticket_id=None, dedupe_key=f"digest:{slot}", now=now)
+            run.outbox_id = row.id if row else None
+    except IntegrityError:
+        return False
+    log.info("digest for slot %s queued", slot)
+    return True

@@ -1,0 +1,91 @@
+"""What staff do to a ticket from the command line: answer, close, reopen,
+and reply from a template (threaded to the sender's messages, which marks
+the ticket answered). Each is one transaction with its event.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from mailbot import clock, sanitize, tickets
+from mailbot.config import Config
+from mailbot.db import transaction
+from mailbot.models import StoredMessage, Ticket, parse_ref
+from mailbot.outbox import queue
+from mailbot.render import Renderer, compose
+
+
+class StaffError(Exception):
+    """The action cannot be done; the message says why."""
+
+
+def _ticket(session: Session, ref: str) -> Ticket:
+    tid = parse_ref(ref)
+    ticket = session.get(Ticket, tid) if tid else None
+    if ticket is None:
+        raise StaffError(f"no ticket {ref}")
+    return ticket
+
+
+def answer(engine: Engine, ref: str, actor: str, note: str | None) -> Ticket:
+    with transaction(engine) as session:
+        ticket = _ticket(session, ref)
+        if not tickets.mark_answered(session, ticket, actor, note or "answered (command line)", clock.utcnow()):
+            raise StaffError(f"{ticket.ref} is {ticket.state}, not waiting for an answer")
+        return ticket
+
+
+def close(engine: Engine, ref: str, actor: str, note: str | None) -> Ticket:
+    with transaction(engine) as session:
+        ticket = _ticket(session, ref)
+        if ticket.state == "closed":
+            raise StaffError(f"{ticket.ref} is already closed")
+        tickets.close(session, ticket, actor, note or "", clock.utcnow())
+        return ticket
+
+
+def reopen(engine: Engine, config: Config, ref: str, actor: str, note: str | None) -> Ticket:
+    with transaction(engine) as session:
+        ticket = _ticket(session, ref)
+        if ticket.state == "open":
+            raise StaffError(f"{ticket.ref} is already open")
+        tickets.reopen(session, ticket, actor, note or "reopened (command line)", clock.utcnow(), config.sla.hours)
+        return ticket
+
+
+def reply(engine: Engine, config: Config, renderer: Renderer, ref: str, template: str, actor: str,
+          note: str | None) -> list[str]:
+    """Queue the templated reply to each sender of the ticket; returns the recipients."""
+    if template.startswith("_") or template not in renderer.names():
+        raise StaffError(f"no template {template!r} (have: {', '.join(renderer.names())})")
+    now = clock.utcnow()
+    with transaction(engine) as session:
+        ticket = _ticket(session, ref)
+        inbound = session.exec(select(StoredMessage).where(
+            StoredMessage.ticket_id == ticket.id, StoredMessage.folder_kind == "inbox")
+            .order_by(col(StoredMessage.id))).all()
+        last_by_sender: dict[str, StoredMessage] = {}
+        for m in inbound:
+            addr = sanitize.address(m.sender)
+            if addr and addr.lower() not in config.own_addresses:
+                last_by_sender[addr.lower()] = m
+        if not last_by_sender and sanitize.address(ticket.sender):
+            last_by_sender[str(ticket.sender).lower()] = StoredMessage(message_id=None)  # type: ignore[call-arg]
+        if not last_by_sender:
+            raise StaffError(f"{ticket.ref} has no sender address to reply to")
+        context = {"ref": ticket.ref, "ip": ticket.ip or "the IP address", "full_code": ticket.full_code or "",
+                   "desk_name": config.desk.name, "note": note or ""}
+        subject, text, html = renderer.render(template, context)
+        thread = tickets.thread_ids(session, ticket)
+        for addr, last in last_by_sender.items():
+            mail = compose(from_address=config.outgoing.from_address, from_name=config.outgoing.from_name,
+                           to=[addr], subject=subject, text=text, html=html, in_reply_to=last.message_id,
+                           references=thread, auto_submitted=None, now=now,
+                           extra_headers={"X-Mailbot-Ticket": ticket.ref})
+            queue(session, mail, kind="staff_reply", ticket_id=ticket.id, dedupe_key=None, now=now)
+        tickets.event(session, ticket, "staff_reply", actor, f"template {template} to {', '.join(last_by_sender)}",
+                      now)
+        if ticket.state in tickets.ANSWERABLE:
+            tickets.mark_answered(session, ticket, actor, f"templated reply {template}", now)
+        return list(last_by_sender)
