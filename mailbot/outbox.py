@@ -10,6 +10,7 @@ commit, and then carries the same Message-ID.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -74,8 +75,20 @@ def backoff(config: OutgoingConfig, attempts: int) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+_FLUSHING = threading.Lock()
+"""One flush at a time per process. The daemon flushes after a poll and on its own
+schedule, in two threads; on SQLite nothing else stops both from claiming the same
+row and sending it twice (PostgreSQL's SKIP LOCKED does, across daemons too)."""
+
+
 def flush(engine: Engine, transport: Transport, config: OutgoingConfig,
           should_stop: Callable[[], bool] = lambda: False, limit: int = 10000) -> FlushResult:
+    with _FLUSHING:
+        return _flush(engine, transport, config, should_stop, limit)
+
+
+def _flush(engine: Engine, transport: Transport, config: OutgoingConfig,
+           should_stop: Callable[[], bool], limit: int) -> FlushResult:
     result = FlushResult()
     skip: set[int] = set()
     try:

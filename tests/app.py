@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,54 @@ def corpus(path: str) -> bytes:
 
 def sample(name: str) -> bytes:
     return (SAMPLES / name).read_bytes()
+
+
+def forward(ip: str = "203.0.113.45", tag: str = "fwd-1", sender: str = "dana.ops@mailops.example") -> bytes:
+    """A forward-as-attachment of a 550 5.7.511 NDR for `ip`, with its own Message-ID and sender."""
+    raw = corpus("forwards/found/s01-postfix-511-v4/fwd_attach.eml")
+    raw = raw.replace(b"203.0.113.45", ip.encode())
+    raw = raw.replace(b"<4814c9673ed3c6617e19.fwd_attach@forwarder.example>", f"<{tag}@forwarder.example>".encode())
+    return raw.replace(b"dana.ops@mailops.example", sender.encode())
+
+
+def mailbot_cli(*args: str, cwd: Path | None = None, timeout: float = 120,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m mailbot ARGS` as a separate process, as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "mailbot", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return str(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def imap_toml(tmp_path: Path, dovecot: Any, smtp: Any, db_url: str, **extra: dict[str, Any]) -> Path:
+    """A config file for the CLI on the test servers (the IMAP password comes from the environment)."""
+    sections: dict[str, dict[str, Any]] = {
+        "mailbox": {"host": dovecot.host, "port": dovecot.port, "security": "none", "user": dovecot.user,
+                    "timeout": 10},
+        "outgoing": {"host": smtp.host, "port": smtp.port, "security": "none"},
+        "database": {"url": db_url},
+        "policy": {"allow_ranges": DOC_RANGES},
+    }
+    for k, v in extra.items():
+        sections.setdefault(k, {}).update(v)
+    return write_config(tmp_path / "mailbot.toml", sections)
 
 
 def imap_config(tmp_path: Path, dovecot: Any, smtp: Any, db_url: str, **sections: dict[str, Any]) -> Config:

@@ -11,47 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app import CORPUS, DOC_RANGES, sample
+from app import CORPUS, imap_toml, mailbot_cli, sample
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def mailbot(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "mailbot", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env=env)
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return str(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return json.dumps(str(v))
-
-
-def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    lines = []
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def imap_toml(tmp_path: Path, dovecot: Any, smtp: Any, db_url: str, **extra: dict[str, Any]) -> Path:
-    sections: dict[str, dict[str, Any]] = {
-        "mailbox": {"host": dovecot.host, "port": dovecot.port, "security": "none", "user": dovecot.user,
-                    "timeout": 10},
-        "outgoing": {"host": smtp.host, "port": smtp.port, "security": "none"},
-        "database": {"url": db_url},
-        "policy": {"allow_ranges": DOC_RANGES},
-    }
-    for k, v in extra.items():
-        sections.setdefault(k, {}).update(v)
-    return write_config(tmp_path / "mailbot.toml", sections)
+    return mailbot_cli(*args, cwd=cwd, timeout=timeout)
 
 
 def test_parse_json_prints_one_object_per_file_with_the_documented_names(tmp_path: Path) -> None:

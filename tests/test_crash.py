@@ -1,0 +1,239 @@
+"""Killed at any moment, mailbot loses nothing and doubles nothing.
+
+Each test runs the real command line (`mailbot poll --once`, `mailbot run`)
+as a separate process against Dovecot, the SMTP server and the database,
+kills it (a crash point from `mailbot.faults`, or SIGKILL), starts it
+again, and looks at what a user sees: ticket rows, mail at the SMTP server,
+the originals in the Processed folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from app import World, forward, imap_toml, mailbot_cli
+
+from mailbot.config import load
+from mailbot.desk import Desk
+from mailbot.faults import POINTS
+from mailbot.outbox import flush
+
+KILLED = 137
+
+
+class CliDesk:
+    """The config file the CLI runs with, and a World on the same database to look at the outcome."""
+
+    def __init__(self, path: Path, world: World) -> None:
+        self.path, self.world = path, world
+        self.password = world.imap.password
+
+    def env(self, fault: str | None = None) -> dict[str, str]:
+        env = {"MAILBOT_MAILBOX_PASSWORD": self.password}
+        if fault:
+            env["MAILBOT_FAULT"] = fault
+        return env
+
+    def poll_once(self, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+        return mailbot_cli("-c", str(self.path), "poll", "--once", env=self.env(fault), timeout=120)
+
+    def start_daemon(self, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen([sys.executable, "-m", "mailbot", "-c", str(self.path), "run"],
+                                    stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env()})
+
+
+@pytest.fixture
+def cli_desk(tmp_path: Path, dovecot: Any, smtp_server: Any, database_url: str) -> Iterator[Callable[..., CliDesk]]:
+    made: list[Desk] = []
+
+    def make(**sections: dict[str, Any]) -> CliDesk:
+        path = imap_toml(tmp_path, dovecot, smtp_server, database_url, **sections)
+        desk = Desk(load(path, environ={"MAILBOT_MAILBOX_PASSWORD": dovecot.password}))
+        made.append(desk)
+        return CliDesk(path, World(desk, dovecot, smtp_server))
+
+    yield make
+    for desk in made:
+        desk.engine.dispose()
+
+
+def state_at_death(w: World) -> dict[str, object]:
+    return {
+        "stored": len(w.messages()),
+        "processed": sum(m.state == "processed" for m in w.messages()),
+        "tickets": len(w.tickets()),
+        "outbox": [o.state for o in w.outbox()],
+        "inbox": len(w.imap.uids("INBOX")),
+        "at smtp": len(w.smtp.messages),
+    }
+
+
+# What is durable at the moment each crash point kills the process (two forwards in the inbox).
+AT_DEATH: dict[str, dict[str, object]] = {
+    "after_fetch": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
+    "after_parse": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
+    "after_queue": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
+    "after_commit": {"stored": 2, "processed": 1, "tickets": 1, "outbox": ["queued"], "inbox": 2, "at smtp": 0},
+    "before_mark": {"stored": 2, "processed": 2, "tickets": 2, "outbox": ["queued", "queued"], "inbox": 2,
+                    "at smtp": 0},
+    "after_smtp_250": {"stored": 2, "processed": 2, "tickets": 2, "outbox": ["queued", "queued"], "inbox": 0,
+                       "at smtp": 1},
+}
+
+
+def test_every_crash_point_has_a_test() -> None:
+    assert set(AT_DEATH) == set(POINTS)
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_killed_at_a_crash_point_and_restarted_ends_with_one_ticket_and_one_ack_per_message(
+        cli_desk: Callable[..., CliDesk], point: str) -> None:
+    desk = cli_desk()
+    w = desk.world
+    senders = ["ann@one.example", "bob@two.example"]
+    uids = [w.deliver(forward("203.0.113.10", "crash-1", senders[0])),
+            w.deliver(forward("203.0.113.20", "crash-2", senders[1]))]
+
+    died = desk.poll_once(fault=point)
+    assert died.returncode == KILLED, died.stdout + died.stderr
+    assert state_at_death(w) == AT_DEATH[point]
+
+    again = desk.poll_once()
+    assert again.returncode == 0, again.stderr
+
+    # one stored row and one ticket per message, each processed, each original in Processed
+    messages = w.messages()
+    assert [m.uid for m in messages] == uids and {m.state for m in messages} == {"processed"}
+    assert all(m.server_done for m in messages)
+    tickets = w.tickets()
+    assert sorted(t.ip or "" for t in tickets) == ["203.0.113.10", "203.0.113.20"]
+    assert all(t.acked_at is not None for t in tickets)
+    assert w.imap.uids("INBOX") == [] and len(w.imap.uids("Processed")) == 2
+
+    # one ack per sender; only a kill between the 250 and the commit may resend, with the same Message-ID
+    outbox = w.outbox()
+    assert [o.state for o in outbox] == ["sent", "sent"]
+    received = w.smtp.messages
+    by_id = Counter(r.message["Message-ID"] for r in received)
+    assert set(by_id) == {o.message_id for o in outbox}
+    assert sorted(r.rcpt_tos for r in received) == sorted(
+        [[s] for s in senders] + ([received[0].rcpt_tos] if point == "after_smtp_250" else []))
+    duplicates = len(received) - len(by_id)
+    assert duplicates == (1 if point == "after_smtp_250" else 0)
+
+
+# -- soak ----------------------------------------------------------------------
+
+SOAK_MESSAGES = int(os.environ.get("MAILBOT_SOAK_MESSAGES", "300"))
+
+
+def soak_ips(n: int) -> list[str]:
+    nets = ["203.0.113", "198.51.100", "192.0.2"]
+    return [f"{nets[i // 250]}.{i % 250 + 1}" for i in range(n)]
+
+
+def all_done(w: World, n: int) -> bool:
+    messages = w.messages()
+    return (len(messages) == n and all(m.state == "processed" and m.server_done for m in messages)
+            and len(w.outbox()) == n and all(o.state == "sent" for o in w.outbox()))
+
+
+def wait_for_line(log: Path, text: str, count: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while log.read_text(errors="replace").count(text) < count:
+        assert proc.poll() is None, f"the daemon exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout}s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.05)
+
+
+def test_soak_the_daemon_sigkilled_at_random_moments_stores_and_acknowledges_everything_once(
+        cli_desk: Callable[..., CliDesk], tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
+    n = SOAK_MESSAGES
+    desk = cli_desk(schedule={"poll_seconds": 0.2, "flush_seconds": 0.2}, mailbox={"batch_size": 20})
+    w = desk.world
+    for i, ip in enumerate(soak_ips(n)):
+        w.deliver(forward(ip, f"soak-{i}", f"sender{i}@s{i % 7}.example"))
+
+    seed = int(os.environ.get("MAILBOT_SOAK_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    log = tmp_path / "daemon.log"
+    started = time.monotonic()
+    kills = 0
+    while not all_done(w, n):
+        assert kills < 200, f"not done after {kills} kills (seed {seed})"
+        proc = desk.start_daemon(log)
+        try:
+            wait_for_line(log, "mailbot running", kills + 1, proc)
+            # kill anywhere in the work; later lives get a little longer so the run ends
+            deadline = time.monotonic() + rng.uniform(0, 1.0 + kills * 0.1)
+            while time.monotonic() < deadline and not all_done(w, n):
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        kills += 1
+    elapsed = time.monotonic() - started
+
+    messages = w.messages()
+    assert sorted(m.uid or 0 for m in messages) == sorted(set(m.uid or 0 for m in messages))
+    assert len(messages) == n and w.imap.uids("INBOX") == [] and len(w.imap.uids("Processed")) == n
+    tickets = w.tickets()
+    assert len(tickets) == n and all(t.acked_at is not None for t in tickets)
+    outbox = w.outbox()
+    assert sorted(o.ticket_id or 0 for o in outbox) == sorted(t.id or 0 for t in tickets)  # one ack per ticket
+    received = Counter(r.message["Message-ID"] for r in w.smtp.messages)
+    assert set(received) == {o.message_id for o in outbox}  # every ack arrived, no other mail did
+    duplicates = sum(received.values()) - len(received)
+    record_property("soak_duplicates", duplicates)
+    print(f"\nsoak: {n} messages, {kills} SIGKILLs, {duplicates} duplicate acks (same Message-ID), "
+          f"{elapsed:.1f}s, seed {seed}")
+    assert duplicates <= kills
+
+
+# -- two flushes at once ---------------------------------------------------------
+
+class Overlapping:
+    """A transport that holds each send until the other flush is sending too (or half a second passed)."""
+
+    def __init__(self, inner: Any, barrier: threading.Barrier) -> None:
+        self.inner, self.barrier = inner, barrier
+
+    def send(self, envelope_from: str, recipients: list[str], raw: bytes) -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            self.barrier.wait(timeout=0.5)
+        self.inner.send(envelope_from, recipients, raw)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_two_flushes_at_once_in_one_daemon_send_each_mail_once(world: World) -> None:
+    # The daemon flushes after a poll and on its own schedule, in two threads.
+    world.deliver(forward("203.0.113.10", "overlap-1", "ann@one.example"))
+    world.deliver(forward("203.0.113.20", "overlap-2", "bob@two.example"))
+    world.desk.poll()
+    barrier = threading.Barrier(2)
+    transports = [Overlapping(world.desk.transport(), barrier) for _ in range(2)]
+    threads = [threading.Thread(target=flush, args=(world.desk.engine, t, world.desk.config.outgoing))
+               for t in transports]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    received = Counter(r.message["Message-ID"] for r in world.smtp.messages)
+    assert sorted(received.values()) == [1, 1]
+    assert [o.state for o in world.outbox()] == ["sent", "sent"]
