@@ -1,0 +1,120 @@
+"""The staff digest and templated staff replies, as staff read them."""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import time_machine
+from app import World, sample
+
+from mailbot import digest, staff
+from mailbot.daemon import _current_slot
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+STAFF = {"desk": {"staff": ["support@example.org"], "timezone": "Europe/Berlin"}}
+HOSTILE = (b"From: Mallory <mallory@evil.example>\r\nTo: delist@example.org\r\n"
+           b"Subject: <script>alert(1)</script> unblock\r\nMessage-ID: <evil-1@evil.example>\r\n\r\nhi\r\n")
+
+
+def desk_with_tickets(w: World, clock: Any) -> None:
+    """DL-1 open (oldest), DL-2 redirected, DL-3 needs_info (hostile subject), DL-4 open (newest)."""
+    w.deliver(sample("01-banned-sender-attached.eml"))
+    w.run()
+    clock.shift(timedelta(hours=10))
+    w.deliver(sample("02-portal-outlook-inline.eml"))
+    w.deliver(HOSTILE)
+    w.run()
+    clock.shift(timedelta(hours=20))
+    w.deliver(sample("06-ipv6-thunderbird.eml"))
+    w.run()
+    clock.shift(timedelta(hours=12))  # DL-000001 is 42 h old: escalated
+    w.desk.sweep()
+
+
+def test_the_digest_lists_counts_and_open_tickets_by_time_left(make_world: Any) -> None:
+    w: World = make_world(**STAFF)
+    with time_machine.travel(T0, tick=False) as clock:
+        desk_with_tickets(w, clock)
+        subject, text, html = digest.render(w.desk.engine, w.desk.config, w.desk.renderer)
+    assert subject == "[Example Delist Desk] Digest: 2 open, 1 due soon"
+    assert re.search(r"open\s+2\n\s+needs_info\s+1\n\s+answered\s+0\n\s+redirected\s+1\n\s+closed\s+0", text)
+    assert re.search(r"5\.7\.511\s+2\n\s+none\s+1", text)
+    open_part = text.split("OPEN, BY TIME LEFT")[1].split("NEW SINCE")[0]
+    assert open_part.index("DL-000001") < open_part.index("DL-000004")  # least time left first
+    assert "6h 0m left" in open_part and "36h 0m left" not in open_part and "1d 12h 0m left" in open_part
+    assert "DUE SOON (1)\n  DL-000001" in text
+    assert "DL-000003  mallory@evil.example" in text.split("WAITING FOR INFORMATION")[1]
+
+    # email-client safe: nothing loaded from elsewhere, nothing executable, the hostile subject escaped
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert not re.search(r"<(img|link|script|iframe|object)\b", html, re.IGNORECASE)
+    assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", html, re.IGNORECASE)
+    bar = re.search(r'<td width="(\d+)" height="10" style="background:#bf8700', html)
+    assert bar and 120 <= int(bar.group(1)) <= 160  # 42 of 48 hours used, drawn amber
+
+
+def test_the_digest_is_sent_once_per_schedule_slot_even_when_two_daemons_race(make_world: Any) -> None:
+    w: World = make_world(**STAFF)
+    with time_machine.travel(T0, tick=False) as clock:
+        desk_with_tickets(w, clock)
+        w.desk.flush()
+        before = len(w.smtp.messages)
+        slot = "2026-11-25T07:00:00+00:00"
+        results: list[bool] = []
+        barrier = threading.Barrier(3)
+
+        def race() -> None:
+            barrier.wait()
+            results.append(digest.send(w.desk.engine, w.desk.config, w.desk.renderer, slot))
+
+        threads = [threading.Thread(target=race) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(results) == [False, False, True]
+        assert w.desk.send_digest(slot) is False
+        w.desk.flush()
+    [mail] = w.smtp.messages[before:]
+    assert mail.rcpt_tos == ["support@example.org"] and "Digest" in mail.message["Subject"]
+    assert mail.message.get_body(("html",)) is not None
+
+
+def test_the_cron_slot_of_a_late_run_is_the_one_it_belongs_to() -> None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    trigger = CronTrigger.from_crontab("0 8 * * *", timezone="Europe/Berlin")
+    now = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)  # 10:30 in Berlin, the 08:00 run was missed
+    assert _current_slot(trigger, now) == datetime(2026, 11, 28, 8, 0, tzinfo=trigger.timezone)
+    assert _current_slot(trigger, datetime(2026, 11, 28, 6, 59, tzinfo=UTC)).day == 27  # type: ignore[union-attr]
+
+
+def test_a_templated_staff_reply_is_threaded_and_answers_the_ticket(make_world: Any) -> None:
+    w: World = make_world(**STAFF)
+    w.deliver(sample("01-banned-sender-attached.eml"))
+    w.run()
+    sent_to = staff.reply(w.desk.engine, w.desk.config, w.desk.renderer, "DL-000001", "delisted", "ann",
+                          "We found and removed the listing.")
+    w.desk.flush()
+    assert sent_to == ["erik.admin@contoso-sender.example"]
+    reply = w.smtp.wait_for(2)[1].message
+    assert reply["Subject"] == "[DL-000001] 203.0.113.45 has been removed from the block list"
+    assert reply["In-Reply-To"] == "<demo-01-fwd@contoso-sender.example>"
+    assert "<demo-01-fwd@contoso-sender.example>" in reply["References"]
+    assert reply["Auto-Submitted"] is None  # a person decided to send it
+    assert "We found and removed the listing." in reply.get_body(("plain",)).get_content()
+    [ticket] = w.tickets()
+    assert ticket.state == "answered"
+
+
+def test_an_unknown_template_is_refused_with_the_list_of_templates(make_world: Any) -> None:
+    import pytest
+
+    w: World = make_world(**STAFF)
+    w.deliver(sample("01-banned-sender-attached.eml"))
+    w.run()
+    with pytest.raises(staff.StaffError, match="no template 'nope'.*delisted"):
+        staff.reply(w.desk.engine, w.desk.config, w.desk.renderer, "DL-000001", "nope", "ann", None)
