@@ -116,5 +116,5 @@ def test_an_unknown_template_is_refused_with_the_list_of_templates(make_world: A
     w: World = make_world(**STAFF)
     w.deliver(sample("01-banned-sender-attached.eml"))
     w.run()
-    with pytest.raises(staff.StaffError, match="no template 'nope'.*delisted"):
+    with pytest.raises(staff.StaffError, match=r"no template 'nope'.*delisted"):
         staff.reply(w.desk.engine, w.desk.config, w.desk.renderer, "DL-000001", "nope", "ann", None)

@@ -182,7 +182,7 @@ def test_two_sweeps_racing_send_each_notice_once(make_world: Any) -> None:
             barrier.wait()
             try:
                 results.append(sweep(w.desk.engine, w.desk.config, w.desk.renderer))
-            except BaseException as e:  # noqa: BLE001 - reported below
+            except BaseException as e:  # reported below
                 errors.append(e)
 
         threads = [threading.Thread(target=race) for _ in range(4)]
