@@ -237,3 +237,29 @@ def test_two_flushes_at_once_in_one_daemon_send_each_mail_once(world: World) -> 
     received = Counter(r.message["Message-ID"] for r in world.smtp.messages)
     assert sorted(received.values()) == [1, 1]
     assert [o.state for o in world.outbox()] == ["sent", "sent"]
+
+
+# -- a message that kills the process --------------------------------------------
+
+def test_a_message_that_kills_the_process_three_times_is_quarantined_and_the_next_is_processed(
+        cli_desk: Callable[..., CliDesk]) -> None:
+    desk = cli_desk()
+    w = desk.world
+    w.deliver(forward("203.0.113.10", "poison-1", "ann@one.example"))
+    w.deliver(forward("203.0.113.20", "healthy-1", "bob@two.example"))
+
+    for attempt in (1, 2, 3):
+        died = desk.poll_once(fault="after_parse:poison")
+        assert died.returncode == KILLED, died.stdout + died.stderr
+        assert [(m.state, m.attempts) for m in w.messages()] == [("stored", attempt), ("stored", 0)]
+
+    survived = desk.poll_once(fault="after_parse:poison")  # the fault is still armed: the message is not run again
+    assert survived.returncode == 0, survived.stderr
+    poison, healthy = w.messages()
+    assert (poison.state, poison.attempts) == ("quarantined", 4)
+    assert poison.outcome == "quarantined: processing failed 3 times: crashed"
+    assert healthy.state == "processed"
+    assert w.imap.uids("INBOX") == [] and len(w.imap.uids("Quarantine")) == 1 and len(w.imap.uids("Processed")) == 1
+    [ticket] = w.tickets()
+    assert ticket.ip == "203.0.113.20"
+    assert [r.rcpt_tos for r in w.smtp.messages] == [["bob@two.example"]]
