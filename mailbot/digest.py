@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from mailbot import clock
 from mailbot.config import Config
 from mailbot.db import transaction
-from mailbot.models import DigestRun, SlaNotice, StoredMessage, Ticket, TicketEvent
+from mailbot.models import DigestRun, StoredMessage, Ticket, TicketEvent
 from mailbot.outbox import queue
 from mailbot.policy import code_family
 from mailbot.render import Renderer, compose
@@ -30,6 +30,8 @@ from mailbot.sla import time_left
 
 log = logging.getLogger(__name__)
 STATES = ("open", "needs_info", "answered", "redirected", "closed")
+LIST_CAP = 500
+"""Tickets listed per digest section (the most urgent first); counts are always complete."""
 
 
 def _bar(t: Ticket, now: datetime, hours: float) -> dict[str, Any]:
@@ -53,8 +55,18 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
     for status, n in session.exec(select(Ticket.status, func.count()).where(col(Ticket.state).in_(
             ("open", "needs_info", "answered"))).group_by(col(Ticket.status))).all():
         families[code_family(status)] += n
-    open_rows = session.exec(select(Ticket).where(Ticket.state == "open")
-                             .order_by(col(Ticket.due_at).asc(), col(Ticket.id))).all()
+    def listed(*where: Any) -> tuple[list[Ticket], int]:
+        """At most LIST_CAP tickets, the least time left first, and how many there are in all."""
+        rows = session.exec(select(Ticket).where(*where).order_by(col(Ticket.due_at).asc(), col(Ticket.id))
+                            .limit(LIST_CAP)).all()
+        total = len(rows) if len(rows) < LIST_CAP else session.exec(
+            select(func.count()).select_from(Ticket).where(*where)).one()
+        return list(rows), total
+
+    is_open = Ticket.state == "open"
+    open_rows, open_total = listed(is_open)
+    breached_rows, breached_total = listed(is_open, col(Ticket.due_at) <= now)
+    escalated_rows, escalated_total = listed(is_open, Ticket.sla_stage == 1, col(Ticket.due_at) > now)
 
     def row(t: Ticket) -> dict[str, Any]:
         return {"ref": t.ref, "sender": t.sender or "-", "ip": t.ip or "-", "code": t.full_code or "-",
@@ -62,25 +74,20 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
                 "time_left": time_left(t.due_at, now), "bar": _bar(t, now, config.sla.hours),
                 "reason": t.reason or ""}
 
-    noticed = {(n.ticket_id, n.kind) for n in session.exec(
-        select(SlaNotice).join(Ticket, col(Ticket.id) == SlaNotice.ticket_id)
-        .where(Ticket.state == "open", SlaNotice.clock == Ticket.clock)).all()}
-    opened = [row(t) for t in open_rows]
-    breached = [r for t, r in zip(open_rows, opened, strict=True) if (t.id, "breach") in noticed or
-                (t.due_at is not None and t.due_at <= now)]
-    escalated = [r for t, r in zip(open_rows, opened, strict=True) if (t.id, "escalation") in noticed
-                 and r not in breached]
-    new = session.exec(select(Ticket).where(col(Ticket.opened_at) >= since).order_by(col(Ticket.id))).all()
+    new = session.exec(select(Ticket).where(col(Ticket.opened_at) >= since).order_by(col(Ticket.id))
+                       .limit(LIST_CAP)).all()
     answered_ids = session.exec(select(TicketEvent.ticket_id).where(
         col(TicketEvent.at) >= since, TicketEvent.kind == "state",
         col(TicketEvent.detail).contains("→ answered"))).all()
-    answered = session.exec(select(Ticket).where(col(Ticket.id).in_(set(answered_ids))).order_by(col(Ticket.id))).all()
-    needs_info = session.exec(select(Ticket).where(Ticket.state == "needs_info").order_by(col(Ticket.id))).all()
+    answered = session.exec(select(Ticket).where(col(Ticket.id).in_(set(answered_ids))).order_by(col(Ticket.id))
+                            .limit(LIST_CAP)).all()
+    needs_info = session.exec(select(Ticket).where(Ticket.state == "needs_info").order_by(col(Ticket.id))
+                              .limit(LIST_CAP)).all()
     quarantined = [(m.id, m.sender, m.subject, m.outcome, m.fetched_at) for m in session.exec(
         select(StoredMessage).options(load_only(
             StoredMessage.id, StoredMessage.sender, StoredMessage.subject,  # type: ignore[arg-type]
             StoredMessage.outcome, StoredMessage.fetched_at))  # type: ignore[arg-type]
-        .where(StoredMessage.state == "quarantined").order_by(col(StoredMessage.id))).all()]
+        .where(StoredMessage.state == "quarantined").order_by(col(StoredMessage.id)).limit(LIST_CAP)).all()]
     repeat_ips = session.exec(select(Ticket.ip, func.count()).where(col(Ticket.ip).is_not(None))
                               .group_by(col(Ticket.ip)).having(func.count() > 1)
                               .order_by(func.count().desc()).limit(20)).all()
@@ -93,7 +100,9 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
         "desk_name": config.desk.name, "ref": None, "width": 760, "hours": config.sla.hours,
         "now_local": clock.local(now, zone), "since_local": clock.local(since, zone),
         "by_state": by_state, "families": dict(sorted(families.items())),
-        "open": opened, "breached": breached, "escalated": escalated,
+        "open": [row(t) for t in open_rows], "breached": [row(t) for t in breached_rows],
+        "escalated": [row(t) for t in escalated_rows], "open_total": open_total,
+        "breached_total": breached_total, "escalated_total": escalated_total, "list_cap": LIST_CAP,
         "new": [row(t) for t in new], "answered": [row(t) for t in answered],
         "redirected": [row(t) for t in new if t.state == "redirected"],
         "needs_info": [row(t) for t in needs_info],

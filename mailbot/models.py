@@ -65,8 +65,8 @@ class StoredMessage(SQLModel, table=True):
 
 class Ticket(SQLModel, table=True):
     __tablename__ = "ticket"
-    # the SLA sweep's query: open tickets by due time
-    __table_args__ = (Index("ix_ticket_state_due", "state", "due_at"),)
+    # the SLA sweep's query: open tickets at a given notice stage, by due time
+    __table_args__ = (Index("ix_ticket_sla", "state", "sla_stage", "due_at"),)
     id: int | None = Field(default=None, primary_key=True)
     state: str = Field(max_length=20, index=True)
     """open | answered | closed | redirected | needs_info."""
@@ -84,6 +84,9 @@ class Ticket(SQLModel, table=True):
     """When the current SLA clock runs out; None when no clock runs."""
     clock: int = 1
     """Which SLA clock runs: a reopen starts clock n+1 (escalations are once per clock)."""
+    sla_stage: int = 0
+    """Notices sent for the current clock: 0 none, 1 escalation, 2 breach. Lets each sweep
+    look only at tickets that can cross next; `SlaNotice` stays the once-only guarantee."""
     acked_at: datetime | None = None
     answered_at: datetime | None = None
     closed_at: datetime | None = None

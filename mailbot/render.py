@@ -42,11 +42,12 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "portal_url": "https://sender.office.com/", "missing": ["the IP address named in the rejection line"],
     "joined": False, "original_subject": "FW: Undelivered Mail Returned to Sender", "note": "",
     "hours": 48, "now_local": "2026-11-30 02:00 CET", "since_local": "2026-11-29 08:00 CET",
-    "escalations": [_SAMPLE_TICKET], "breaches": [], "width": 760,
+    "escalations": [_SAMPLE_TICKET], "breaches": [], "width": 760, "more_escalations": 0, "more_breaches": 0,
     "by_state": {"open": 1, "needs_info": 0, "answered": 0, "redirected": 0, "closed": 0},
     "families": {"5.7.511": 1}, "open": [_SAMPLE_TICKET], "breached": [], "escalated": [_SAMPLE_TICKET],
     "new": [_SAMPLE_TICKET], "answered": [], "redirected": [], "needs_info": [], "quarantined": [],
-    "repeat_ips": [], "repeat_senders": [],
+    "repeat_ips": [], "repeat_senders": [], "open_total": 1, "breached_total": 0, "escalated_total": 1,
+    "list_cap": 500,
 }
 """Data every shipped template renders with, for `mailbot check` and previews."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, exists
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -25,11 +25,13 @@ from sqlmodel import Session, col, select
 from mailbot import clock
 from mailbot.config import Config
 from mailbot.db import is_postgres, transaction
-from mailbot.models import SlaNotice, StoredMessage, Ticket
+from mailbot.models import SlaNotice, StoredMessage, Ticket, format_ref
 from mailbot.outbox import queue
 from mailbot.render import Renderer, compose
 
 log = logging.getLogger(__name__)
+MAIL_DETAIL = 100
+"""Tickets described in full in one notice mail; the rest are counted."""
 
 
 @dataclass
@@ -54,26 +56,33 @@ def time_left(due: datetime | None, now: datetime) -> str:
     return f"{human_delta(delta)} left" if delta.total_seconds() > 0 else f"overdue by {human_delta(delta)}"
 
 
-def _crossing(session: Session, now: datetime, warn: timedelta) -> list[tuple[Ticket, str]]:
-    kind = case((col(Ticket.due_at) <= now, "breach"), else_="escalation")
-    noticed = exists().where(and_(col(SlaNotice.ticket_id) == col(Ticket.id),
-                                  col(SlaNotice.clock) == col(Ticket.clock), col(SlaNotice.kind) == kind))
-    rows = session.exec(
-        select(Ticket).where(Ticket.state == "open", col(Ticket.due_at).is_not(None),
-                             col(Ticket.due_at) <= now + warn, ~noticed)
-        .order_by(col(Ticket.due_at))
-    ).all()
-    return [(t, "breach" if t.due_at is not None and t.due_at <= now else "escalation") for t in rows]
+def _crossing(session: Session, now: datetime, warn: timedelta) -> list[tuple[int, int, datetime, str]]:
+    """(id, clock, due, kind) of open tickets past a point they have no notice for.
+
+    Two index range scans on (state, sla_stage, due_at): tickets with no notice
+    whose escalation point passed, and escalated ones whose due time passed.
+    """
+    due = col(Ticket.due_at)
+    stage0 = select(Ticket.id, Ticket.clock, Ticket.due_at).where(
+        Ticket.state == "open", Ticket.sla_stage == 0, due.is_not(None), due <= now + warn)
+    stage1 = select(Ticket.id, Ticket.clock, Ticket.due_at).where(
+        Ticket.state == "open", Ticket.sla_stage == 1, due <= now)
+    out = []
+    for tid, clk, due_at in [*session.exec(stage0).all(), *session.exec(stage1).all()]:
+        assert tid is not None and due_at is not None
+        out.append((tid, clk, due_at, "breach" if due_at <= now else "escalation"))
+    return sorted(out, key=lambda r: r[2])
 
 
-def _record(session: Session, engine: Engine, crossing: list[tuple[Ticket, str]],
+def _record(session: Session, engine: Engine, crossing: list[tuple[int, int, datetime, str]],
             now: datetime) -> set[tuple[int, str]]:
     """Insert the notices; only those this sweep inserted come back (the others were another sweep's)."""
-    values = [{"ticket_id": t.id, "clock": t.clock, "kind": k, "created_at": now} for t, k in crossing]
+    values = [{"ticket_id": tid, "clock": clk, "kind": k, "created_at": now} for tid, clk, _, k in crossing]
     insert = pg_insert if is_postgres(engine) else sqlite_insert
-    stmt = (insert(SlaNotice).values(values).on_conflict_do_nothing()
-            .returning(col(SlaNotice.ticket_id), col(SlaNotice.kind)))
-    return {(r[0], r[1]) for r in session.execute(stmt)}
+    table = SlaNotice.__table__  # type: ignore[attr-defined]
+    # executemany with RETURNING: SQLAlchemy batches it into bounded multi-row statements
+    stmt = insert(table).on_conflict_do_nothing().returning(table.c.ticket_id, table.c.kind)
+    return {(r[0], r[1]) for r in session.connection().execute(stmt, values)}
 
 
 def original_text(session: Session, ticket: Ticket, limit: int = 1500) -> str:
@@ -87,6 +96,11 @@ def original_text(session: Session, ticket: Ticket, limit: int = 1500) -> str:
         return ""
     text = own_words(first.raw)
     return text if len(text) <= limit else text[:limit].rstrip() + " …"
+
+
+def _load(session: Session, ids: list[int]) -> list[Ticket]:
+    rows = {t.id: t for t in session.exec(select(Ticket).where(col(Ticket.id).in_(ids))).all()}
+    return [rows[i] for i in ids if i in rows]
 
 
 def ticket_facts(session: Session, t: Ticket, config: Config, now: datetime) -> dict[str, Any]:
@@ -106,28 +120,42 @@ def sweep(engine: Engine, config: Config, renderer: Renderer, now: datetime | No
         if not crossing:
             return result
         mine = _record(session, engine, crossing, now)
-        ours = [(t, k) for t, k in crossing if (t.id, k) in mine]
+        for stage, kind in ((1, "escalation"), (2, "breach")):
+            ids = [tid for tid, _, _, k in crossing if k == kind]
+            for i in range(0, len(ids), 1000):
+                session.execute(update(Ticket).where(col(Ticket.id).in_(ids[i:i + 1000]),
+                                                     col(Ticket.sla_stage) < stage).values(sla_stage=stage)
+                                .execution_options(synchronize_session=False))
+        ours = [(tid, k) for tid, _, _, k in crossing if (tid, k) in mine]
         if not ours:
             return result
-        result.escalated = [t.ref for t, k in ours if k == "escalation"]
-        result.breached = [t.ref for t, k in ours if k == "breach"]
-        for t, k in ours:
-            log.warning("ticket %s: %s (%s)", t.ref, "SLA breached" if k == "breach" else "escalated",
-                        time_left(t.due_at, now))
+        result.escalated = [format_ref(tid) for tid, k in ours if k == "escalation"]
+        result.breached = [format_ref(tid) for tid, k in ours if k == "breach"]
+        for kind, refs in (("escalated", result.escalated), ("past the mark", result.breached)):
+            if refs:
+                log.warning("SLA: %d ticket(s) %s: %s%s", len(refs), kind, " ".join(refs[:20]),
+                            " ..." if len(refs) > 20 else "")
         if not config.desk.staff:
             log.warning("no desk.staff configured: %d SLA notices not mailed", len(ours))
             return result
+        # A mass block can cross thousands at once: the mail details the first ones and counts the rest.
+        breach_ids = [tid for tid, k in ours if k == "breach"]
+        escalation_ids = [tid for tid, k in ours if k == "escalation"]
+        breaches = _load(session, breach_ids[:MAIL_DETAIL])
+        escalations = _load(session, escalation_ids[:MAIL_DETAIL])
         context = {
             "desk_name": config.desk.name, "hours": config.sla.hours, "ref": None,
-            "escalations": [ticket_facts(session, t, config, now) for t, k in ours if k == "escalation"],
-            "breaches": [ticket_facts(session, t, config, now) for t, k in ours if k == "breach"],
+            "escalations": [ticket_facts(session, t, config, now) for t in escalations[:MAIL_DETAIL]],
+            "breaches": [ticket_facts(session, t, config, now) for t in breaches[:MAIL_DETAIL]],
+            "more_escalations": max(len(escalation_ids) - MAIL_DETAIL, 0),
+            "more_breaches": max(len(breach_ids) - MAIL_DETAIL, 0),
             "now_local": clock.local(now, config.desk.zone),
         }
         subject, text, html = renderer.render("sla_notice", context)
         out = config.outgoing
         mail = compose(from_address=out.from_address, from_name=out.from_name, to=list(config.desk.staff),
                        subject=subject, text=text, html=html, auto_submitted="auto-generated", now=now)
-        first = min(t.id or 0 for t, _ in ours)
+        first = min(tid for tid, _ in ours)
         row = queue(session, mail, kind="sla_notice", ticket_id=None, now=now,
                     dedupe_key=f"sla:{first}:{now.isoformat()}")
         result.mailed = row is not None

@@ -103,6 +103,7 @@ def reopen(session: Session, ticket: Ticket, actor: str, detail: str, now: datet
     previous = ticket.state
     ticket.state = "open"
     ticket.clock += 1
+    ticket.sla_stage = 0
     ticket.answered_at = None
     ticket.closed_at = None
     start_clock(ticket, now, sla_hours)
