@@ -20,6 +20,9 @@ Fixtures (imported by ``tests/conftest.py``):
     ``MAILBOT_TEST_POSTGRES_URL`` names the server (default
     ``postgresql://postgres@127.0.0.1:5432/postgres``).
 
+``MAILBOT_TEST_DOVECOT`` names the dovecot binary when it is not on PATH or in
+/usr/sbin.
+
 A server whose binary is missing, or a PostgreSQL that does not answer, skips the
 test; under CI (``CI`` set and non-empty) it fails it instead.
 """
@@ -518,8 +521,11 @@ def _close_quietly(imap: IMAPClient) -> None:
 def dovecot_server() -> Iterator[DovecotServer]:
     binary = os.environ.get("MAILBOT_TEST_DOVECOT") or _find_binary("dovecot")
     doveadm = _find_binary("doveadm")
-    if binary is None or doveadm is None:
-        unavailable("dovecot/doveadm not found (install dovecot-imapd: scripts/install-test-deps)")
+    if binary is None or doveadm is None or not os.access(binary, os.X_OK):
+        unavailable(
+            f"dovecot ({binary or 'not found'}) or doveadm ({doveadm or 'not found'}) missing:"
+            " install dovecot-imapd (scripts/install-test-deps)"
+        )
     version = subprocess.run(
         [binary, "--version"], capture_output=True, text=True, check=False, timeout=30
     ).stdout.strip()
@@ -729,7 +735,11 @@ def _postgres_database(admin_url: str) -> Iterator[str]:
     try:
         admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        unavailable(f"PostgreSQL at {admin_url} is not reachable: {exc}".strip())
+        problem = str(exc).strip()
+    else:
+        problem = ""
+    if problem:
+        unavailable(f"PostgreSQL at {admin_url} is not reachable: {problem}")
     with admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
