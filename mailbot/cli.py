@@ -335,6 +335,37 @@ def sweep(ctx: click.Context) -> None:
                f"{' '.join(r.breached)}; sent {f.sent}")
 
 
+@main.group()
+def db() -> None:
+    """The database schema.
+
+    \b
+    Example:
+      mailbot db upgrade
+    """
+
+
+@db.command("upgrade")
+@click.pass_context
+@operator_errors
+def db_upgrade(ctx: click.Context) -> None:
+    """Bring the database to the newest schema (also done when the daemon starts).
+
+    \b
+    Example:
+      mailbot -c mailbot.toml db upgrade
+    """
+    from mailbot import schema
+    from mailbot.config import database_url
+    from mailbot.db import make_engine, safe_url
+
+    config = load(ctx.find_root().obj["config_path"])
+    engine = make_engine(database_url(config))
+    before = schema.current(engine)
+    schema.upgrade(engine)
+    click.echo(f"{safe_url(config.database.url)}: schema {before or 'empty'} -> {schema.current(engine)}")
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, per file.")

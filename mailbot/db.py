@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 from mailbot import models  # noqa: F401  (registers the tables)
 
@@ -53,8 +53,11 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
+    """Bring the database to the newest schema (Alembic migrations)."""
+    from mailbot.schema import upgrade
+
     try:
-        SQLModel.metadata.create_all(engine)
+        upgrade(engine)
     except SQLAlchemyError as e:
         detail = getattr(e, "orig", None) or e
         raise DatabaseError(f"database {safe_url(str(engine.url))}: {detail}") from None
