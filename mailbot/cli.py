@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from mailbot import __version__
 from mailbot.config import Config, ConfigError, load
 from mailbot.db import DatabaseError
+from mailbot.locks import DaemonLockError
 from mailbot.source import SourceError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,6 +44,8 @@ def operator_errors(fn: F) -> F:
             _fail(f"config error: {e}", EXIT_CONFIG)
         except (SourceError, DatabaseError) as e:
             _fail(str(e), EXIT_UNREACHABLE)
+        except DaemonLockError as e:
+            _fail(str(e), EXIT_FAILED)
         except OperationalError as e:
             _fail(f"database error: {e.orig}", EXIT_UNREACHABLE)
 

@@ -57,6 +57,8 @@ class MailboxConfig(_Section):
     sent_folders: tuple[str, ...] = ()
     maildir_path: str = ""
     batch_size: int = Field(100, ge=1, le=5000)
+    idle: bool = True
+    idle_seconds: float = Field(600.0, ge=10, le=1680)
     timeout: float = Field(60.0, gt=0)
     max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024)
 
@@ -180,6 +182,16 @@ class DigestConfig(_Section):
         return v
 
 
+class RepliesConfig(_Section):
+    """Limits on automatic replies, and whose Authentication-Results to believe."""
+
+    per_recipient_daily: int = Field(10, ge=0)
+    per_domain_daily: int = Field(100, ge=0)
+    breaker_per_hour: int = Field(500, ge=0)
+    authserv_ids: tuple[str, ...] = ()
+    trust_topmost: bool = False
+
+
 class ScheduleConfig(_Section):
     poll_seconds: float = Field(60.0, gt=0)
     flush_seconds: float = Field(15.0, gt=0)
@@ -197,6 +209,7 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     sla: SlaConfig = SlaConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    replies: RepliesConfig = RepliesConfig()
     digest: DigestConfig = DigestConfig()
     templates: TemplatesConfig = TemplatesConfig()
     base_dir: str = Field(".", exclude=True)
@@ -213,7 +226,7 @@ class Config(_Section):
         return frozenset(own)
 
 
-SECTIONS = ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "digest", "templates")
+SECTIONS = ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "digest", "replies", "templates")
 
 
 def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:

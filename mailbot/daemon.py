@@ -22,6 +22,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from mailbot.desk import Desk
+from mailbot.idle import IdleWatcher
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class Daemon:
     def __init__(self, desk: Desk) -> None:
         self.desk = desk
         self.stopping = threading.Event()
+        self.poll_lock = threading.Lock()
+        self.idle = IdleWatcher(desk.config.mailbox, self.poll_now, self.stopping)
         self.scheduler = BlockingScheduler(
             executors={"default": ThreadPoolExecutor(2)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 3600},
@@ -40,7 +43,24 @@ class Daemon:
     def _on_error(self, event: JobExecutionEvent) -> None:
         log.error("job %s failed: %s (it runs again at its next time)", event.job_id, event.exception)
 
+    def poll_now(self) -> None:
+        """New mail (IDLE said so): poll at once, unless a poll is running already."""
+        if self.stopping.is_set():
+            return
+        try:
+            self.poll()
+        except Exception as e:
+            log.error("poll after IDLE wake-up failed: %s (the interval poll retries)", e)
+
     def poll(self) -> None:
+        if not self.poll_lock.acquire(blocking=False):
+            return  # the running poll picks this mail up, or the next one does
+        try:
+            self._poll()
+        finally:
+            self.poll_lock.release()
+
+    def _poll(self) -> None:
         r = self.desk.poll(self.stopping.is_set)
         if r.fetch.stored or r.process.processed or r.process.quarantined:
             log.info("poll: %d stored, %d processed, %d quarantined", r.fetch.stored, r.process.processed,
@@ -82,8 +102,11 @@ class Daemon:
                                    id="digest")
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
-        log.info("mailbot running: polling %s every %ss", self.desk.config.mailbox.source, s.poll_seconds)
-        self.scheduler.start()
+        log.info("mailbot running: polling %s every %ss%s", self.desk.config.mailbox.source, s.poll_seconds,
+                 " (and waiting in IDLE)" if self.desk.config.mailbox.idle else "")
+        with self.desk.daemon_lock():
+            self.idle.start()
+            self.scheduler.start()
         log.info("mailbot stopped")
 
 

@@ -48,7 +48,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        # keepalives bound how long a vanished peer holds locks (see locks.py)
+        engine = create_engine(url, pool_pre_ping=True, connect_args={
+            "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3})
     return engine
 
 

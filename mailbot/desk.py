@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from mailbot import digest, faults, sla
 from mailbot.config import Config, database_url
 from mailbot.db import create_schema, make_engine, transaction
 from mailbot.intake import FetchResult, fetch
+from mailbot.locks import daemon_lock, mailbox_lock
 from mailbot.models import StoredMessage
 from mailbot.outbox import FlushResult, flush
 from mailbot.process import Processor, ProcessResult
@@ -62,16 +64,30 @@ class Desk:
         return make_transport(self.config.outgoing, Path(self.config.base_dir))
 
     def poll(self, should_stop: Callable[[], bool] = lambda: False) -> PollResult:
-        source = self.open_source()
-        try:
-            fetched = fetch(self.engine, source, self.config.mailbox.batch_size, should_stop)
-            for folder in self.config.mailbox.sent_folders:
-                self._fetch_sent(folder, should_stop)
-            processed = self.processor.run(should_stop)
-            marked = self.mark_done(source)
-        finally:
-            source.close()
+        """Fetch (if no other daemon is fetching this mailbox), process, mark done."""
+        with mailbox_lock(self.engine, self.mailbox_name) as mine:
+            if not mine:
+                return PollResult(FetchResult(), self.processor.run(should_stop), 0)
+            source = self.open_source()
+            try:
+                fetched = fetch(self.engine, source, self.config.mailbox.batch_size, should_stop)
+                for folder in self.config.mailbox.sent_folders:
+                    self._fetch_sent(folder, should_stop)
+                processed = self.processor.run(should_stop)
+                marked = self.mark_done(source)
+            finally:
+                source.close()
         return PollResult(fetched, processed, marked)
+
+    @property
+    def mailbox_name(self) -> str:
+        m = self.config.mailbox
+        if m.source == "maildir":
+            return f"maildir://{self.config.path(m.maildir_path).resolve()}"
+        return f"imap://{m.user}@{m.host}:{m.port}/{m.folder}"
+
+    def daemon_lock(self) -> AbstractContextManager[None]:
+        return daemon_lock(self.engine)
 
     def _fetch_sent(self, folder: str, should_stop: Callable[[], bool]) -> None:
         """Staff answers in a sent folder are read (never moved or flagged) like the inbox."""

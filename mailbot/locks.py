@@ -1,0 +1,69 @@
+"""Who may do what when several daemons share one database.
+
+- SQLite: one daemon per database file. A second `mailbot run` on the same
+  file is refused with a message naming the file and the holder's pid.
+- PostgreSQL: any number of daemons. One of them fetches a given mailbox at
+  a time (a session advisory lock keyed by the mailbox name, held for the
+  poll); the lock goes with the holder's connection, and TCP keepalives
+  bound how long a dead holder's lock outlives it (about a minute).
+  Processing and sending are shared through `FOR UPDATE SKIP LOCKED`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+
+class DaemonLockError(Exception):
+    """Another daemon holds what this one needs; the message says which."""
+
+
+@contextmanager
+def daemon_lock(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+        yield
+        return
+    path = Path(engine.url.database).resolve().with_suffix(".daemon.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise DaemonLockError(
+                f"another mailbot daemon (pid {holder}) is running on {Path(engine.url.database).resolve()}; "
+                "SQLite takes one daemon: stop it, or use PostgreSQL to run several") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def mailbox_lock(engine: Engine, mailbox: str) -> Iterator[bool]:
+    """Yields whether this daemon may fetch `mailbox` now (always, on SQLite)."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect() as conn:
+        held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _key(mailbox)}).scalar())
+        conn.commit()
+        try:
+            yield held
+        finally:
+            if held:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _key(mailbox)})
+                conn.commit()

@@ -1,0 +1,93 @@
+"""The daemon as operators run it: IDLE push, one daemon per SQLite file,
+several on PostgreSQL sharing a mailbox politely."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from app import World, sample
+from test_cli import imap_toml
+
+from mailbot.locks import mailbox_lock
+
+
+def start_daemon(path: Path, password: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "mailbot", "-c", str(path), "run"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "MAILBOT_MAILBOX_PASSWORD": password})
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def test_with_idle_new_mail_is_acknowledged_without_waiting_for_the_poll_interval(
+        tmp_path: Path, dovecot: Any, smtp_server: Any, database_url: str) -> None:
+    path = imap_toml(tmp_path, dovecot, smtp_server, database_url, schedule={"poll_seconds": 3600})
+    proc = start_daemon(path, dovecot.password)
+    try:
+        smtp_server.wait_for(0)
+        time.sleep(2)  # let the daemon reach IDLE; the poll interval (1 h) is far away
+        t = time.monotonic()
+        dovecot.append(sample("01-banned-sender-attached.eml"))
+        smtp_server.wait_for(1, timeout=20)
+        first = time.monotonic() - t
+
+        # the IDLE connection drops (server restart): the daemon reconnects and keeps pushing
+        dovecot.restart_server()
+        time.sleep(3)
+        dovecot.append(sample("06-ipv6-thunderbird.eml"))
+        smtp_server.wait_for(2, timeout=30)
+    finally:
+        out = stop(proc)
+    assert proc.returncode == 0, out
+    assert first < 20
+    assert "reconnecting" in out
+
+
+def test_a_second_daemon_on_the_same_sqlite_file_is_refused_with_a_clear_message(
+        tmp_path: Path, dovecot: Any, smtp_server: Any) -> None:
+    path = imap_toml(tmp_path, dovecot, smtp_server, f"sqlite:///{tmp_path}/one.db",
+                     schedule={"poll_seconds": 3600})
+    first = start_daemon(path, dovecot.password)
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "one.daemon.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        second = subprocess.run([sys.executable, "-m", "mailbot", "-c", str(path), "run"], capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "MAILBOT_MAILBOX_PASSWORD": dovecot.password})
+    finally:
+        stop(first)
+    assert second.returncode == 1
+    assert f"another mailbot daemon (pid {first.pid}) is running on {tmp_path / 'one.db'}" in second.stderr
+    assert "PostgreSQL" in second.stderr
+
+
+def test_on_postgresql_only_one_daemon_fetches_a_mailbox_at_a_time(make_world: Any, database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the mailbox lock is PostgreSQL's (SQLite runs one daemon)")
+    w: World = make_world()
+    other: World = make_world()
+    w.deliver(sample("01-banned-sender-attached.eml"))
+    with mailbox_lock(other.desk.engine, other.desk.mailbox_name) as held:
+        assert held
+        polled = w.desk.poll()
+        assert polled.fetch.stored == 0  # the other daemon is fetching this mailbox
+        with mailbox_lock(w.desk.engine, w.desk.mailbox_name) as second:
+            assert not second
+    assert w.desk.poll().fetch.stored == 1  # released: now it may
