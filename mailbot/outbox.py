@@ -14,7 +14,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -24,6 +26,7 @@ from mailbot.config import OutgoingConfig
 from mailbot.db import is_postgres, transaction
 from mailbot.models import OutboxMail, Ticket, TicketEvent
 from mailbot.render import Composed
+from mailbot.replyguard import RecentReplies
 from mailbot.transports import PermanentFailure, TemporaryFailure, Transport
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,27 @@ def queue(session: Session, mail: Composed, *, kind: str, ticket_id: int | None,
         # Another worker queued the same dedupe_key first: the database says once.
         return None
     return row
+
+
+AUTO_KINDS = ("ack", "redirect", "needs_info")
+"""The mails mailbot sends on its own to a sender (the others go to staff, or are sent by a person)."""
+
+
+def recent_replies(session: Session, recipient: str, now: datetime) -> RecentReplies:
+    """How many automatic replies went lately to `recipient`, its domain, and anyone (for `replyguard.capped`)."""
+    day, hour = now - timedelta(hours=24), now - timedelta(hours=1)
+    auto = col(OutboxMail.kind).in_(AUTO_KINDS)
+    rcpt = func.lower(OutboxMail.recipients)
+
+    def count(*where: Any) -> int:
+        return int(session.exec(select(func.count()).select_from(OutboxMail).where(auto, *where)).one())
+
+    domain = recipient.rpartition("@")[2].lower()
+    return RecentReplies(
+        to_recipient=count(rcpt == recipient.lower(), col(OutboxMail.created_at) >= day),
+        to_domain=count(rcpt.like(f"%@{domain}"), col(OutboxMail.created_at) >= day),
+        last_hour=count(col(OutboxMail.created_at) >= hour),
+    )
 
 
 @dataclass

@@ -24,7 +24,7 @@ from mailbot.config import Config
 from mailbot.db import is_postgres, transaction
 from mailbot.extraction import Extraction, extract
 from mailbot.models import OutboxMail, StoredMessage, Ticket
-from mailbot.outbox import queue
+from mailbot.outbox import queue, recent_replies
 from mailbot.policy import Decision, Policy
 from mailbot.render import Renderer, compose
 from mailbot.sanitize import db_text
@@ -133,7 +133,7 @@ class Processor:
             return
         extraction = extract(msg.raw)
         msg.findings = json.dumps(extraction.as_json())
-        verdict = replyguard.verdict(head, self.config.own_addresses)
+        verdict = replyguard.verdict(head, self.config.own_addresses, self.config.replies)
 
         ticket = tickets.by_reference(session, head)
         if ticket is not None and self.config.desk.is_staff(head.sender):
@@ -170,7 +170,7 @@ class Processor:
         else:
             state = {"ticket": "open", "redirect": "redirected", "needs_info": "needs_info"}[decision.action]
             ticket = tickets.open_ticket(session, now=now, state=state, sender=sender,
-                                         subject=db_text(head.subject, 1000),
+                                         subject=db_text(head.subject, 1000), verified=verdict.verified,
                                          reason="; ".join(decision.missing) or None, **self._facts(decision))
             if decision.sla:
                 tickets.start_clock(ticket, now, self.config.sla.hours)
@@ -243,6 +243,8 @@ class Processor:
     def _reply(self, session: Session, msg: StoredMessage, head: inbound.Inbound, ticket: Ticket, kind: str,
                verdict: replyguard.ReplyVerdict, now: datetime, *, joined: bool = False,
                missing: list[str] | None = None) -> None:
+        if verdict.allowed and verdict.recipient is not None:
+            verdict = replyguard.capped(verdict, recent_replies(session, verdict.recipient, now), self.config.replies)
         if not verdict.allowed or verdict.recipient is None:
             tickets.event(session, ticket, "no_reply", "mailbot", f"{kind} not sent: {verdict.reason}", now)
             msg.outcome = f"{msg.outcome}; no reply: {verdict.reason}"

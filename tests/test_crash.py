@@ -162,7 +162,8 @@ def wait_for_line(log: Path, text: str, count: int, proc: subprocess.Popen[bytes
 def test_soak_the_daemon_sigkilled_at_random_moments_stores_and_acknowledges_everything_once(
         cli_desk: Callable[..., CliDesk], tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
     n = SOAK_MESSAGES
-    desk = cli_desk(schedule={"poll_seconds": 0.2, "flush_seconds": 0.2}, mailbox={"batch_size": 20})
+    desk = cli_desk(schedule={"poll_seconds": 0.2, "flush_seconds": 0.2}, mailbox={"batch_size": 20},
+                    replies={"breaker_per_hour": 100_000, "per_domain_daily": 100_000})
     w = desk.world
     for i, ip in enumerate(soak_ips(n)):
         w.deliver(forward(ip, f"soak-{i}", f"sender{i}@s{i % 7}.example"))

@@ -1,0 +1,191 @@
+"""Automatic replies go only to a verified human sender, and never in a flood.
+
+The decision reads the outer headers only. Daily caps per recipient and per
+domain and an hourly circuit breaker bound what mailbot sends; where the
+mailbox server stamps Authentication-Results, only the topmost header from a
+trusted server counts, and only a sender passing DMARC (or aligned SPF/DKIM)
+gets mail. Everyone still gets a ticket.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from app import World, forward
+
+from mailbot import inbound
+from mailbot.config import RepliesConfig
+from mailbot.replyguard import RecentReplies, ReplyVerdict, capped, parse_auth_results, verdict
+
+TRUSTED = {"authserv_ids": ["mx.example.org"]}
+FROM = "ann@one.example"
+
+
+def head(*headers: str, sender: str = FROM) -> inbound.Inbound:
+    raw = "".join(f"{h}\r\n" for h in headers) + f"From: Ann <{sender}>\r\nSubject: hi\r\n\r\nbody\r\n"
+    return inbound.parse(raw.encode())
+
+
+def judge(*headers: str, **replies: object) -> ReplyVerdict:
+    return verdict(head(*headers), frozenset({"delist@example.org"}), RepliesConfig(**replies))  # type: ignore[arg-type]
+
+
+# -- the rules, one line each ---------------------------------------------------------
+
+@pytest.mark.parametrize(("headers", "reason"), [
+    (["X-Auto-Response-Suppress: OOF, AutoReply"], "X-Auto-Response-Suppress"),
+    (["X-Auto-Response-Suppress: All"], "X-Auto-Response-Suppress"),
+    (["Auto-Submitted: auto-replied"], "Auto-Submitted"),
+    (["Precedence: junk"], "Precedence"),
+    (["List-Unsubscribe: <mailto:u@one.example>"], "List-Unsubscribe"),
+    (["Return-Path: <>"], "null return path"),
+])
+def test_automatic_mail_is_not_answered(headers: list[str], reason: str) -> None:
+    v = judge(*headers)
+    assert not v.allowed and reason in v.reason and v.verified
+
+
+def test_x_auto_response_suppress_for_other_kinds_still_allows_an_acknowledgement() -> None:
+    assert judge("X-Auto-Response-Suppress: DR, NDR, RN, NRN").allowed
+
+
+@pytest.mark.parametrize("sender", ["owner-list@one.example", "list-request@one.example", "noreply@one.example",
+                                    "mailer-daemon@one.example", "postmaster@one.example", "delist@example.org"])
+def test_system_and_own_addresses_are_not_answered(sender: str) -> None:
+    assert not verdict(head(sender=sender), frozenset({"delist@example.org"}), RepliesConfig()).allowed
+
+
+AR_PASS = ("Authentication-Results: mx.example.org; spf=pass smtp.mailfrom=one.example; "
+           "dmarc=pass header.from=one.example")
+AR_FAIL = ("Authentication-Results: mx.example.org; spf=fail smtp.mailfrom=one.example; "
+           "dmarc=fail header.from=one.example")
+
+
+@pytest.mark.parametrize(("headers", "config", "allowed"), [
+    ([], {}, True),  # no trusted server configured: no check
+    ([AR_FAIL], {}, True),
+    ([AR_PASS], TRUSTED, True),
+    ([AR_FAIL], TRUSTED, False),
+    ([], TRUSTED, False),  # our server always stamps: a message without its header is not verified
+    # a forged pass below the genuine failing header, or from a server we do not trust, changes nothing
+    ([AR_FAIL, AR_PASS], TRUSTED, False),
+    ([AR_PASS.replace("mx.example.org", "mx.attacker.example"), AR_FAIL], TRUSTED, False),
+    ([AR_PASS.replace("mx.example.org", "mx.attacker.example")], TRUSTED, False),
+    # the topmost trusted one decides, whatever lies above it from elsewhere
+    ([AR_FAIL.replace("mx.example.org", "relay.elsewhere.example"), AR_PASS], TRUSTED, True),
+    # no DMARC verdict: SPF or DKIM aligned with the From domain is enough, unaligned is not
+    (["Authentication-Results: mx.example.org; spf=pass smtp.mailfrom=bounces.one.example; dmarc=none"],
+     TRUSTED, True),
+    (["Authentication-Results: mx.example.org; dkim=pass header.d=one.example header.s=s1"], TRUSTED, True),
+    (["Authentication-Results: mx.example.org; dkim=pass header.d=esp.example; spf=pass smtp.mailfrom=esp.example"],
+     TRUSTED, False),
+    (["Authentication-Results: mx.example.org; dkim=pass header.d=one.example; dmarc=fail"], TRUSTED, False),
+    # comments may hold anything, even what looks like a result
+    (["Authentication-Results: mx.example.org (dmarc=pass; spf=pass); dmarc=fail (p=reject; dmarc=pass)"],
+     TRUSTED, False),
+    (["Authentication-Results: mx.example.org; none"], TRUSTED, False),
+    # Exchange Online writes no authserv-id: trust_topmost
+    (["Authentication-Results: spf=pass (sender IP is 203.0.113.1) smtp.mailfrom=one.example; dkim=none "
+      "(message not signed) header.d=none;dmarc=pass action=none header.from=one.example;compauth=pass reason=100"],
+     {"trust_topmost": True}, True),
+    (["Authentication-Results: spf=fail (sender IP is 203.0.113.1) smtp.mailfrom=one.example; "
+      "dmarc=fail action=oreject header.from=one.example", AR_PASS], {"trust_topmost": True}, False),
+])
+def test_backscatter_guard(headers: list[str], config: dict[str, object], allowed: bool) -> None:
+    v = judge(*headers, **config)
+    assert v.allowed is allowed
+    assert v.verified is allowed
+    if not allowed:
+        assert v.reason.startswith("sender not verified")
+
+
+def test_authentication_results_are_read_past_comments_and_versions() -> None:
+    ar = parse_auth_results('mx.example.org 1; dkim/1=pass (good; sig) header.d="one.example" header.s=k;'
+                            " spf=softfail smtp.mailfrom=x@one.example")
+    assert ar is not None and ar.authserv_id == "mx.example.org"
+    assert [(r.method, r.result) for r in ar.results] == [("dkim", "pass"), ("spf", "softfail")]
+    assert ar.results[0].props == {"header.d": "one.example", "header.s": "k"}
+
+
+@pytest.mark.parametrize(("recent", "reason"), [
+    (RecentReplies(to_recipient=10), "automatic replies to ann@one.example in 24 hours"),
+    (RecentReplies(to_domain=100), "automatic replies to one.example in 24 hours"),
+    (RecentReplies(last_hour=500), "circuit breaker"),
+])
+def test_caps(recent: RecentReplies, reason: str) -> None:
+    config = RepliesConfig()
+    ok = judge()
+    assert capped(ok, RecentReplies(9, 99, 499), config) == ok
+    v = capped(ok, recent, config)
+    assert not v.allowed and v.recipient is None and reason in v.reason and v.verified
+
+
+# -- on the real servers ----------------------------------------------------------------
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def deliver_from(world: World, senders: list[str], first_ip: int = 1) -> None:
+    for i, sender in enumerate(senders):
+        world.deliver(forward(f"203.0.113.{first_ip + i}", f"cap-{first_ip + i}", sender))
+
+
+def test_per_recipient_daily_cap_then_the_next_day_replies_again(make_world) -> None:  # type: ignore[no-untyped-def]
+    w: World = make_world(replies={"per_recipient_daily": 2})
+    with time_machine.travel(T0, tick=False) as clock:
+        deliver_from(w, [FROM, FROM, FROM, "bob@two.example"])
+        w.run()
+        assert len(w.tickets()) == 4  # everyone gets a ticket
+        assert sorted(r.rcpt_tos[0] for r in w.smtp.messages) == [FROM, FROM, "bob@two.example"]
+        capped_ticket = w.tickets()[2]
+        assert capped_ticket.acked_at is None
+        [event] = [e for e in w.events(capped_ticket) if e.kind == "no_reply"]
+        assert "2 automatic replies to ann@one.example in 24 hours (replies.per_recipient_daily = 2)" in (
+            event.detail or "")
+
+        clock.shift(timedelta(hours=24, seconds=1))
+        deliver_from(w, [FROM], first_ip=50)
+        w.run()
+        assert [r.rcpt_tos[0] for r in w.smtp.messages].count(FROM) == 3
+
+
+def test_per_domain_daily_cap(make_world) -> None:  # type: ignore[no-untyped-def]
+    w: World = make_world(replies={"per_domain_daily": 2})
+    deliver_from(w, ["a@one.example", "b@ONE.example", "c@one.example", "d@two.example"])
+    w.run()
+    assert sorted(r.rcpt_tos[0] for r in w.smtp.messages) == ["a@one.example", "b@one.example", "d@two.example"]
+
+
+def test_the_circuit_breaker_stops_all_replies_after_a_flood(make_world) -> None:  # type: ignore[no-untyped-def]
+    w: World = make_world(replies={"breaker_per_hour": 3})
+    deliver_from(w, [f"s{i}@d{i}.example" for i in range(5)])
+    w.run()
+    assert len(w.tickets()) == 5 and len(w.smtp.messages) == 3
+    assert all("circuit breaker" in (e.detail or "") for t in w.tickets()[3:] for e in w.events(t)
+               if e.kind == "no_reply")
+
+
+def with_headers(raw: bytes, *headers: str) -> bytes:
+    return "".join(f"{h}\r\n" for h in headers).encode() + raw
+
+
+def test_a_verified_sender_gets_the_acknowledgement(make_world) -> None:  # type: ignore[no-untyped-def]
+    w: World = make_world(replies=TRUSTED)
+    w.deliver(with_headers(forward("203.0.113.5", "v-1", FROM), AR_PASS))
+    w.run()
+    [ticket] = w.tickets()
+    assert ticket.verified and w.smtp.wait_for(1)[0].rcpt_tos == [FROM]
+
+
+def test_a_forged_authentication_results_below_a_genuine_failing_one_gets_a_ticket_but_no_mail(
+        make_world) -> None:  # type: ignore[no-untyped-def]
+    w: World = make_world(replies=TRUSTED)
+    w.deliver(with_headers(forward("203.0.113.5", "forged-1", FROM), AR_FAIL, AR_PASS))
+    w.run()
+    [ticket] = w.tickets()
+    assert (ticket.state, ticket.verified) == ("open", False)
+    assert w.smtp.messages == [] and w.outbox() == []
+    [event] = [e for e in w.events(ticket) if e.kind == "no_reply"]
+    assert "sender not verified: DMARC fail (mx.example.org)" in (event.detail or "")
