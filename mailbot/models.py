@@ -126,7 +126,7 @@ class OutboxMail(SQLModel, table=True):
     subject: str = Field(sa_type=Text)
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     state: str = Field(default="queued", max_length=20, index=True)
-    """queued → sent | failed."""
+    """queued → sent | failed; sent → bounced (a delivery report returned it)."""
     attempts: int = 0
     next_attempt_at: datetime = Field(index=True)
     last_error: str | None = Field(default=None, sa_type=Text)

@@ -10,6 +10,7 @@ commit, and then carries the same Message-ID.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from sqlmodel import Session, col, select
 from mailbot import clock, faults
 from mailbot.config import OutgoingConfig
 from mailbot.db import is_postgres, transaction
-from mailbot.models import OutboxMail, Ticket, TicketEvent
+from mailbot.inbound import header_block
+from mailbot.models import OutboxMail, Ticket, TicketEvent, parse_ref
 from mailbot.render import Composed
 from mailbot.replyguard import RecentReplies
 from mailbot.transports import PermanentFailure, TemporaryFailure, Transport
@@ -75,6 +77,46 @@ def recent_replies(session: Session, recipient: str, now: datetime) -> RecentRep
         to_domain=count(rcpt.like(f"%@{domain}"), col(OutboxMail.created_at) >= day),
         last_hour=count(col(OutboxMail.created_at) >= hour),
     )
+
+
+_EMBEDDED = re.compile(rb"^(message-id|x-mailbot-ticket)[ \t]*:[ \t]*(?:\r?\n[ \t]+)?([^\s]{1,300})",
+                       re.IGNORECASE | re.MULTILINE)
+_SCAN_BYTES = 5 * 1024 * 1024
+
+
+def attach_bounce(session: Session, raw: bytes, now: datetime) -> OutboxMail | None:
+    """If `raw` (an automatic message) returns one of our own mails, mark that mail bounced.
+
+    A delivery report carries the returned mail's headers inside it; the
+    Message-ID mailbot gave the mail (or its X-Mailbot-Ticket) names the
+    outbox row. The row becomes "bounced" and its ticket gets an event;
+    the caller opens no ticket for the report and never answers it.
+    """
+    body = raw[len(header_block(raw)):][:_SCAN_BYTES]
+    ids: list[str] = []
+    refs: list[int] = []
+    for name, value in _EMBEDDED.findall(body)[:100]:
+        text = value.decode("ascii", "replace")
+        if name.lower() == b"message-id":
+            ids.append(text)
+        elif (ref := parse_ref(text)) is not None:
+            refs.append(ref)
+    row = None
+    if ids:
+        row = session.exec(select(OutboxMail).where(col(OutboxMail.message_id).in_(ids))).first()
+    if row is None and refs:
+        row = session.exec(select(OutboxMail).where(col(OutboxMail.ticket_id).in_(refs),
+                                                    col(OutboxMail.kind).in_(AUTO_KINDS))
+                           .order_by(col(OutboxMail.id).desc())).first()
+    if row is None:
+        return None
+    row.state = "bounced"
+    row.last_error = "returned by the recipient's mail system"
+    log.warning("outbox %s to %s bounced", row.message_id, row.recipients)
+    if row.ticket_id is not None:
+        session.add(TicketEvent(ticket_id=row.ticket_id, at=now, kind="mail_bounced", actor="mailbot",
+                                detail=f"{row.kind} to {row.recipients} ({row.message_id}) came back undelivered"))
+    return row
 
 
 @dataclass

@@ -24,7 +24,7 @@ from mailbot.config import Config
 from mailbot.db import is_postgres, transaction
 from mailbot.extraction import Extraction, extract
 from mailbot.models import OutboxMail, StoredMessage, Ticket
-from mailbot.outbox import queue, recent_replies
+from mailbot.outbox import attach_bounce, queue, recent_replies
 from mailbot.policy import Decision, Policy
 from mailbot.render import Renderer, compose
 from mailbot.sanitize import db_text
@@ -134,6 +134,12 @@ class Processor:
         extraction = extract(msg.raw)
         msg.findings = json.dumps(extraction.as_json())
         verdict = replyguard.verdict(head, self.config.own_addresses, self.config.replies)
+        bounced = attach_bounce(session, msg.raw, now) if not verdict.allowed else None
+        if bounced is not None:  # a delivery report returning our own mail: never a new ticket, never answered
+            msg.ticket_id = bounced.ticket_id
+            msg.outcome = f"returned our {bounced.kind} {bounced.message_id} (marked bounced)"
+            msg.state, msg.processed_at = "processed", now
+            return
 
         ticket = tickets.by_reference(session, head)
         if ticket is not None and self.config.desk.is_staff(head.sender):

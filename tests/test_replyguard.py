@@ -189,3 +189,57 @@ def test_a_forged_authentication_results_below_a_genuine_failing_one_gets_a_tick
     assert w.smtp.messages == [] and w.outbox() == []
     [event] = [e for e in w.events(ticket) if e.kind == "no_reply"]
     assert "sender not verified: DMARC fail (mx.example.org)" in (event.detail or "")
+
+
+# -- a bounce of our own acknowledgement ---------------------------------------------------
+
+def bounce_of(ack: bytes, *, keep_message_id: bool = True) -> bytes:
+    """The delivery report a receiving server sends back for `ack`, with the ack's headers inside."""
+    returned = ack.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    if not keep_message_id:
+        returned = b"\r\n".join(ln for ln in returned.split(b"\r\n") if not ln.lower().startswith(b"message-id:"))
+    return (b"Return-Path: <>\r\nFrom: Mail Delivery System <MAILER-DAEMON@mx.one.example>\r\n"
+            b"To: delist@example.org\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+            b"Message-ID: <bounce-1@mx.one.example>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"r\"\r\n\r\n"
+            b"--r\r\nContent-Type: text/plain\r\n\r\n<ann@one.example>: host mx.one.example[192.0.2.25] said:\r\n"
+            b"    550 5.7.511 Access denied, banned sender[192.0.2.77] (in reply to RCPT TO command)\r\n"
+            b"--r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.one.example\r\n\r\n"
+            b"Final-Recipient: rfc822; ann@one.example\r\nAction: failed\r\nStatus: 5.7.511\r\n"
+            b"Diagnostic-Code: smtp; 550 5.7.511 Access denied, banned sender[192.0.2.77]\r\n"
+            b"--r\r\nContent-Type: text/rfc822-headers\r\n\r\n" + returned + b"--r--\r\n")
+
+
+@pytest.mark.parametrize("keep_message_id", [True, False], ids=["by-message-id", "by-x-mailbot-ticket"])
+def test_a_bounce_of_our_acknowledgement_is_attached_to_its_ticket_and_never_answered(
+        world: World, keep_message_id: bool) -> None:
+    world.deliver(forward("203.0.113.5", "b-1", FROM))
+    world.run()
+    [ack] = world.smtp.wait_for(1)
+
+    world.deliver(bounce_of(ack.data, keep_message_id=keep_message_id))
+    _, flushed = world.run()
+
+    [ticket] = world.tickets()  # no ticket for the IP in the report
+    _, report = world.messages()
+    assert (report.state, report.ticket_id) == ("processed", ticket.id)
+    assert report.outcome == f"returned our ack {ack.message['Message-ID']} (marked bounced)"
+    [row] = world.outbox()
+    assert (row.state, row.message_id) == ("bounced", ack.message["Message-ID"])
+    assert [e.kind for e in world.events(ticket)].count("mail_bounced") == 1
+    assert len(world.smtp.attempts) == 1 and flushed.sent == 0  # never answered
+    assert len(world.imap.uids("Processed")) == 2
+
+
+def test_a_human_reply_to_our_acknowledgement_is_not_a_bounce(world: World) -> None:
+    world.deliver(forward("203.0.113.5", "b-1", FROM))
+    world.run()
+    [ack] = world.smtp.wait_for(1)
+    # a person forwards our ack back (its headers inside), asking a question: a follow-up, not a bounce
+    world.deliver(f"From: Ann <{FROM}>\r\nTo: delist@example.org\r\nSubject: Re: {ack.message['Subject']}\r\n"
+                  f"Message-ID: <q-1@one.example>\r\n\r\nWhen will this be done?\r\n\r\n".encode()
+                  + ack.data.split(b"\r\n\r\n", 1)[0])
+    world.run()
+    [row] = world.outbox()
+    assert row.state == "sent"
+    assert [e.kind for e in world.events(world.tickets()[0])].count("follow_up") == 1
