@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from mailbot import __version__
 from mailbot.config import Config, ConfigError, load
@@ -134,37 +134,41 @@ def flush(ctx: click.Context) -> None:
     click.echo(f"sent {r.sent}, retry later {r.retried}, failed {r.failed}")
 
 
-def _ticket_rows(session: Session, state: str | None) -> list[Any]:
-    from mailbot.models import Ticket
-
-    stmt = select(Ticket)
-    if state:
-        stmt = stmt.where(Ticket.state == state)
-    return list(session.exec(stmt.order_by(col(Ticket.id))).all())
-
-
 @main.command()
 @click.option("--state", type=click.Choice(["open", "answered", "closed", "redirected", "needs_info"]))
+@click.option("--family", type=click.Choice(["5.7.511", "5.7.606-649", "other", "none"]), help="Code family.")
+@click.option("--ip", help="Exactly this IP.")
+@click.option("--sender", help="Sender address contains this.")
+@click.option("--overdue", is_flag=True, help="Open tickets past the SLA mark.")
+@click.option("--due-within", "due_within", type=float, metavar="HOURS", help="Open tickets due within HOURS.")
+@click.option("--sort", type=click.Choice(["due", "id"]), default="due", show_default=True,
+              help="due: least time left first.")
+@click.option("--limit", type=int, help="At most this many.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @click.pass_context
 @operator_errors
-def tickets(ctx: click.Context, state: str | None, as_json: bool) -> None:
-    """List tickets.
+def tickets(ctx: click.Context, state: str | None, family: str | None, ip: str | None, sender: str | None,
+            overdue: bool, due_within: float | None, sort: str, limit: int | None, as_json: bool) -> None:
+    """List tickets, least time left first.
 
     \b
     Example:
       mailbot tickets --state open
-      mailbot tickets --json | jq '.[].ref'
+      mailbot tickets --due-within 8
+      mailbot tickets --overdue --json | jq -r '.[].ref'
     """
-    from mailbot import views
+    from mailbot import clock, views
+    from mailbot.tickets import TicketFilter, find
 
     desk = _desk(ctx)
+    now = clock.utcnow()
     with Session(desk.engine) as session:
-        rows = _ticket_rows(session, state)
+        rows = find(session, TicketFilter(state=state, family=family, ip=ip, sender=sender, overdue=overdue,
+                                          due_within_hours=due_within, sort=sort, limit=limit), now)
         if as_json:
-            click.echo(json.dumps([views.ticket_dict(t) for t in rows], indent=1))
+            click.echo(json.dumps([views.ticket_dict(t, now) for t in rows], indent=1))
         else:
-            views.print_tickets(rows, desk.config.desk.zone)
+            views.print_tickets(rows, desk.config.desk.zone, now)
 
 
 @main.command()

@@ -7,6 +7,7 @@ effects are one transaction, owned by `intake.process`.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
@@ -108,3 +109,51 @@ def reopen(session: Session, ticket: Ticket, actor: str, detail: str, now: datet
     ticket.closed_at = None
     start_clock(ticket, now, sla_hours)
     event(session, ticket, "state", actor, f"{previous} → open (clock {ticket.clock}): {detail}", now)
+
+
+# -- finding tickets (mailbot tickets) -----------------------------------
+
+FAMILIES = ("5.7.511", "5.7.606-649", "other", "none")
+
+
+@dataclass(frozen=True)
+class TicketFilter:
+    state: str | None = None
+    family: str | None = None
+    ip: str | None = None
+    sender: str | None = None
+    overdue: bool = False
+    due_within_hours: float | None = None
+    sort: str = "due"
+    """due (least time left first, tickets without a clock last) or id."""
+    limit: int | None = None
+
+
+def find(session: Session, f: TicketFilter, now: datetime) -> list[Ticket]:
+    stmt = select(Ticket)
+    if f.state:
+        stmt = stmt.where(Ticket.state == f.state)
+    if f.ip:
+        stmt = stmt.where(Ticket.ip == f.ip)
+    if f.sender:
+        stmt = stmt.where(col(Ticket.sender).ilike(f"%{f.sender}%"))
+    if f.family == "5.7.511":
+        stmt = stmt.where(Ticket.status == "5.7.511")
+    elif f.family == "5.7.606-649":
+        stmt = stmt.where(col(Ticket.status).in_([f"5.7.{n}" for n in range(606, 650)]))
+    elif f.family == "none":
+        stmt = stmt.where(col(Ticket.status).is_(None))
+    elif f.family == "other":
+        stmt = stmt.where(col(Ticket.status).is_not(None),
+                          col(Ticket.status).not_in(["5.7.511", *(f"5.7.{n}" for n in range(606, 650))]))
+    if f.overdue or f.due_within_hours is not None:
+        stmt = stmt.where(Ticket.state == "open", col(Ticket.due_at).is_not(None))
+        limit = now if f.overdue else now + timedelta(hours=f.due_within_hours or 0)
+        stmt = stmt.where(col(Ticket.due_at) <= limit)
+    if f.sort == "due":
+        stmt = stmt.order_by(col(Ticket.due_at).is_(None), col(Ticket.due_at), col(Ticket.id))
+    else:
+        stmt = stmt.order_by(col(Ticket.id))
+    if f.limit:
+        stmt = stmt.limit(f.limit)
+    return list(session.exec(stmt).all())

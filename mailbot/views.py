@@ -24,11 +24,15 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def ticket_dict(t: Ticket) -> dict[str, Any]:
+def ticket_dict(t: Ticket, now: datetime | None = None) -> dict[str, Any]:
+    from mailbot.sla import time_left
+
     return {
         "ref": t.ref, "state": t.state, "sender": t.sender, "ip": t.ip, "reply_code": t.reply_code,
         "status": t.status, "text": t.text, "rule": t.rule, "reason": t.reason, "verified": t.verified,
         "opened_at": _iso(t.opened_at), "due_at": _iso(t.due_at), "acked_at": _iso(t.acked_at),
+        "answered_at": _iso(t.answered_at), "closed_at": _iso(t.closed_at), "clock": t.clock,
+        "time_left": time_left(t.due_at, now) if now and t.state == "open" else None,
     }
 
 
@@ -47,22 +51,35 @@ def ticket_detail(session: Session, t: Ticket) -> dict[str, Any]:
     return d
 
 
-def print_tickets(rows: list[Ticket], zone: ZoneInfo, console: Console | None = None) -> None:
+def print_tickets(rows: list[Ticket], zone: ZoneInfo, now: datetime, console: Console | None = None) -> None:
+    from mailbot.sla import time_left
+
     console = console or Console()
     if not rows:
         console.print("no tickets")
         return
-    table = Table(show_lines=False)
-    for h in ("ref", "state", "code", "ip", "sender", "opened", "due"):
-        table.add_column(h)
+    headers = ("ref", "state", "code", "ip", "sender", "opened", "due", "time left")
+    lines = []
     for t in rows:
-        table.add_row(t.ref, t.state, t.full_code or "-", t.ip or "-", t.sender or "-",
-                      local(t.opened_at, zone), local(t.due_at, zone))
+        left = time_left(t.due_at, now) if t.state == "open" and t.due_at else "-"
+        lines.append((t.ref, t.state, t.full_code or "-", t.ip or "-", t.sender or "-",
+                      local(t.opened_at, zone), local(t.due_at, zone), left))
+    if not console.is_terminal:
+        # plain columns for pipes and scripts (--json for machines)
+        widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(headers)]
+        for r in [headers, *lines]:
+            console.out("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip(), highlight=False)
+        return
+    table = Table(show_lines=False)
+    for h in headers:
+        table.add_column(h, no_wrap=h in ("ref", "ip", "time left"))
+    for r in lines:
+        table.add_row(*r, style="red" if r[-1].startswith("overdue") else None)
     console.print(table)
 
 
 def print_ticket(session: Session, t: Ticket, zone: ZoneInfo, console: Console | None = None) -> None:
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)
     d = ticket_detail(session, t)
     console.print(f"[bold]{t.ref}[/bold]  {t.state}  {t.full_code or 'no code'}  ip {t.ip or '-'}", markup=True)
     console.print(f"sender:   {t.sender or '-'}", markup=False)
