@@ -342,6 +342,48 @@ def sweep(ctx: click.Context) -> None:
                f"{' '.join(r.breached)}; sent {f.sent}")
 
 
+def _progress(label: str, total: int) -> Callable[[Any], Any]:
+    """A progress bar on a terminal; nothing in a pipe."""
+    if not sys.stderr.isatty():
+        return lambda it: it
+    from rich.progress import track
+
+    return lambda it: track(it, description=label, total=total, console=None, transient=True)
+
+
+@main.command()
+@click.argument("ref", required=False)
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M"]), help="Mail fetched since (UTC).")
+@click.pass_context
+@operator_errors
+def reprocess(ctx: click.Context, ref: str | None, since: Any) -> None:
+    """Re-run extraction on stored mail (after a parser improvement); sends nothing twice.
+
+    \b
+    Example:
+      mailbot reprocess DL-000123
+      mailbot reprocess --since 2026-11-01
+    """
+    from datetime import UTC
+
+    from mailbot.models import parse_ref
+    from mailbot.reprocess import reprocess as run_reprocess
+    from mailbot.reprocess import selection
+
+    if not ref and not since:
+        _fail("say which: a ticket REF or --since DATE", EXIT_FAILED)
+    tid = parse_ref(ref) if ref else None
+    if ref and tid is None:
+        _fail(f"{ref} is not a ticket reference (like DL-000123)", EXIT_FAILED)
+    desk = _desk(ctx)
+    with Session(desk.engine) as session:
+        ids = selection(session, tid, since.replace(tzinfo=UTC) if since else None)
+    r = run_reprocess(desk.processor, ids, _progress("reprocessing", len(ids)))
+    f = desk.flush()
+    click.echo(f"reprocessed {r.messages} messages: {r.changed} read differently, "
+               f"{r.tickets_updated} tickets updated, {f.sent} mails sent")
+
+
 @main.group()
 def db() -> None:
     """The database schema.
@@ -371,6 +413,89 @@ def db_upgrade(ctx: click.Context) -> None:
     before = schema.current(engine)
     schema.upgrade(engine)
     click.echo(f"{safe_url(config.database.url)}: schema {before or 'empty'} -> {schema.current(engine)}")
+
+
+@main.group()
+def templates() -> None:
+    """The templates of outgoing mail: which exist, and what they look like.
+
+    \b
+    Example:
+      mailbot templates list
+      mailbot templates preview ack --language de --html ack.html
+    """
+
+
+def _template_renderer(ctx: click.Context, language: str | None) -> Any:
+    """A renderer as the desk would build it; shipped templates only when there is no config file."""
+    from pydantic import ValidationError
+
+    from mailbot.config import TemplatesConfig
+    from mailbot.render import Renderer
+
+    path = Path(ctx.find_root().obj["config_path"])
+    settings = TemplatesConfig()
+    override = None
+    if path.exists():
+        config = load(path)
+        settings = config.templates
+        override = config.path(settings.dir) if settings.dir else None
+    else:
+        click.echo(f"mailbot: no config file {path}: showing the shipped templates", err=True)
+    if language:
+        try:
+            settings = TemplatesConfig(language=language)
+        except ValidationError:
+            raise click.BadParameter(f"{language!r} is not a language tag like en or de",
+                                     param_hint="--language") from None
+    return Renderer(override, settings.language)
+
+
+@templates.command("list")
+@click.pass_context
+@operator_errors
+def templates_list(ctx: click.Context) -> None:
+    """List the templates: languages they exist in, which one is used, whether overridden.
+
+    \b
+    Example:
+      mailbot -c mailbot.toml templates list
+    """
+    r = _template_renderer(ctx, None)
+    click.echo(f"{'template':<12} {'languages':<12} {'used':<6} {'overridden':<10} file")
+    for name in r.names():
+        click.echo(f"{name:<12} {', '.join(r.languages(name)):<12} {r.language_used(name):<6} "
+                   f"{'yes' if r.overridden(name) else 'no':<10} {r.source(name, 'txt')}")
+
+
+@templates.command("preview")
+@click.argument("name")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), help="Also write the HTML part to this file.")
+@click.option("--language", help="Render this language (default: [templates] language).")
+@click.pass_context
+@operator_errors
+def templates_preview(ctx: click.Context, name: str, html_file: str | None, language: str | None) -> None:
+    """Render template NAME with sample data: its subject and text, and the HTML to a file.
+
+    \b
+    Example:
+      mailbot templates preview ack
+      mailbot templates preview needs_info --language de --html needs_info.html
+    """
+    from mailbot.render import SAMPLE_CONTEXT, TemplateError
+
+    r = _template_renderer(ctx, language)
+    if name not in r.names():
+        _fail(f"no template {name!r}; there are: {', '.join(r.names())}", EXIT_FAILED)
+    try:
+        subject, text, html = r.render(name, SAMPLE_CONTEXT)
+    except TemplateError as e:
+        _fail(str(e), EXIT_FAILED)
+        return
+    click.echo(f"Subject: {subject}\n\n{text}", nl=False)
+    if html_file:
+        Path(html_file).write_text(html, encoding="utf-8")
+        click.echo(f"\n(HTML part written to {html_file})")
 
 
 @main.command()

@@ -1,0 +1,96 @@
+"""Re-run extraction on stored raw mail after a parser improvement.
+
+Each stored inbound message of the selection is read again; its findings
+are replaced, and its ticket's facts (code, IP, rejection line) are updated
+when the message is the one they came from. A ticket that waited for
+information and now has what the policy needs moves on (open with a clock,
+or redirected) and its sender gets that reply; every other mail is
+suppressed by the outbox's once-per-ticket-and-recipient keys, so nothing
+is sent twice. One transaction per message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from mailbot import clock, inbound, replyguard, tickets
+from mailbot.db import transaction
+from mailbot.extraction import extract
+from mailbot.models import StoredMessage, Ticket
+from mailbot.process import Processor
+
+
+@dataclass
+class ReprocessResult:
+    messages: int = 0
+    changed: int = 0
+    tickets_updated: int = 0
+
+
+def selection(session: Session, ticket_id: int | None, since: datetime | None) -> list[int]:
+    stmt = select(StoredMessage.id).where(StoredMessage.folder_kind == "inbox", StoredMessage.state == "processed")
+    if ticket_id is not None:
+        stmt = stmt.where(StoredMessage.ticket_id == ticket_id)
+    if since is not None:
+        stmt = stmt.where(col(StoredMessage.fetched_at) >= since)
+    return [i for i in session.exec(stmt.order_by(col(StoredMessage.id))).all() if i is not None]
+
+
+def reprocess(processor: Processor, ids: list[int], progress: Callable[[Iterator[int]], Iterator[int]] = iter,
+              ) -> ReprocessResult:
+    result = ReprocessResult()
+    for mid in progress(iter(ids)):
+        with transaction(processor.engine) as session:
+            msg = session.get(StoredMessage, mid)
+            if msg is None:
+                continue
+            result.messages += 1
+            extraction = extract(msg.raw)
+            findings = json.dumps(extraction.as_json())
+            if findings == msg.findings:
+                continue
+            result.changed += 1
+            msg.findings = findings
+            ticket = session.get(Ticket, msg.ticket_id) if msg.ticket_id else None
+            if ticket is not None and _update_ticket(processor, session, msg, ticket, extraction):
+                result.tickets_updated += 1
+    return result
+
+
+def _update_ticket(processor: Processor, session: Session, msg: StoredMessage, ticket: Ticket,
+                   extraction: object) -> bool:
+    from mailbot.extraction import Extraction
+
+    assert isinstance(extraction, Extraction)
+    now = clock.utcnow()
+    decision = processor.policy.decide(extraction)
+    first = session.exec(select(StoredMessage.id).where(StoredMessage.ticket_id == ticket.id)
+                         .order_by(col(StoredMessage.id)).limit(1)).first()
+    if ticket.state == "needs_info" and decision.action in ("ticket", "redirect"):
+        head = inbound.parse(msg.raw)
+        verdict = replyguard.verdict(head, processor.config.own_addresses)
+        if decision.action == "ticket":
+            processor._upgrade(session, ticket, decision, "reprocess", now)
+            processor._reply(session, msg, head, ticket, "ack", verdict, now)
+        else:
+            for k, v in processor._facts(decision).items():
+                setattr(ticket, k, v)
+            ticket.state = "redirected"
+            tickets.event(session, ticket, "state", "reprocess", "needs_info → redirected", now)
+            processor._reply(session, msg, head, ticket, "redirect", verdict, now)
+        return True
+    if first == msg.id and decision.finding is not None:
+        facts = processor._facts(decision)
+        changed = {k: v for k, v in facts.items() if getattr(ticket, k) != v and v is not None}
+        if changed:
+            for k, v in changed.items():
+                setattr(ticket, k, v)
+            tickets.event(session, ticket, "reprocessed", "reprocess",
+                          "; ".join(f"{k} = {v}" for k, v in changed.items()), now)
+            return True
+    return False
