@@ -105,9 +105,12 @@ def attach_bounce(session: Session, raw: bytes, now: datetime) -> OutboxMail | N
     if ids:
         row = session.exec(select(OutboxMail).where(col(OutboxMail.message_id).in_(ids))).first()
     if row is None and refs:
-        row = session.exec(select(OutboxMail).where(col(OutboxMail.ticket_id).in_(refs),
-                                                    col(OutboxMail.kind).in_(AUTO_KINDS))
-                           .order_by(col(OutboxMail.id).desc())).first()
+        # A ticket reference is guessable: the report must also name the mail's recipient.
+        lowered = body.lower()
+        candidates = session.exec(select(OutboxMail).where(col(OutboxMail.ticket_id).in_(refs),
+                                                           col(OutboxMail.kind).in_(AUTO_KINDS))
+                                  .order_by(col(OutboxMail.id).desc())).all()
+        row = next((c for c in candidates if c.recipients.lower().encode() in lowered), None)
     if row is None:
         return None
     row.state = "bounced"

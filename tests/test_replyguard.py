@@ -243,3 +243,14 @@ def test_a_human_reply_to_our_acknowledgement_is_not_a_bounce(world: World) -> N
     [row] = world.outbox()
     assert row.state == "sent"
     assert [e.kind for e in world.events(world.tickets()[0])].count("follow_up") == 1
+
+
+def test_a_report_naming_only_a_ticket_reference_but_not_its_recipient_marks_nothing(world: World) -> None:
+    world.deliver(forward("203.0.113.5", "b-1", FROM))
+    world.run()
+    [ack] = world.smtp.wait_for(1)
+    forged = bounce_of(ack.data, keep_message_id=False).replace(FROM.encode(), b"someone@else.example")
+    world.deliver(forged)
+    world.run()
+    [row] = world.outbox()
+    assert row.state == "sent"
