@@ -79,7 +79,7 @@ def check_templates(config: Config, echo: Callable[[str], None]) -> bool:
     from mailbot.render import SAMPLE_CONTEXT, Renderer, TemplateError
 
     try:
-        r = Renderer(config.path(config.templates.dir) if config.templates.dir else None)
+        r = Renderer(config.path(config.templates.dir) if config.templates.dir else None, config.templates.language)
         names = r.names()
         for name in names:
             r.render(name, SAMPLE_CONTEXT)

@@ -12,6 +12,7 @@ the value from a file, so secrets never need to be in the TOML.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -199,6 +200,15 @@ class ScheduleConfig(_Section):
 
 class TemplatesConfig(_Section):
     dir: str | None = None
+    language: str = "en"
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str) -> str:
+        # a folder name under the templates dir: a language tag, never a path
+        if not re.fullmatch(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*", v):
+            raise ValueError(f"must be a language tag like \"en\" or \"de\", got {v!r}")
+        return v
 
 
 class Config(_Section):

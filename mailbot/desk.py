@@ -44,7 +44,7 @@ class Desk:
         self.engine = engine or make_engine(database_url(config))
         create_schema(self.engine)
         override = config.path(config.templates.dir) if config.templates.dir else None
-        self.renderer = Renderer(override)
+        self.renderer = Renderer(override, config.templates.language)
         self.processor = Processor(config, self.engine, self.renderer)
 
     def open_source(self, folder: str | None = None) -> SourceSession:
@@ -122,6 +122,7 @@ class Desk:
                 faults.point("before_mark")
                 source.mark_done(uid, location, "processed" if state == "processed" else "quarantined")
                 marked += 1
+                faults.point("after_mark")
             with transaction(self.engine) as session:
                 row = session.get(StoredMessage, mid)
                 assert row is not None

@@ -4,6 +4,11 @@ Each template NAME has `NAME.txt.j2` (blocks `subject` and `body`) and
 `NAME.html.j2` (the HTML alternative, autoescaped). Operators override any
 of them from `[templates] dir`; the shipped ones are the fallback.
 
+Templates are per language (`[templates] language`): every file, includes
+and layouts too, is looked up in `<dir>/<language>/` before `<dir>/`, first
+in the override folder, then in the shipped templates. The files at the top
+of a folder are the default language, English for the shipped ones.
+
 Headers built from inbound values go through `sanitize` first; the
 Message-ID is fixed here, at render time, so a resend is recognisably the
 same mail.
@@ -56,16 +61,34 @@ class TemplateError(Exception):
     """A template is missing or does not render; names the template."""
 
 
-def template_dirs(override: Path | None) -> list[Path]:
-    dirs = [d for d in (override, PACKAGED, SOURCE_TREE) if d is not None and d.is_dir()]
+DEFAULT_LANGUAGE = "en"
+"""The language of the files at the top of the shipped templates folder."""
+
+
+def template_dirs(override: Path | None, language: str = DEFAULT_LANGUAGE) -> list[Path]:
+    """The folders searched, first match wins: per folder, its language subfolder first."""
+    dirs: list[Path] = []
+    for base in (override, PACKAGED, SOURCE_TREE):
+        if base is None or not base.is_dir():
+            continue
+        for d in (base / language, base):
+            if d.is_dir() and d not in dirs:
+                dirs.append(d)
     return dirs
 
 
+def _is_template_name(name: str) -> bool:
+    return not name.startswith("_") and "/" not in name
+
+
 class Renderer:
-    def __init__(self, override: Path | None = None) -> None:
-        dirs = template_dirs(override)
+    def __init__(self, override: Path | None = None, language: str = DEFAULT_LANGUAGE) -> None:
+        self.override = override if override is not None and override.is_dir() else None
+        self.language = language
+        dirs = template_dirs(override, language)
         if not dirs:
             raise TemplateError("no templates directory found (set [templates] dir)")
+        self.dirs = dirs
         loader = jinja2.FileSystemLoader([str(d) for d in dirs])
         self.text_env = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
                                            keep_trailing_newline=True)
@@ -73,7 +96,39 @@ class Renderer:
 
     def names(self) -> list[str]:
         return sorted({n.removesuffix(".txt.j2") for n in self.text_env.list_templates()
-                       if n.endswith(".txt.j2") and not n.startswith("_")})
+                       if n.endswith(".txt.j2") and _is_template_name(n)})
+
+    def source(self, name: str, kind: str = "txt") -> Path | None:
+        """The file that `render` uses for template `name` (kind "txt" or "html"), or None."""
+        for d in self.dirs:
+            p = d / f"{name}.{kind}.j2"
+            if p.is_file():
+                return p
+        return None
+
+    def language_used(self, name: str) -> str:
+        """The language `render` uses for template `name`: the configured one, or the default as fallback."""
+        src = self.source(name, "txt")
+        if src is not None and src.parent.name == self.language \
+                and src.parent.parent in (self.override, PACKAGED, SOURCE_TREE):
+            return self.language
+        return DEFAULT_LANGUAGE
+
+    def overridden(self, name: str) -> bool:
+        """Whether the override folder supplies either file of template `name`."""
+        if self.override is None:
+            return False
+        return any(p is not None and p.is_relative_to(self.override)
+                   for p in (self.source(name, "txt"), self.source(name, "html")))
+
+    def languages(self, name: str) -> list[str]:
+        """The languages template `name` exists in, in any folder (the default language first)."""
+        found = {DEFAULT_LANGUAGE}
+        for base in (self.override, PACKAGED, SOURCE_TREE):
+            if base is None or not base.is_dir():
+                continue
+            found.update(d.name for d in base.iterdir() if (d / f"{name}.txt.j2").is_file())
+        return [DEFAULT_LANGUAGE, *sorted(found - {DEFAULT_LANGUAGE})]
 
     def render(self, name: str, context: dict[str, Any]) -> tuple[str, str, str]:
         """(subject, text, html) of template `name`."""
