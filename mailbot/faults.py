@@ -13,6 +13,7 @@ The points, in the order a message meets them:
 - `after_queue`     inside the processing transaction, just after the reply was queued
 - `after_commit`    the message's outcome and its reply are committed; the server not told
 - `before_mark`     about to move/flag a finished message on the server
+- `after_mark`      moved/flagged on the server; our note of it not yet committed
 - `after_smtp_250`  the SMTP server accepted a reply; the outbox row not yet marked sent
 """
 
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import os
 
-POINTS = ("after_fetch", "after_parse", "after_queue", "after_commit", "before_mark", "after_smtp_250")
+POINTS = ("after_fetch", "after_parse", "after_queue", "after_commit", "before_mark", "after_mark",
+          "after_smtp_250")
 
 
 def point(name: str, key: str | None = None) -> None:
