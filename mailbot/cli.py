@@ -415,6 +415,87 @@ def db_upgrade(ctx: click.Context) -> None:
     click.echo(f"{safe_url(config.database.url)}: schema {before or 'empty'} -> {schema.current(engine)}")
 
 
+@main.command()
+@click.option("--path", "path", type=click.Path(dir_okay=False),
+              help="Where to write the config (default: the -c/--config file, mailbot.toml).")
+@click.option("--imap-host", help="IMAP server of the delist@ mailbox.")
+@click.option("--imap-user", help="Login name of that mailbox.")
+@click.option("--smtp-host", help="SMTP submission server for replies (default: the IMAP host).")
+@click.option("--smtp-user", help="SMTP login (default: the IMAP user; \"\" for none).")
+@click.option("--from-address", help="From of every reply (default: the IMAP user).")
+@click.option("--staff", multiple=True, help="A staff address for escalations and digests (repeat, or comma-separate).")
+@click.option("--database-url", help="sqlite:///mailbot.db (default) or postgresql+psycopg://user@host/db.")
+@click.option("--desk-name", help="The name senders and staff see.")
+@click.option("--timezone", help="IANA time zone times are shown in, e.g. Europe/Berlin (default UTC).")
+@click.option("--maildir", help="A local setup like the demo: read DIR/inbox, write replies to DIR/outbox.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.pass_context
+def init(ctx: click.Context, path: str | None, imap_host: str | None, imap_user: str | None,
+         smtp_host: str | None, smtp_user: str | None, from_address: str | None, staff: tuple[str, ...],
+         database_url: str | None, desk_name: str | None, timezone: str | None, maildir: str | None,
+         force: bool) -> None:
+    """Write a starter config: asks on a terminal, or takes flags. Never writes a password.
+
+    With no flags it asks for every value; with flags it asks only for what
+    is missing and required. The file is checked before it is written.
+
+    \b
+    Example:
+      mailbot init
+      mailbot init --imap-host imap.example.org --imap-user delist@example.org \\
+        --smtp-host smtp.example.org --staff support@example.org --path /etc/mailbot.toml
+      mailbot init --maildir ./mail --from-address delist@example.org
+    """
+    from mailbot import init as init_mod
+
+    target = Path(path or ctx.find_root().obj["config_path"])
+    interview = not any((imap_host, imap_user, smtp_host, smtp_user, from_address, staff, database_url,
+                         desk_name, timezone, maildir))
+    if target.exists() and not force:
+        _fail(f"{target} exists; add --force to overwrite it", EXIT_FAILED)
+
+    def ask(text: str, value: str | None, default: str | None = None, required: bool = False,
+            flag: str = "") -> str:
+        if value is not None:
+            return value
+        if not interview and (default is not None or not required):
+            return default or ""
+        try:
+            return str(click.prompt(text, default=default, show_default=bool(default)))
+        except click.Abort:
+            _fail(f"give {flag} (or run mailbot init on a terminal to be asked)", EXIT_CONFIG)
+            raise
+
+    if interview and not maildir:
+        kind = click.prompt("Read mail from an IMAP server or a local Maildir",
+                            type=click.Choice(["imap", "maildir"]), default="imap")
+        if kind == "maildir":
+            maildir = ask("Maildir folder (inbox/ and outbox/ go inside)", None, "mail")
+    if maildir:
+        a = init_mod.Answers(maildir=maildir,
+                             from_address=ask("From address of replies", from_address, "delist@example.org"))
+    else:
+        host = ask("IMAP server", imap_host, required=True, flag="--imap-host")
+        user = ask("IMAP user (the delist@ mailbox)", imap_user, required=True, flag="--imap-user")
+        a = init_mod.Answers(
+            imap_host=host, imap_user=user,
+            smtp_host=ask("SMTP server", smtp_host, host), smtp_user=ask("SMTP user", smtp_user, user),
+            from_address=ask("From address of replies", from_address, user if "@" in user else None,
+                             required=True, flag="--from-address"))
+    a.desk_name = ask("Desk name", desk_name, "Delist desk")
+    a.timezone = ask("Time zone", timezone, "UTC")
+    staff_list = list(staff) or [ask("Staff addresses (comma-separated)", None, "")]
+    a.staff = [s.strip() for item in staff_list for s in item.split(",") if s.strip()]
+    a.database_url = ask("Database URL", database_url, "sqlite:///mailbot.db")
+    try:
+        init_mod.write_config(target, init_mod.starter_toml(a), force=force)
+    except init_mod.InitError as e:
+        _fail(f"config not written: {e}", EXIT_CONFIG)
+    made = init_mod.make_maildirs(target) if maildir else []
+    for line in init_mod.next_steps(target, a, made):
+        click.echo(line)
+
+
 @main.group()
 def templates() -> None:
     """The templates of outgoing mail: which exist, and what they look like.
