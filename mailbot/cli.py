@@ -79,6 +79,7 @@ def main(ctx: click.Context, config_path: str, verbose: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
+    ctx.obj["verbose"] = verbose
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("apscheduler", "imapclient", "mailparser"):
@@ -96,10 +97,11 @@ def run(ctx: click.Context) -> None:
       mailbot -c mailbot.toml run
     """
     from mailbot.daemon import Daemon
+    from mailbot.logs import setup
 
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        logging.getLogger().setLevel(logging.INFO)
-    Daemon(_desk(ctx)).run()
+    desk = _desk(ctx)
+    setup(desk.config.log.format, "DEBUG" if ctx.find_root().obj.get("verbose") else desk.config.log.level)
+    Daemon(desk).run()
 
 
 @main.command()
@@ -382,6 +384,42 @@ def reprocess(ctx: click.Context, ref: str | None, since: Any) -> None:
     f = desk.flush()
     click.echo(f"reprocessed {r.messages} messages: {r.changed} read differently, "
                f"{r.tickets_updated} tickets updated, {f.sent} mails sent")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts and monitoring.")
+@click.pass_context
+@operator_errors
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Last poll, outbox depth, tickets due soon, errors since each daemon started.
+
+    \b
+    Example:
+      mailbot status
+      mailbot status --json | jq .tickets.overdue
+    """
+    from mailbot import clock
+    from mailbot.status import gather
+
+    desk = _desk(ctx)
+    now = clock.utcnow()
+    data = gather(desk.engine, now, desk.config.sla.escalate_before)
+    if as_json:
+        click.echo(json.dumps(data, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v)))
+        return
+    zone = desk.config.desk.zone
+    for m in data["mailboxes"]:
+        click.echo(f"mailbox   {m['mailbox']}: last poll {clock.local(m['last_poll_at'], zone)}")
+    for d in data["daemons"][:5]:
+        state = f"FAILING since {clock.local(d['failing_since'], zone)}" if d["failing_since"] else "ok"
+        click.echo(f"daemon    {d['name']}: {state}; last good poll {clock.local(d['last_poll_ok_at'], zone)}; "
+                   f"{d['errors_since_start']} errors since start {clock.local(d['started_at'], zone)}"
+                   + (f"; last error: {d['last_error']}" if d["last_error"] else ""))
+    t, o, msg = data["tickets"], data["outbox"], data["messages"]
+    click.echo(f"tickets   {t['open']} open, {t['overdue']} overdue, {t['due_soon']} due within "
+               f"{desk.config.sla.escalate_before:g} h, {t['needs_info']} waiting for information")
+    click.echo(f"outbox    {o['queued']} queued, {o['failed']} failed")
+    click.echo(f"messages  {msg['stored']} waiting to be processed, {msg['quarantined']} quarantined")
 
 
 @main.group()

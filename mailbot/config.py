@@ -198,6 +198,20 @@ class ScheduleConfig(_Section):
     flush_seconds: float = Field(15.0, gt=0)
 
 
+class LogConfig(_Section):
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class MetricsConfig(_Section):
+    port: int = Field(0, ge=0, le=65535)
+    address: str = "127.0.0.1"
+
+
+class AlertsConfig(_Section):
+    poll_failure_minutes: float = Field(30.0, gt=0)
+
+
 class TemplatesConfig(_Section):
     dir: str | None = None
     language: str = "en"
@@ -222,6 +236,9 @@ class Config(_Section):
     replies: RepliesConfig = RepliesConfig()
     digest: DigestConfig = DigestConfig()
     templates: TemplatesConfig = TemplatesConfig()
+    log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    alerts: AlertsConfig = AlertsConfig()
     base_dir: str = Field(".", exclude=True)
     """Directory of the config file; relative paths in it are taken from there."""
 
@@ -236,7 +253,8 @@ class Config(_Section):
         return frozenset(own)
 
 
-SECTIONS = ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "digest", "replies", "templates")
+SECTIONS = ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "digest", "replies", "templates",
+            "log", "metrics", "alerts")
 
 
 def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:

@@ -21,7 +21,9 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from mailbot import metrics
 from mailbot.desk import Desk
+from mailbot.health import Health
 from mailbot.idle import IdleWatcher
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.poll_lock = threading.Lock()
         self.idle = IdleWatcher(desk.config.mailbox, self.poll_now, self.stopping)
+        self.health = Health(desk.engine, desk.config, desk.renderer)
         self.scheduler = BlockingScheduler(
             executors={"default": ThreadPoolExecutor(2)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 3600},
@@ -61,7 +64,18 @@ class Daemon:
             self.poll_lock.release()
 
     def _poll(self) -> None:
-        r = self.desk.poll(self.stopping.is_set)
+        try:
+            r = self.desk.poll(self.stopping.is_set)
+        except Exception as e:
+            metrics.POLL_ERRORS.inc()
+            log.error("poll failed: %s (next try at the next interval)", e, extra={"mailbox": self.desk.mailbox_name})
+            self.health.failed(str(e))
+            self.flush()  # an alert mail may be waiting
+            return
+        self.health.ok()
+        metrics.FETCHED.inc(r.fetch.stored)
+        metrics.PROCESSED.inc(r.process.processed)
+        metrics.QUARANTINED.inc(r.process.quarantined)
         if r.fetch.stored or r.process.processed or r.process.quarantined:
             log.info("poll: %d stored, %d processed, %d quarantined", r.fetch.stored, r.process.processed,
                      r.process.quarantined)
@@ -70,11 +84,15 @@ class Daemon:
 
     def flush(self) -> None:
         r = self.desk.flush(self.stopping.is_set)
+        metrics.ACKS.labels("sent").inc(r.sent)
+        metrics.ACKS.labels("failed").inc(r.failed)
         if r.sent or r.retried or r.failed:
             log.info("outbox: %d sent, %d to retry, %d failed", r.sent, r.retried, r.failed)
 
     def sweep(self) -> None:
         r = self.desk.sweep()
+        metrics.ESCALATIONS.inc(len(r.escalated))
+        metrics.BREACHES.inc(len(r.breached))
         if r.escalated or r.breached:
             self.flush()
 
@@ -105,6 +123,10 @@ class Daemon:
         log.info("mailbot running: polling %s every %ss%s", self.desk.config.mailbox.source, s.poll_seconds,
                  " (and waiting in IDLE)" if self.desk.config.mailbox.idle else "")
         with self.desk.daemon_lock():
+            m = self.desk.config.metrics
+            if m.port:
+                metrics.serve(self.desk.engine, m.address, m.port)
+                log.info("metrics on http://%s:%s/metrics", m.address, m.port)
             self.idle.start()
             self.scheduler.start()
         log.info("mailbot stopped")

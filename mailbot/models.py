@@ -158,6 +158,22 @@ class DigestRun(SQLModel, table=True):
     outbox_id: int | None = Field(default=None, foreign_key="outbox.id")
 
 
+class DaemonHealth(SQLModel, table=True):
+    """How a daemon's polling goes, for `mailbot status` and the poll-failure alert."""
+
+    __tablename__ = "daemon_health"
+    name: str = Field(primary_key=True, max_length=200)
+    """host:pid of the daemon."""
+    started_at: datetime
+    last_poll_ok_at: datetime | None = None
+    last_error: str | None = Field(default=None, sa_type=Text)
+    last_error_at: datetime | None = None
+    errors: int = 0
+    failing_since: datetime | None = None
+    alert_open: bool = False
+    """An alert mail went out and no "recovered" mail yet."""
+
+
 def format_ref(ticket_id: int) -> str:
     return f"DL-{ticket_id:06d}"
 

@@ -26,7 +26,7 @@ from mailbot import clock, faults
 from mailbot.config import OutgoingConfig
 from mailbot.db import is_postgres, transaction
 from mailbot.inbound import header_block
-from mailbot.models import OutboxMail, Ticket, TicketEvent, parse_ref
+from mailbot.models import OutboxMail, Ticket, TicketEvent, format_ref, parse_ref
 from mailbot.render import Composed
 from mailbot.replyguard import RecentReplies
 from mailbot.transports import PermanentFailure, TemporaryFailure, Transport
@@ -115,7 +115,7 @@ def attach_bounce(session: Session, raw: bytes, now: datetime) -> OutboxMail | N
         return None
     row.state = "bounced"
     row.last_error = "returned by the recipient's mail system"
-    log.warning("outbox %s to %s bounced", row.message_id, row.recipients)
+    log.warning("outbox %s to %s bounced", row.message_id, row.recipients, extra=_ctx(row))
     if row.ticket_id is not None:
         session.add(TicketEvent(ticket_id=row.ticket_id, at=now, kind="mail_bounced", actor="mailbot",
                                 detail=f"{row.kind} to {row.recipients} ({row.message_id}) came back undelivered"))
@@ -189,7 +189,8 @@ def _send_one(session: Session, row: OutboxMail, transport: Transport, config: O
             result.failed += 1
         else:
             row.next_attempt_at = now + backoff(config, row.attempts)
-            log.warning("outbox %s to %s: %s; retry at %s", row.message_id, row.recipients, e, row.next_attempt_at)
+            log.warning("outbox %s to %s: %s; retry at %s", row.message_id, row.recipients, e, row.next_attempt_at,
+                        extra=_ctx(row))
             result.retried += 1
         return
     except PermanentFailure as e:
@@ -201,7 +202,7 @@ def _send_one(session: Session, row: OutboxMail, transport: Transport, config: O
     row.sent_at = now
     row.last_error = None
     result.sent += 1
-    log.info("outbox %s sent to %s (%s)", row.message_id, row.recipients, row.kind)
+    log.info("outbox %s sent to %s (%s)", row.message_id, row.recipients, row.kind, extra=_ctx(row))
     if row.ticket_id is not None:
         ticket = session.get(Ticket, row.ticket_id)
         if ticket and row.kind in ("ack", "redirect", "needs_info") and ticket.acked_at is None:
@@ -213,7 +214,13 @@ def _send_one(session: Session, row: OutboxMail, transport: Transport, config: O
 def _fail(session: Session, row: OutboxMail, error: str, now: datetime) -> None:
     row.state = "failed"
     row.last_error = error
-    log.error("outbox %s to %s failed permanently: %s", row.message_id, row.recipients, error)
+    log.error("outbox %s to %s failed permanently: %s", row.message_id, row.recipients, error, extra=_ctx(row))
     if row.ticket_id is not None:
         session.add(TicketEvent(ticket_id=row.ticket_id, at=now, kind="mail_failed", actor="mailbot",
                                 detail=f"{row.kind} to {row.recipients}: {error}"))
+
+
+def _ctx(row: OutboxMail) -> dict[str, object]:
+    """What a log line about this mail concerns (fields of the JSON log)."""
+    return {"message_id": row.message_id, "outbox_id": row.id,
+            "ticket": format_ref(row.ticket_id) if row.ticket_id else None}

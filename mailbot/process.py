@@ -18,14 +18,14 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from mailbot import clock, faults, followup, inbound, replyguard, tickets
+from mailbot import clock, faults, followup, inbound, metrics, replyguard, tickets
 from mailbot.clock import local
 from mailbot.config import Config
 from mailbot.db import is_postgres, transaction
 from mailbot.extraction import Extraction, extract
-from mailbot.models import OutboxMail, StoredMessage, Ticket
+from mailbot.models import OutboxMail, StoredMessage, Ticket, format_ref
 from mailbot.outbox import attach_bounce, queue, recent_replies
-from mailbot.policy import Decision, Policy
+from mailbot.policy import Decision, Policy, code_family
 from mailbot.render import Renderer, compose
 from mailbot.sanitize import db_text
 
@@ -70,7 +70,8 @@ class Processor:
         msg.state = "quarantined"
         msg.outcome = db_text(f"quarantined: {reason}", 2000)
         msg.processed_at = clock.utcnow()
-        log.error("message %s (id %s) quarantined: %s", msg.message_id, msg.id, reason)
+        log.error("message %s (id %s) quarantined: %s", msg.message_id, msg.id, reason,
+                  extra={"message_id": msg.message_id, "mailbox": msg.mailbox})
 
     def run(self, should_stop: Callable[[], bool] = lambda: False, limit: int = 1_000_000) -> ProcessResult:
         result = ProcessResult()
@@ -96,6 +97,8 @@ class Processor:
                         result.quarantined += 1
                     else:
                         result.processed += 1
+                log.info("message %s: %s", msg.message_id, msg.outcome, extra={
+                    "message_id": msg.message_id, "ticket": format_ref(msg.ticket_id) if msg.ticket_id else None})
                 faults.point("after_commit")
                 result.done_ids.append(mid)
             except Exception as e:
@@ -180,6 +183,7 @@ class Processor:
                                          reason="; ".join(decision.missing) or None, **self._facts(decision))
             if decision.sla:
                 tickets.start_clock(ticket, now, self.config.sla.hours)
+            metrics.TICKETS.labels(code_family(ticket.status)).inc()
             detail = f"{decision.action} by rule {decision.rule}"
             if ticket.reason:
                 detail += f": missing {ticket.reason}"
@@ -252,6 +256,7 @@ class Processor:
         if verdict.allowed and verdict.recipient is not None:
             verdict = replyguard.capped(verdict, recent_replies(session, verdict.recipient, now), self.config.replies)
         if not verdict.allowed or verdict.recipient is None:
+            metrics.ACKS.labels("suppressed").inc()
             tickets.event(session, ticket, "no_reply", "mailbot", f"{kind} not sent: {verdict.reason}", now)
             msg.outcome = f"{msg.outcome}; no reply: {verdict.reason}"
             return

@@ -52,7 +52,9 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "families": {"5.7.511": 1}, "open": [_SAMPLE_TICKET], "breached": [], "escalated": [_SAMPLE_TICKET],
     "new": [_SAMPLE_TICKET], "answered": [], "redirected": [], "needs_info": [], "quarantined": [],
     "repeat_ips": [], "repeat_senders": [], "open_total": 1, "breached_total": 0, "escalated_total": 1,
-    "list_cap": 500,
+    "list_cap": 500, "kind": "failing", "daemon": "mx1:4242",
+    "mailbox": "delist@example.org@imap.example.org:993/INBOX",
+    "error": "IMAP server imap.example.org:993 (user delist@example.org): login refused", "minutes": 30,
 }
 """Data every shipped template renders with, for `mailbot check` and previews."""
 

@@ -1,0 +1,59 @@
+"""Prometheus metrics (optional: `[metrics] port`). Counters move as the daemon
+works; gauges that describe the database (outbox depth, oldest open ticket,
+last successful poll) are read from it at scrape time, so every daemon on
+one PostgreSQL reports the same truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from mailbot import clock
+from mailbot.models import DaemonHealth, OutboxMail, Ticket
+
+REGISTRY = CollectorRegistry()
+FETCHED = Counter("mailbot_messages_fetched", "Messages stored from the mailbox", registry=REGISTRY)
+PROCESSED = Counter("mailbot_messages_processed", "Messages processed", registry=REGISTRY)
+QUARANTINED = Counter("mailbot_messages_quarantined", "Messages quarantined", registry=REGISTRY)
+EXTRACTION_FAILURES = Counter("mailbot_extraction_failures", "Messages whose NDR could not be read",
+                              registry=REGISTRY)
+TICKETS = Counter("mailbot_tickets_opened", "Tickets opened", ["family"], registry=REGISTRY)
+ACKS = Counter("mailbot_acks", "Replies to senders", ["result"], registry=REGISTRY)  # sent|suppressed|failed
+ESCALATIONS = Counter("mailbot_escalations", "Tickets escalated before the SLA mark", registry=REGISTRY)
+BREACHES = Counter("mailbot_breaches", "Tickets past the SLA mark", registry=REGISTRY)
+POLL_ERRORS = Counter("mailbot_poll_errors", "Polls that failed", registry=REGISTRY)
+
+
+class DatabaseGauges(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Any]:
+        now = clock.utcnow()
+        with Session(self.engine) as s:
+            depth = s.exec(select(func.count()).select_from(OutboxMail).where(OutboxMail.state == "queued")).one()
+            oldest = s.exec(select(func.min(Ticket.opened_at)).where(Ticket.state == "open")).one()
+            last_ok = s.exec(select(func.max(DaemonHealth.last_poll_ok_at))).one()
+            failed = s.exec(select(func.count()).select_from(OutboxMail).where(OutboxMail.state == "failed")).one()
+            open_n = s.exec(select(func.count()).select_from(Ticket).where(Ticket.state == "open",
+                                                                           col(Ticket.due_at) <= now)).one()
+        yield GaugeMetricFamily("mailbot_outbox_depth", "Outgoing mails waiting to be sent", value=float(depth))
+        yield GaugeMetricFamily("mailbot_outbox_failed", "Outgoing mails that failed permanently", value=float(failed))
+        yield GaugeMetricFamily("mailbot_oldest_open_ticket_age_seconds", "Age of the oldest open ticket",
+                                value=(now - oldest).total_seconds() if oldest else 0)
+        yield GaugeMetricFamily("mailbot_overdue_tickets", "Open tickets past the SLA mark", value=float(open_n))
+        yield GaugeMetricFamily("mailbot_last_successful_poll_timestamp", "Unix time of the last good poll",
+                                value=last_ok.timestamp() if last_ok else 0)
+
+
+def serve(engine: Engine, address: str, port: int) -> None:
+    REGISTRY.register(DatabaseGauges(engine))
+    start_http_server(port, addr=address, registry=REGISTRY)
