@@ -50,8 +50,10 @@ class MailboxConfig(_Section):
     tls_verify: bool = True
     ca_file: str | None = None
     user: str = ""
+    auth: Literal["password", "oauth2"] = "password"
     password: str | None = Field(None, repr=False)
     password_file: str | None = None
+    token_command: str | None = None
     folder: str = "INBOX"
     processed_folder: str = "Processed"
     quarantine_folder: str = "Quarantine"
@@ -86,8 +88,10 @@ class OutgoingConfig(_Section):
     tls_verify: bool = True
     ca_file: str | None = None
     user: str | None = None
+    auth: Literal["password", "oauth2"] = "password"
     password: str | None = Field(None, repr=False)
     password_file: str | None = None
+    token_command: str | None = None
     maildir_path: str = ""
     from_address: str = "delist@example.org"
     from_name: str = "Delist desk"

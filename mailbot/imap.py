@@ -17,6 +17,7 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from mailbot import oauth
 from mailbot.config import MailboxConfig
 from mailbot.source import Fetched, Outcome, SourceError
 
@@ -66,13 +67,21 @@ class ImapSession:
         try:
             if c.security == "starttls":
                 client.starttls(self._context())
-            password = c.secret()
-            if password is None:
-                raise SourceError(f"{who}: no password: set mailbox.password_file or MAILBOT_MAILBOX_PASSWORD")
-            client.login(c.user, password)
+            if c.auth == "oauth2":
+                try:
+                    client.oauth2_login(c.user, oauth.token(c.token_command, "mailbox.token_command"))
+                except oauth.TokenError as e:
+                    raise SourceError(f"{who}: {e}") from None
+            else:
+                password = c.secret()
+                if password is None:
+                    raise SourceError(f"{who}: no password: set mailbox.password_file or MAILBOT_MAILBOX_PASSWORD")
+                client.login(c.user, password)
         except LoginError:
             _quiet_logout(client)
-            raise SourceError(f"{who}: login refused (check the user and password)") from None
+            what = "OAuth2 token refused (expired? check mailbox.token_command)" if c.auth == "oauth2" \
+                else "login refused (check the user and password)"
+            raise SourceError(f"{who}: {what}") from None
         except ssl.SSLError as e:
             _quiet_logout(client)
             raise SourceError(f"{who}: TLS handshake failed: {e.reason or e}") from None

@@ -14,6 +14,7 @@ import ssl
 from pathlib import Path
 from typing import Protocol
 
+from mailbot import oauth
 from mailbot.config import OutgoingConfig
 
 
@@ -71,14 +72,20 @@ class SmtpTransport:
                 conn = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
                 if c.security == "starttls":
                     conn.starttls(context=self._context())
-            password = c.secret()
-            if c.user and password:
-                try:
+            try:
+                if c.user and c.auth == "oauth2":
+                    bearer = oauth.xoauth2(c.user, oauth.token(c.token_command, "outgoing.token_command"))
+                    conn.ehlo_or_helo_if_needed()
+                    conn.auth("XOAUTH2", lambda challenge=None: bearer, initial_response_ok=True)
+                elif c.user and (password := c.secret()):
                     conn.login(c.user, password)
-                except smtplib.SMTPAuthenticationError as e:
-                    conn.close()
-                    raise PermanentFailure(
-                        f"SMTP server {self.server} refused login for user {c.user}: {e.smtp_code}") from None
+            except smtplib.SMTPAuthenticationError as e:
+                conn.close()
+                what = "refused the OAuth2 token" if c.auth == "oauth2" else "refused login"
+                raise PermanentFailure(f"SMTP server {self.server} {what} for user {c.user}: {e.smtp_code}") from None
+            except oauth.TokenError as e:
+                conn.close()
+                raise TemporaryFailure(f"SMTP server {self.server}: {e}") from None
             return conn
         except (OSError, smtplib.SMTPException) as e:
             if isinstance(e, PermanentFailure):
