@@ -69,7 +69,7 @@ def test_smtp_sends_with_the_token_the_command_prints(tmp_path: Path, xoauth_ser
 
 def test_a_refused_token_is_a_permanent_failure_naming_server_and_user_but_not_the_token(
         tmp_path: Path, xoauth_server: Any) -> None:
-    handler, port = xoauth_server
+    _handler, port = xoauth_server
     t = SmtpTransport(smtp_config(tmp_path, port, script(tmp_path, "print('expired-tok')")))
     with pytest.raises(PermanentFailure) as e:
         t.send("delist@example.org", ["erik@contoso.example"], b"Subject: x\r\n\r\nhi\r\n")
