@@ -354,6 +354,26 @@ def _progress(label: str, total: int) -> Callable[[Any], Any]:
 
 
 @main.command()
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Mail that arrived on or after.")
+@click.option("--folder", help="Another folder to take mail from (default: the configured inbox folder).")
+@click.pass_context
+@operator_errors
+def backfill(ctx: click.Context, since: Any, folder: str | None) -> None:
+    """Process older mail that is already in the mailbox (never anything twice).
+
+    \b
+    Example:
+      mailbot backfill --since 2026-11-01
+      mailbot backfill --since 2026-11-01 --folder "Old delist requests"
+    """
+    desk = _desk(ctx)
+    r = desk.backfill(since.date(), folder)
+    f = desk.flush()
+    click.echo(f"backfill since {since:%Y-%m-%d}: stored {r.fetch.stored} ({r.fetch.duplicates} already stored), "
+               f"processed {r.process.processed}, quarantined {r.process.quarantined}, sent {f.sent}")
+
+
+@main.command()
 @click.argument("ref", required=False)
 @click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M"]), help="Mail fetched since (UTC).")
 @click.pass_context

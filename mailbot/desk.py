@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from sqlalchemy import select as sa_select
@@ -19,7 +20,7 @@ from mailbot import digest, faults, sla
 from mailbot.config import Config, database_url
 from mailbot.db import create_schema, make_engine, transaction
 from mailbot.intake import FetchResult, fetch
-from mailbot.locks import daemon_lock, mailbox_lock
+from mailbot.locks import DaemonLockError, daemon_lock, mailbox_lock
 from mailbot.models import StoredMessage
 from mailbot.outbox import FlushResult, flush
 from mailbot.process import Processor, ProcessResult
@@ -73,6 +74,22 @@ class Desk:
                 fetched = fetch(self.engine, source, self.config.mailbox.batch_size, should_stop)
                 for folder in self.config.mailbox.sent_folders:
                     self._fetch_sent(folder, should_stop)
+                processed = self.processor.run(should_stop)
+                marked = self.mark_done(source)
+            finally:
+                source.close()
+        return PollResult(fetched, processed, marked)
+
+    def backfill(self, since: date, folder: str | None = None,
+                 should_stop: Callable[[], bool] = lambda: False) -> PollResult:
+        """Take in mail that arrived since `since` and is still in `folder` (default: the inbox),
+        whatever the cursor says; stored mail is recognised and not taken twice."""
+        with mailbox_lock(self.engine, self.mailbox_name) as mine:
+            if not mine:
+                raise DaemonLockError(f"another daemon is fetching {self.mailbox_name}; try again when it is idle")
+            source = self.open_source(folder)
+            try:
+                fetched = fetch(self.engine, source, self.config.mailbox.batch_size, should_stop, since=since)
                 processed = self.processor.run(should_stop)
                 marked = self.mark_done(source)
             finally:

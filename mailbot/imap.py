@@ -12,6 +12,7 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 from imapclient import IMAPClient
@@ -96,11 +97,14 @@ class ImapSession:
     def _wrap(self, what: str, e: BaseException) -> SourceError:
         return SourceError(f"IMAP server {self.server} (user {self.config.user}): {what}: {_why(e)}")
 
-    def batches(self, after_uid: int, batch_size: int) -> Iterator[list[Fetched]]:
+    def batches(self, after_uid: int, batch_size: int, since: date | None = None) -> Iterator[list[Fetched]]:
         try:
-            # `n:*` always matches the highest UID, even below n: filter it out.
-            uids = sorted(u for u in self.client.search(["UID", f"{after_uid + 1}:*", "UNKEYWORD", "$Mailbot"])
-                          if u > after_uid)
+            if since is not None:  # backfill: by arrival date, whatever the cursor says
+                uids = sorted(self.client.search(["SINCE", since]))
+            else:
+                # `n:*` always matches the highest UID, even below n: filter it out.
+                uids = sorted(u for u in self.client.search(["UID", f"{after_uid + 1}:*", "UNKEYWORD", "$Mailbot"])
+                              if u > after_uid)
         except (IMAPClientError, OSError) as e:
             raise self._wrap("search failed", e) from None
         cap = self.config.max_message_bytes

@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -76,7 +77,9 @@ def _store(session: Session, mailbox: str, uidvalidity: int | None, f: Fetched,
 
 
 def fetch(engine: Engine, source: SourceSession, batch_size: int,
-          should_stop: Callable[[], bool] = lambda: False, folder_kind: str = "inbox") -> FetchResult:
+          should_stop: Callable[[], bool] = lambda: False, folder_kind: str = "inbox",
+          since: date | None = None) -> FetchResult:
+    """Store what is new after the cursor (or, with `since`, everything that arrived since that day)."""
     result = FetchResult()
     with transaction(engine) as session:
         cursor = session.get(MailboxCursor, source.name) or MailboxCursor(mailbox=source.name)
@@ -89,7 +92,7 @@ def fetch(engine: Engine, source: SourceSession, batch_size: int,
         cursor.last_poll_at = clock.utcnow()
         session.add(cursor)
         after = cursor.last_uid
-    for batch in source.batches(after, batch_size):
+    for batch in source.batches(after, batch_size, since):
         dup_done: list[Fetched] = []
         with transaction(engine) as session:
             for f in batch:

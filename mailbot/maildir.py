@@ -11,6 +11,7 @@ from __future__ import annotations
 import mailbox
 import os
 from collections.abc import Iterator
+from datetime import date, datetime, time
 from pathlib import Path
 
 from mailbot.source import Fetched, Outcome, SourceError
@@ -42,8 +43,11 @@ class MaildirSession:
             out.extend(f"{sub}/{n}" for n in names)
         return out
 
-    def batches(self, after_uid: int, batch_size: int) -> Iterator[list[Fetched]]:
+    def batches(self, after_uid: int, batch_size: int, since: date | None = None) -> Iterator[list[Fetched]]:
         pending = self._pending()
+        if since is not None:
+            cutoff = datetime.combine(since, time.min).timestamp()
+            pending = [p for p in pending if (self.path / p).stat().st_mtime >= cutoff]
         for i in range(0, len(pending), batch_size):
             out: list[Fetched] = []
             for loc in pending[i:i + batch_size]:

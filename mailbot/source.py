@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal, Protocol
 
 Outcome = Literal["processed", "quarantined"]
@@ -34,6 +35,6 @@ class SourceSession(Protocol):
     """Stable identity of the mailbox, e.g. imap://user@host:993/INBOX."""
     uidvalidity: int | None
 
-    def batches(self, after_uid: int, batch_size: int) -> Iterator[list[Fetched]]: ...
+    def batches(self, after_uid: int, batch_size: int, since: date | None = None) -> Iterator[list[Fetched]]: ...
     def mark_done(self, uid: int | None, location: str | None, outcome: Outcome) -> None: ...
     def close(self) -> None: ...

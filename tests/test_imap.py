@@ -107,3 +107,21 @@ def test_tls_with_a_self_signed_certificate_is_refused_unless_trusted(
     polled = trusted.poll()
     assert polled.fetch.stored == 1
     trusted.engine.dispose()
+
+
+def test_backfill_takes_older_mail_from_another_folder_once(world: World) -> None:
+    from datetime import date
+
+    world.imap.create_folder("Old requests")
+    world.imap.append(sample("01-banned-sender-attached.eml"), folder="Old requests")
+    world.imap.append(sample("06-ipv6-thunderbird.eml"), folder="Old requests")
+    r = world.desk.backfill(date(2000, 1, 1), "Old requests")
+    world.desk.flush()
+    assert (r.fetch.stored, r.process.processed) == (2, 2)
+    assert len(world.tickets()) == 2 and len(world.smtp.wait_for(2)) == 2
+    assert world.imap.uids("Old requests") == [] and len(world.imap.uids("Processed")) == 2
+
+    world.imap.append(sample("01-banned-sender-attached.eml"), folder="Old requests")  # the same mail again
+    again = world.desk.backfill(date(2000, 1, 1), "Old requests")
+    assert (again.fetch.stored, again.fetch.duplicates) == (0, 1)
+    assert len(world.tickets()) == 2
