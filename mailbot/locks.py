@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 
 class DaemonLockError(Exception):
@@ -67,3 +67,44 @@ def mailbox_lock(engine: Engine, mailbox: str) -> Iterator[bool]:
             if held:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _key(mailbox)})
                 conn.commit()
+
+
+_CLAIMS = 0x636C  # "cl": the advisory-lock namespace of message claims
+
+
+class MessageClaims:
+    """Which stored messages this daemon is processing (PostgreSQL; SQLite has one daemon).
+
+    A claim is a session advisory lock held on a connection of our own: it
+    lasts while we process, and dies with us, so a killed daemon's message is
+    taken over at once by the next claim (whose attempt count records the crash).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.conn: Connection | None = None
+
+    def take(self, message_id: int) -> bool:
+        if self.engine.dialect.name != "postgresql":
+            return True
+        if self.conn is None or self.conn.closed:
+            self.conn = self.engine.connect()
+        got = bool(self.conn.execute(text("SELECT pg_try_advisory_lock(:ns, :id)"),
+                                     {"ns": _CLAIMS, "id": message_id}).scalar())
+        self.conn.commit()
+        return got
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()  # ends the session: any claim still held goes with it
+            self.conn = None
+
+    def release(self, message_id: int) -> None:
+        if self.conn is None or self.conn.closed:
+            return
+        try:
+            self.conn.execute(text("SELECT pg_advisory_unlock(:ns, :id)"), {"ns": _CLAIMS, "id": message_id})
+            self.conn.commit()
+        except Exception:
+            self.conn.invalidate()  # a broken connection took its locks with it
+            self.conn = None

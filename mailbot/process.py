@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import load_only
 from sqlmodel import Session, col, select
 
 from mailbot import clock, faults, followup, inbound, metrics, replyguard, tickets
@@ -23,6 +24,7 @@ from mailbot.clock import local
 from mailbot.config import Config
 from mailbot.db import is_postgres, transaction
 from mailbot.extraction import Extraction, extract
+from mailbot.locks import MessageClaims
 from mailbot.models import OutboxMail, StoredMessage, Ticket, format_ref
 from mailbot.outbox import attach_bounce, queue, recent_replies
 from mailbot.policy import Decision, Policy, code_family
@@ -48,23 +50,36 @@ class Processor:
         self.engine = engine
         self.renderer = renderer
         self.policy = Policy(config.policy)
+        self.claims = MessageClaims(engine)
 
     # -- claiming ---------------------------------------------------------
 
-    def _claim(self, skip: set[int]) -> int | None:
-        with transaction(self.engine) as session:
-            stmt = (select(StoredMessage).where(StoredMessage.state == "stored", col(StoredMessage.id).not_in(skip))
-                    .order_by(col(StoredMessage.id)).limit(1))
-            if is_postgres(self.engine):
-                stmt = stmt.with_for_update(skip_locked=True)
-            msg = session.exec(stmt).first()
-            if msg is None:
-                return None
-            msg.attempts += 1
-            if msg.attempts > MAX_ATTEMPTS:
-                self._quarantine(msg, f"processing failed {MAX_ATTEMPTS} times: {msg.last_error or 'crashed'}")
-            assert msg.id is not None
-            return msg.id
+    def _claim(self, after: int) -> int | None:
+        while True:
+            with transaction(self.engine) as session:
+                stmt = (select(StoredMessage)
+                        .options(load_only(StoredMessage.id, StoredMessage.attempts,  # type: ignore[arg-type]
+                                           StoredMessage.last_error, StoredMessage.message_id,  # type: ignore[arg-type]
+                                           StoredMessage.mailbox, StoredMessage.state))  # type: ignore[arg-type]
+                        .where(StoredMessage.state == "stored", col(StoredMessage.id) > after)
+                        .order_by(col(StoredMessage.id)).limit(1))
+                if is_postgres(self.engine):
+                    stmt = stmt.with_for_update(skip_locked=True)
+                msg = session.exec(stmt).first()
+                if msg is None:
+                    return None
+                assert msg.id is not None
+                if not self.claims.take(msg.id):
+                    after = msg.id  # another daemon is processing it
+                    continue
+                msg.attempts += 1
+                break
+        if msg.attempts > MAX_ATTEMPTS:
+            with transaction(self.engine) as session:
+                row = session.get(StoredMessage, msg.id)
+                assert row is not None
+                self._quarantine(row, f"processing failed {MAX_ATTEMPTS} times: {row.last_error or 'crashed'}")
+        return msg.id
 
     def _quarantine(self, msg: StoredMessage, reason: str) -> None:
         msg.state = "quarantined"
@@ -74,20 +89,28 @@ class Processor:
                   extra={"message_id": msg.message_id, "mailbox": msg.mailbox})
 
     def run(self, should_stop: Callable[[], bool] = lambda: False, limit: int = 1_000_000) -> ProcessResult:
+        try:
+            return self._run(should_stop, limit)
+        finally:
+            self.claims.close()
+
+    def _run(self, should_stop: Callable[[], bool], limit: int) -> ProcessResult:
         result = ProcessResult()
-        skip: set[int] = set()
+        last = 0
         for _ in range(limit):
             if should_stop():
                 break
-            mid = self._claim(skip)
+            mid = self._claim(last)
             if mid is None:
                 break
-            skip.add(mid)
+            last = mid
             try:
                 with transaction(self.engine) as session:
-                    msg = session.get(StoredMessage, mid)
+                    # the row lock makes a daemon whose lease ran out wait for, then skip, this one
+                    msg = session.get(StoredMessage, mid, with_for_update=is_postgres(self.engine),
+                                      populate_existing=True)
                     assert msg is not None
-                    if msg.state != "stored":  # quarantined at claim time
+                    if msg.state != "stored":  # quarantined at claim time, or done by another daemon
                         result.quarantined += 1
                         result.done_ids.append(mid)
                         continue
@@ -112,6 +135,8 @@ class Processor:
                         self._quarantine(msg, f"processing failed {msg.attempts} times: {msg.last_error}")
                         result.quarantined += 1
                         result.done_ids.append(mid)
+            finally:
+                self.claims.release(mid)
         return result
 
     # -- one message ------------------------------------------------------
