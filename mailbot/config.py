@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _TlsClient(_Section):
+    """A client of a TLS server (the mailbox, the SMTP server)."""
+
+    tls_verify: bool = True
+    ca_file: str | None = None
+
+    def tls_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        if not self.tls_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
 def _read_secret(value: str | None, file: str | None, key: str) -> str | None:
     if value:
         return value
@@ -42,13 +57,11 @@ def _read_secret(value: str | None, file: str | None, key: str) -> str | None:
     return None
 
 
-class MailboxConfig(_Section):
+class MailboxConfig(_TlsClient):
     source: Literal["imap", "maildir"] = "imap"
     host: str = ""
     port: int = Field(993, ge=1, le=65535)
     security: Security = "tls"
-    tls_verify: bool = True
-    ca_file: str | None = None
     user: str = ""
     auth: Literal["password", "oauth2"] = "password"
     password: str | None = Field(None, repr=False)
@@ -80,13 +93,11 @@ class MailboxConfig(_Section):
         return _read_secret(self.password, self.password_file, "mailbox.password")
 
 
-class OutgoingConfig(_Section):
+class OutgoingConfig(_TlsClient):
     transport: Literal["smtp", "maildir"] = "smtp"
     host: str = ""
     port: int = Field(587, ge=1, le=65535)
     security: Security = "starttls"
-    tls_verify: bool = True
-    ca_file: str | None = None
     user: str | None = None
     auth: Literal["password", "oauth2"] = "password"
     password: str | None = Field(None, repr=False)

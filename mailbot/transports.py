@@ -56,11 +56,7 @@ class SmtpTransport:
         self.conn: smtplib.SMTP | None = None
 
     def _context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.config.ca_file)
-        if not self.config.tls_verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return self.config.tls_context()
 
     def _connect(self) -> smtplib.SMTP:
         c = self.config
