@@ -105,7 +105,7 @@ def test_templates_list_shows_languages_the_one_used_and_overrides(tmp_path: Pat
     r = mailbot("-c", str(config), "templates", "list")
     assert r.returncode == 0, r.stderr
     rows = {line.split()[0]: line for line in r.stdout.splitlines()[1:]}
-    assert set(rows) == {*SENDER_FACING, *STAFF_FACING}
+    assert set(rows) >= {*SENDER_FACING, *STAFF_FACING}
     assert rows["ack"].split()[:5] == ["ack", "en,", "de", "en", "yes"]
     assert rows["redirect"].split()[:5] == ["redirect", "en,", "de", "de", "no"]
     assert rows["digest"].split()[:4] == ["digest", "en", "en", "no"]
