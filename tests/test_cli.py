@@ -56,7 +56,7 @@ def test_the_demo_runs_the_whole_desk_without_a_mail_server(tmp_path: Path) -> N
     assert len(list((tmp_path / "demo" / "outbox" / "new").iterdir())) == 5
 
     config = str(tmp_path / "demo" / "mailbot.toml")
-    tickets = json.loads(mailbot("-c", config, "tickets", "--json").stdout)
+    tickets = json.loads(mailbot("-c", config, "tickets", "--sort", "id", "--json").stdout)
     assert [t["ref"] for t in tickets] == ["DL-000001", "DL-000002", "DL-000003", "DL-000004", "DL-000005"]
     assert tickets[0]["status"] == "5.7.511" and tickets[0]["ip"] == "203.0.113.45"
     shown = mailbot("-c", config, "show", "DL-000001")
