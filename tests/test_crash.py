@@ -153,7 +153,7 @@ def all_done(w: World, n: int) -> bool:
             and len(w.outbox()) == n and all(o.state == "sent" for o in w.outbox()))
 
 
-def wait_for_line(log: Path, text: str, count: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_for_line(log: Path, text: str, count: int, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while log.read_text(errors="replace").count(text) < count:
         assert proc.poll() is None, f"the daemon exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
@@ -173,6 +173,7 @@ def test_soak_the_daemon_sigkilled_at_random_moments_stores_and_acknowledges_eve
     seed = int(os.environ.get("MAILBOT_SOAK_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     log = tmp_path / "daemon.log"
+    print(f"soak seed {seed} (MAILBOT_SOAK_SEED), daemon log {log}")  # shown when the test fails
     started = time.monotonic()
     kills = 0
     while not all_done(w, n):
