@@ -54,14 +54,21 @@ class Processor:
 
     # -- claiming ---------------------------------------------------------
 
-    def _claim(self, after: int) -> int | None:
+    def _claim(self, after: int, retry: bool, skip: set[int]) -> int | None:
+        """The next stored message after `after`: fresh ones (never attempted), or with `retry`
+        those whose earlier attempt failed or died. Fresh mail goes first, so a message that
+        kills the daemon cannot hold up the rest, and a daemon killed from outside (not by the
+        message) does not pin its in-flight message for the next life's first, riskiest moment."""
+        tried = col(StoredMessage.attempts) > 0 if retry else col(StoredMessage.attempts) == 0
+        if skip:  # failed in this run already: its next attempt is the next run's
+            tried = tried & col(StoredMessage.id).not_in(skip)
         while True:
             with transaction(self.engine) as session:
                 stmt = (select(StoredMessage)
                         .options(load_only(StoredMessage.id, StoredMessage.attempts,  # type: ignore[arg-type]
                                            StoredMessage.last_error, StoredMessage.message_id,  # type: ignore[arg-type]
                                            StoredMessage.mailbox, StoredMessage.state))  # type: ignore[arg-type]
-                        .where(StoredMessage.state == "stored", col(StoredMessage.id) > after)
+                        .where(StoredMessage.state == "stored", col(StoredMessage.id) > after, tried)
                         .order_by(col(StoredMessage.id)).limit(1))
                 if is_postgres(self.engine):
                     stmt = stmt.with_for_update(skip_locked=True)
@@ -96,13 +103,17 @@ class Processor:
 
     def _run(self, should_stop: Callable[[], bool], limit: int) -> ProcessResult:
         result = ProcessResult()
-        last = 0
+        last, retry = 0, False
+        failed: set[int] = set()
         for _ in range(limit):
             if should_stop():
                 break
-            mid = self._claim(last)
+            mid = self._claim(last, retry, failed)
             if mid is None:
-                break
+                if retry:
+                    break
+                last, retry = 0, True  # fresh mail done: now the retries
+                continue
             last = mid
             try:
                 with transaction(self.engine) as session:
@@ -125,6 +136,7 @@ class Processor:
                 faults.point("after_commit")
                 result.done_ids.append(mid)
             except Exception as e:
+                failed.add(mid)
                 result.failed_attempts += 1
                 log.exception("message id %s: processing failed", mid)
                 with transaction(self.engine) as session:
