@@ -182,7 +182,9 @@ class Processor:
             return
 
         ticket = tickets.by_reference(session, head)
-        if ticket is not None and self.config.desk.is_staff(head.sender):
+        # a staff From counts only where the mail server vouches for it (a From is easy to forge)
+        if ticket is not None and self.config.desk.is_staff(head.sender) \
+                and replyguard.authentication(head, self.config.replies) is None:
             msg.ticket_id = ticket.id
             answered = tickets.mark_answered(session, ticket, head.sender or "staff",
                                              f"staff mail {msg.message_id}", now)

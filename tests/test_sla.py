@@ -194,3 +194,21 @@ def test_two_sweeps_racing_send_each_notice_once(make_world: Any) -> None:
     assert errors == []
     assert sorted(ref for r in results for ref in r.escalated) == ["DL-000001", "DL-000002"]
     assert len(staff_mails(w)) == 1
+
+
+def test_a_forged_staff_from_does_not_stop_the_clock(make_world: Any) -> None:
+    w: World = make_world(replies={"authserv_ids": ["mx.example.org"]}, **STAFF)
+    pass_ar = "Authentication-Results: mx.example.org; dmarc=pass header.from=contoso-sender.example\r\n"
+    w.deliver(pass_ar.encode() + sample("01-banned-sender-attached.eml"))
+    w.run()
+    forged = (b"Authentication-Results: mx.example.org; spf=fail smtp.mailfrom=example.org; dmarc=fail "
+              b"header.from=example.org\r\nFrom: Ann Support <ann@example.org>\r\nTo: delist@example.org\r\n"
+              b"Subject: [DL-000001] delisted\r\nMessage-ID: <forged-1@evil.example>\r\n\r\ndone\r\n")
+    w.deliver(forged)
+    w.run()
+    assert w.tickets()[0].state == "open"
+    genuine = forged.replace(b"spf=fail", b"spf=pass").replace(b"dmarc=fail", b"dmarc=pass").replace(
+        b"<forged-1@evil.example>", b"<staff-2@example.org>")
+    w.deliver(genuine)
+    w.run()
+    assert w.tickets()[0].state == "answered"
