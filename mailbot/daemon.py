@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 
@@ -34,6 +35,8 @@ class Daemon:
         self.desk = desk
         self.stopping = threading.Event()
         self.poll_lock = threading.Lock()
+        self.failures = 0
+        self.next_poll_at = 0.0
         self.idle = IdleWatcher(desk.config.mailbox, self.poll_now, self.stopping)
         self.health = Health(desk.engine, desk.config, desk.renderer)
         self.scheduler = BlockingScheduler(
@@ -63,15 +66,29 @@ class Daemon:
         finally:
             self.poll_lock.release()
 
+    def backoff(self) -> float:
+        """Seconds to wait after `self.failures` failed polls in a row: doubling, at most 10 minutes."""
+        base = self.desk.config.schedule.poll_seconds
+        return float(min(base * 2 ** self.failures, max(base, 600.0)))
+
     def _poll(self) -> None:
+        if time.monotonic() < self.next_poll_at:
+            return  # backing off after failures (IDLE wake-ups wait too)
         try:
             r = self.desk.poll(self.stopping.is_set)
         except Exception as e:
             metrics.POLL_ERRORS.inc()
-            log.error("poll failed: %s (next try at the next interval)", e, extra={"mailbox": self.desk.mailbox_name})
+            self.failures += 1
+            wait = self.backoff()
+            self.next_poll_at = time.monotonic() + wait
+            log.error("poll failed: %s (try %d; next try in %.0fs)", e, self.failures, wait,
+                      extra={"mailbox": self.desk.mailbox_name})
             self.health.failed(str(e))
             self.flush()  # an alert mail may be waiting
             return
+        if self.failures:
+            log.info("poll works again after %d failed tries", self.failures)
+        self.failures, self.next_poll_at = 0, 0.0
         self.health.ok()
         metrics.FETCHED.inc(r.fetch.stored)
         metrics.PROCESSED.inc(r.process.processed)

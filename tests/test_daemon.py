@@ -91,3 +91,38 @@ def test_on_postgresql_only_one_daemon_fetches_a_mailbox_at_a_time(make_world: A
         with mailbox_lock(w.desk.engine, w.desk.mailbox_name) as second:
             assert not second
     assert w.desk.poll().fetch.stored == 1  # released: now it may
+
+
+def test_failed_polls_back_off_and_resume_by_themselves(tmp_path: Path, dovecot: Any, smtp_server: Any,
+                                                        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import imap_config
+    from servers import free_port
+    from sqlmodel import Session, select
+
+    from mailbot.daemon import Daemon
+    from mailbot.desk import Desk
+    from mailbot.models import DaemonHealth
+
+    desk = Desk(imap_config(tmp_path, dovecot, smtp_server, database_url,
+                            mailbox={"port": free_port()}, schedule={"poll_seconds": 10}))
+    daemon = Daemon(desk)
+    clock = [1000.0]
+    monkeypatch.setattr("mailbot.daemon.time.monotonic", lambda: clock[0])
+    daemon.poll()                          # fails: the server is down
+    assert (daemon.failures, daemon.backoff()) == (1, 20.0)
+    clock[0] += 19
+    daemon.poll()                          # backing off: not even tried
+    assert daemon.failures == 1
+    clock[0] += 2
+    daemon.poll()                          # 21 s later: tried again, fails again, waits longer
+    assert (daemon.failures, daemon.backoff()) == (2, 40.0)
+    working = Desk(imap_config(tmp_path, dovecot, smtp_server, database_url))
+    monkeypatch.setattr(desk, "poll", working.poll)  # the server is back
+    clock[0] += 41
+    daemon.poll()
+    assert daemon.failures == 0
+    with Session(desk.engine) as s:
+        health = s.exec(select(DaemonHealth)).one()
+    assert health.errors == 2 and health.failing_since is None and health.last_poll_ok_at is not None
+    desk.engine.dispose()
+    working.engine.dispose()
