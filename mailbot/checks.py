@@ -28,17 +28,23 @@ def run_checks(config_path: str, echo: Callable[[str], None]) -> bool:
 def check_database(config: Config, echo: Callable[[str], None]) -> bool:
     from sqlalchemy import text
 
-    from mailbot.db import create_schema, make_engine, safe_url
+    from mailbot import schema
+    from mailbot.db import make_engine, safe_url
+
+    where = safe_url(config.database.url)
     try:
-        desk_url = database_url(config)
-        engine = make_engine(desk_url)
+        engine = make_engine(database_url(config))
         with engine.connect() as conn:
             conn.execute(text("select 1"))
-        create_schema(engine)
+        current, head = schema.current(engine), schema.head()
         engine.dispose()
     except Exception as e:
-        return _line(echo, False, "database", f"{safe_url(config.database.url)}: {e.__class__.__name__}: {e}"[:300])
-    return _line(echo, True, "database", safe_url(config.database.url))
+        return _line(echo, False, "database", f"{where}: {e.__class__.__name__}: {e}"[:300])
+    # a check only looks: an empty or older schema is what `mailbot db upgrade` (or the daemon) is for
+    if current == head:
+        return _line(echo, True, "database", f"{where}, schema {current} (newest)")
+    return _line(echo, True, "database", f"{where}, schema {current or 'empty'}; "
+                                         f"{head} is newer: the daemon or `mailbot db upgrade` will bring it up")
 
 
 def check_mailbox(config: Config, echo: Callable[[str], None]) -> bool:
