@@ -72,4 +72,16 @@ def run_demo(directory: Path, echo: Callable[[str], None]) -> None:
         for o in sent:
             echo(f"  to {o.recipients:<40} {o.subject}")
     echo(f"\nConfig: {config_path}   Database: {directory / 'mailbot.db'}")
-    echo(f"Next:   mailbot -c {config_path} show DL-000001")
+    echo(f"Next:   {_command()} -c {config_path} show DL-000001")
+
+
+def _command() -> str:
+    """How this user ran mailbot (a venv's mailbot is seldom on PATH)."""
+    import shutil
+    import sys
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "mailbot":
+        found = shutil.which("mailbot")
+        return "mailbot" if found and Path(found).resolve() == Path(argv0).resolve() else argv0
+    return f"{sys.executable} -m mailbot"
