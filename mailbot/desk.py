@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 from sqlalchemy import select as sa_select
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -26,10 +27,11 @@ from mailbot.outbox import FlushResult, flush
 from mailbot.process import Processor, ProcessResult
 from mailbot.render import Renderer
 from mailbot.sla import SweepResult
-from mailbot.source import SourceSession
+from mailbot.source import Outcome, SourceSession
 from mailbot.transports import Transport, make_transport
 
 log = logging.getLogger(__name__)
+MARK_CHUNK = 200
 
 
 @dataclass
@@ -130,20 +132,26 @@ class Desk:
             ).all()
             todo = [tuple(r) for r in rows]
         marked = 0
-        for mid, uid, uidvalidity, location, state, mailbox in todo:
-            if mailbox != source.name:
-                pass  # a sent folder: read, never moved
-            elif uid is not None and uidvalidity != source.uidvalidity:
-                pass  # its UID means nothing now; the duplicate check marks its new copy
-            else:
-                faults.point("before_mark")
-                source.mark_done(uid, location, "processed" if state == "processed" else "quarantined")
-                marked += 1
-                faults.point("after_mark")
+        # In chunks: one MOVE command and one commit per chunk, not per message. A crash
+        # between the two only repeats a MOVE of mail that is already there, which is harmless.
+        for i in range(0, len(todo), MARK_CHUNK):
+            chunk = todo[i:i + MARK_CHUNK]
+            by_outcome: dict[Outcome, list[tuple[int | None, str | None]]] = {"processed": [], "quarantined": []}
+            for _mid, uid, uidvalidity, location, state, mailbox in chunk:
+                if mailbox != source.name:
+                    continue  # a sent folder: read, never moved
+                if uid is not None and uidvalidity != source.uidvalidity:
+                    continue  # its UID means nothing now; the duplicate check marks its new copy
+                by_outcome["processed" if state == "processed" else "quarantined"].append((uid, location))
+            for outcome, items in by_outcome.items():
+                if items:
+                    faults.point("before_mark")
+                    source.mark_done_many(items, outcome)
+                    marked += len(items)
+                    faults.point("after_mark")
             with transaction(self.engine) as session:
-                row = session.get(StoredMessage, mid)
-                assert row is not None
-                row.server_done = True
+                session.execute(update(StoredMessage).where(col(StoredMessage.id).in_([r[0] for r in chunk]))
+                                .values(server_done=True).execution_options(synchronize_session=False))
         return marked
 
     def _done_mailboxes(self, source: SourceSession) -> list[str]:

@@ -132,18 +132,23 @@ class ImapSession:
         self._folders_ready = True
 
     def mark_done(self, uid: int | None, location: str | None, outcome: Outcome) -> None:
-        if uid is None:
+        self.mark_done_many([(uid, location)], outcome)
+
+    def mark_done_many(self, items: list[tuple[int | None, str | None]], outcome: Outcome) -> None:
+        """One UID MOVE (or STORE) for many messages."""
+        uids = [uid for uid, _ in items if uid is not None]
+        if not uids:
             return
         try:
             self._ensure_folders()
             if self.can_move:
                 folder = self.config.processed_folder if outcome == "processed" else self.config.quarantine_folder
-                self.client.move([uid], folder)
+                self.client.move(uids, folder)
             else:
                 flags = [b"\\Seen", DONE_FLAG] + ([QUARANTINE_FLAG] if outcome == "quarantined" else [])
-                self.client.add_flags([uid], flags)
+                self.client.add_flags(uids, flags)
         except (IMAPClientError, OSError) as e:
-            raise self._wrap(f"marking UID {uid} {outcome} failed", e) from None
+            raise self._wrap(f"marking {len(uids)} messages {outcome} failed", e) from None
 
     def close(self) -> None:
         if self.client is not None:

@@ -79,5 +79,9 @@ class MaildirSession:
         except OSError as e:
             raise SourceError(f"Maildir {self.path}: cannot move {location}: {e.strerror}") from None
 
+    def mark_done_many(self, items: list[tuple[int | None, str | None]], outcome: Outcome) -> None:
+        for uid, location in items:
+            self.mark_done(uid, location, outcome)
+
     def close(self) -> None:
         pass
