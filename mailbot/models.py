@@ -115,6 +115,11 @@ class TicketEvent(SQLModel, table=True):
 
 class OutboxMail(SQLModel, table=True):
     __tablename__ = "outbox"
+    # the reply caps count recent rows per recipient, per domain and in all: each count is a
+    # range scan bounded by its own cap, so a mass block does not make every reply slower
+    __table_args__ = (Index("ix_outbox_rcpt", "recipients", "created_at"),
+                      Index("ix_outbox_domain", "rcpt_domain", "created_at"),
+                      Index("ix_outbox_created", "created_at"))
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
     kind: str = Field(max_length=40)
@@ -122,6 +127,8 @@ class OutboxMail(SQLModel, table=True):
     envelope_from: str = Field(max_length=500)
     recipients: str = Field(sa_type=Text)
     """Envelope recipients, comma separated (already validated addresses)."""
+    rcpt_domain: str | None = Field(default=None, max_length=255)
+    """The (first) recipient's domain, lower case."""
     message_id: str = Field(max_length=300, unique=True)
     subject: str = Field(sa_type=Text)
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

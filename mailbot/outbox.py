@@ -46,6 +46,7 @@ def queue(session: Session, mail: Composed, *, kind: str, ticket_id: int | None,
     row = OutboxMail(
         ticket_id=ticket_id, kind=kind, dedupe_key=dedupe_key, envelope_from=mail.envelope_from,
         recipients=",".join(mail.recipients), message_id=mail.message_id, subject=mail.subject,
+        rcpt_domain=mail.recipients[0].rpartition("@")[2].lower() if mail.recipients else None,
         raw=mail.raw, next_attempt_at=now, created_at=now,
     )
     session.add(row)
@@ -66,15 +67,14 @@ def recent_replies(session: Session, recipient: str, now: datetime) -> RecentRep
     """How many automatic replies went lately to `recipient`, its domain, and anyone (for `replyguard.capped`)."""
     day, hour = now - timedelta(hours=24), now - timedelta(hours=1)
     auto = col(OutboxMail.kind).in_(AUTO_KINDS)
-    rcpt = func.lower(OutboxMail.recipients)
 
     def count(*where: Any) -> int:
         return int(session.exec(select(func.count()).select_from(OutboxMail).where(auto, *where)).one())
 
     domain = recipient.rpartition("@")[2].lower()
     return RecentReplies(
-        to_recipient=count(rcpt == recipient.lower(), col(OutboxMail.created_at) >= day),
-        to_domain=count(rcpt.like(f"%@{domain}"), col(OutboxMail.created_at) >= day),
+        to_recipient=count(OutboxMail.recipients == recipient, col(OutboxMail.created_at) >= day),
+        to_domain=count(OutboxMail.rcpt_domain == domain, col(OutboxMail.created_at) >= day),
         last_hour=count(col(OutboxMail.created_at) >= hour),
     )
 
