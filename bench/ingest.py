@@ -1,0 +1,273 @@
+"""Ingest: mailbot against the physical limit of this machine (issue #6).
+
+Loads N forwarded NDRs from the corpus (copy i of file i mod the corpus; each copy
+with its own Message-ID, sender domain and, where the rejection IP is written
+literally, its own IP) into users of a private Dovecot, then for SQLite and for
+PostgreSQL measures in the same run:
+
+(a) baseline: a plain imapclient session fetching all N bodies (BODY.PEEK[]) in
+    batches of 100 (connect, login, EXAMINE, SEARCH ALL included; median of 3);
+(b) mailbot: `Desk(config).run_once()` in this process, repeated until the INBOX is
+    empty and the outbox has nothing queued, every reply delivered to an aiosmtpd
+    server running in a process of its own (replies counted there). A fresh user
+    with the same N messages and a fresh database per backend (mailbot MOVEs what it
+    took to Processed).
+
+Prints both rates, the ratio (b)/(a) (target >= 0.5), and where mailbot's time went:
+the Desk's stages (fetch, process, mark_done, flush) timed by wrapping them during
+that same run, with the time spent waiting on IMAP and SMTP inside them.
+`--profile` adds a cProfile run (SQLite) of run_once and prints its top functions.
+The last line is one JSON object of the figures.
+
+Usage: .venv/bin/python bench/ingest.py [N] [--backends sqlite,postgresql] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _servers as S
+from imapclient import IMAPClient
+
+import mailbot.desk as desk_module
+from mailbot.config import parse
+from mailbot.desk import Desk
+
+TARGET = 0.5
+BATCH = 100
+
+
+def baseline_fetch(box: S.Mailbox) -> tuple[float, int, int]:
+    """(seconds, messages, bytes) for one plain fetch of every body in batches of 100."""
+    t0 = time.perf_counter()
+    c = IMAPClient(box.host, port=box.port, ssl=False, timeout=60)
+    c.login(box.user, box.password)
+    c.select_folder("INBOX", readonly=True)
+    uids = sorted(c.search(["ALL"]))
+    got = size = 0
+    for i in range(0, len(uids), BATCH):
+        data = c.fetch(uids[i:i + BATCH], ["BODY.PEEK[]"])
+        got += len(data)
+        size += sum(len(d[b"BODY[]"]) for d in data.values())
+    c.logout()
+    return time.perf_counter() - t0, got, size
+
+
+class StageTimer:
+    """Wall time per stage, gathered by wrapping the Desk's methods during a real run_once."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.seconds[name] += time.perf_counter() - t0
+                self.calls[name] += 1
+        return timed
+
+    def wrap_iter(self, name: str, fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        def timed(*a: Any, **k: Any) -> Iterator[Any]:
+            it = fn(*a, **k)
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+                finally:
+                    self.seconds[name] += time.perf_counter() - t0
+                self.calls[name] += 1
+                yield item
+        return timed
+
+    def instrument(self, desk: Desk) -> Callable[[], None]:
+        """Wrap the stages of `desk`; returns a function that undoes the module-level wrap."""
+        orig_fetch = getattr(desk_module, "fetch", None)
+        if orig_fetch is not None:
+            desk_module.fetch = self.wrap("fetch", orig_fetch)  # type: ignore[attr-defined]
+        desk.processor.run = self.wrap("process", desk.processor.run)  # type: ignore[method-assign]
+        desk.mark_done = self.wrap("mark_done", desk.mark_done)  # type: ignore[method-assign]
+        desk.flush = self.wrap("flush", desk.flush)  # type: ignore[method-assign]
+        open_source, transport = desk.open_source, desk.transport
+
+        def timed_source() -> Any:
+            src = self.wrap("imap_connect", open_source)()
+            src.batches = self.wrap_iter("imap_fetch", src.batches)
+            src.mark_done = self.wrap("imap_mark", src.mark_done)
+            return src
+
+        def timed_transport() -> Any:
+            tr = transport()
+            tr.send = self.wrap("smtp_send", tr.send)
+            return tr
+
+        desk.open_source = timed_source  # type: ignore[method-assign]
+        desk.transport = timed_transport  # type: ignore[method-assign]
+
+        def undo() -> None:
+            if orig_fetch is not None:
+                desk_module.fetch = orig_fetch  # type: ignore[attr-defined]
+        return undo
+
+
+def drain(desk: Desk, box: S.Mailbox) -> tuple[float, int]:
+    """run_once until the INBOX is empty and nothing is queued: (seconds, passes).
+
+    The completion checks (doveadm, one SQL count) are not counted in the time.
+    """
+    elapsed, passes = 0.0, 0
+    while passes < 50:
+        t0 = time.perf_counter()
+        desk.run_once()
+        elapsed += time.perf_counter() - t0
+        passes += 1
+        if box.count() == 0 and S.db_counts(desk.engine)["outbox_unsent"] == 0:
+            break
+    return elapsed, passes
+
+
+def measure(name: str, db_url: str, server: Any, copies: list[bytes], sink: S.SmtpSink,
+            tmp: Path) -> dict[str, Any]:
+    n = len(copies)
+    base_box, _ = S.fill_mailbox(server, copies, prefix="base")
+    runs = [baseline_fetch(base_box) for _ in range(3)]
+    if any(r[1] != n for r in runs):
+        print(f"{name}: WARNING the baseline fetched {[r[1] for r in runs]} of {n} messages")
+    base_s = statistics.median(r[0] for r in runs)
+    base_rate = n / base_s
+    mb = runs[0][2] / 1e6
+    print(f"{name:10} (a) imapclient fetch: {n} msgs ({mb:.1f} MB) in {base_s:.2f} s = {base_rate:.0f} msg/s "
+          f"(median of {', '.join(f'{r[0]:.2f}' for r in runs)} s)")
+
+    box, _ = S.fill_mailbox(server, copies, prefix="mb")
+    t0 = time.perf_counter()
+    desk = Desk(parse(S.config_data(box, db_url, smtp_port=sink.port), base_dir=str(tmp), environ={}))
+    startup = time.perf_counter() - t0
+    timer = StageTimer()
+    undo = timer.instrument(desk)
+    before = sink.received
+    try:
+        elapsed, passes = drain(desk, box)
+    finally:
+        undo()
+    counts = S.db_counts(desk.engine)
+    desk.engine.dispose()
+    delivered = sink.wait_for(before + counts["outbox_sent"], 10) - before
+    rate = n / elapsed
+    ratio = rate / base_rate
+    left = box.count()
+    print(f"{name:10} (b) mailbot:          {n} msgs in {elapsed:.2f} s = {rate:.1f} msg/s over {passes} "
+          f"run_once pass(es) (Desk start-up {startup:.2f} s, not counted)")
+    print(f"{name:10}     ratio (b)/(a) = {ratio:.3f}  (target >= {TARGET}: {'met' if ratio >= TARGET else 'NOT met'})")
+    print(f"{name:10}     outcome: processed {counts['processed']}, quarantined {counts['quarantined']}, "
+          f"left unprocessed {counts['left_stored']}, left in INBOX {left}; tickets {counts['tickets']} "
+          f"({counts['joined']} forwards joined an open ticket for the same IP); replies queued+sent "
+          f"{counts['outbox_sent']}, unsent {counts['outbox_unsent']}, received by SMTP {delivered}")
+    sec = timer.seconds
+    stages = {k: round(sec.get(k, 0.0), 3) for k in
+              ("imap_connect", "fetch", "imap_fetch", "process", "mark_done", "imap_mark", "flush", "smtp_send")}
+    accounted = sum(sec.get(k, 0.0) for k in ("fetch", "process", "mark_done", "flush", "imap_connect"))
+    stages["other"] = round(max(elapsed - accounted, 0.0), 3)
+
+    def part(label: str, key: str, inner: str | None = None, inner_label: str = "") -> str:
+        s = sec.get(key, 0.0)
+        txt = f"{label} {s:6.2f} s {100 * s / elapsed:5.1f}% ({1000 * s / n:.2f} ms/msg)"
+        if inner:
+            txt += f", of which {inner_label} {sec.get(inner, 0.0):.2f} s"
+        return txt
+
+    print(f"{name:10}     where mailbot's time went ({elapsed:.2f} s):")
+    for line in (part("connect+login+select", "imap_connect"),
+                 part("fetch (store raw)   ", "fetch", "imap_fetch", "waiting on IMAP FETCH"),
+                 part("process             ", "process"),
+                 part("mark_done           ", "mark_done", "imap_mark",
+                      f"IMAP MOVE ({timer.calls['imap_mark']} commands)"),
+                 part("flush (outbox)      ", "flush", "smtp_send", f"SMTP ({timer.calls['smtp_send']} sends)"),
+                 f"other (run_once glue) {stages['other']:6.2f} s"):
+        print(f"{name:10}       {line}")
+    return {"baseline_msgs_per_s": round(base_rate, 1), "baseline_s": round(base_s, 3),
+            "mailbot_msgs_per_s": round(rate, 1), "mailbot_s": round(elapsed, 3), "ratio": round(ratio, 4),
+            "target_met": ratio >= TARGET, "passes": passes, "stages_s": stages, **counts,
+            "left_in_inbox": left, "smtp_received": delivered}
+
+
+def profile(server: Any, copies: list[bytes], sink: S.SmtpSink, tmp: Path, top: int = 30) -> list[dict[str, Any]]:
+    box, _ = S.fill_mailbox(server, copies, prefix="prof")
+    db = tmp / "profile.db"
+    desk = Desk(parse(S.config_data(box, f"sqlite:///{db}", smtp_port=sink.port), base_dir=str(tmp), environ={}))
+    prof = cProfile.Profile()
+    prof.enable()
+    drain(desk, box)
+    prof.disable()
+    desk.engine.dispose()
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("cumulative").print_stats(r"mailbot/", top)
+    stats.sort_stats("tottime").print_stats(top)
+    print("cProfile of run_once over the same messages (SQLite); cumulative in mailbot/, then tottime overall:")
+    print(out.getvalue())
+    rows = []
+    for (file, line, fn), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append({"fn": f"{Path(file).name}:{line}:{fn}", "calls": nc, "tottime": round(tt, 3),
+                     "cumtime": round(ct, 3)})
+    rows.sort(key=lambda r: -r["tottime"])
+    return rows[:15]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("n", nargs="?", type=int, default=2000)
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--profile", action="store_true", help="also profile one run (SQLite) with cProfile")
+    args = ap.parse_args()
+    n = args.n
+    templates = S.load_forwards()
+    copier = S.Copier(templates, tag=f"{time.time_ns():x}")
+    copies = list(copier.copies(n))
+    rewritten = sum(1 for i in range(n) if templates[i % len(templates)].ips)
+    print(f"corpus: {len(templates)} forwards under {S.corpus_dir() / 'forwards'}; N={n} copies, "
+          f"{sum(map(len, copies)) / 1e6:.1f} MB, each with its own Message-ID and sender domain; "
+          f"{rewritten} with their rejection IP rewritten to a unique one (only 5.7.511 forwards can join a ticket)")
+    results: dict[str, Any] = {"bench": "ingest", "n": n, "target_ratio": TARGET}
+    with tempfile.TemporaryDirectory(prefix="mailbot-ingest-") as tmpdir, S.dovecot() as server, \
+            S.SmtpSink() as sink:
+        tmp = Path(tmpdir)
+        t0 = time.perf_counter()
+        S.fill_mailbox(server, copies, prefix="warm")
+        print(f"load: {n} messages written into a Maildir and indexed by Dovecot in "
+              f"{time.perf_counter() - t0:.2f} s (one such user per measured run)")
+        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+            if backend == "sqlite":
+                results["sqlite"] = measure("sqlite", f"sqlite:///{tmp / 'bench.db'}", server, copies, sink, tmp)
+            elif backend == "postgresql":
+                with S.postgres_database() as url:
+                    if url is not None:
+                        results["postgresql"] = measure("postgresql", url, server, copies, sink, tmp)
+            else:
+                raise SystemExit(f"unknown backend {backend!r}")
+        if args.profile:
+            results["profile_top_tottime"] = profile(server, copies, sink, tmp)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
