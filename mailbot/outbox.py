@@ -130,10 +130,10 @@ class FlushResult:
 
 
 def _claim(session: Session, engine: Engine, now: datetime, skip: set[int]) -> OutboxMail | None:
-    stmt = (select(OutboxMail)
-            .where(OutboxMail.state == "queued", col(OutboxMail.next_attempt_at) <= now,
-                   col(OutboxMail.id).not_in(skip))
-            .order_by(col(OutboxMail.next_attempt_at), col(OutboxMail.id)).limit(1))
+    stmt = select(OutboxMail).where(col(OutboxMail.state) == "queued", col(OutboxMail.next_attempt_at) <= now)
+    if skip:
+        stmt = stmt.where(col(OutboxMail.id).not_in(skip))
+    stmt = stmt.order_by(col(OutboxMail.next_attempt_at), col(OutboxMail.id)).limit(1)
     if is_postgres(engine):
         stmt = stmt.with_for_update(skip_locked=True)
     return session.exec(stmt).first()
@@ -159,6 +159,8 @@ def flush(engine: Engine, transport: Transport, config: OutgoingConfig,
 def _flush(engine: Engine, transport: Transport, config: OutgoingConfig,
            should_stop: Callable[[], bool], limit: int) -> FlushResult:
     result = FlushResult()
+    # Sent and failed rows leave the queue, and a retry is due later: only a row retried
+    # in this very flush (a tiny backoff) needs skipping, so the list stays short.
     skip: set[int] = set()
     try:
         for _ in range(limit):
@@ -170,8 +172,9 @@ def _flush(engine: Engine, transport: Transport, config: OutgoingConfig,
                 if row is None:
                     break
                 assert row.id is not None
-                skip.add(row.id)
                 _send_one(session, row, transport, config, now, result)
+                if row.state == "queued":
+                    skip.add(row.id)
     finally:
         transport.close()
     return result
