@@ -30,6 +30,8 @@ import _servers
 from imapclient import IMAPClient
 from servers import SMTPServer
 
+from mailbot import inbound, replyguard
+
 
 def toml(data: dict[str, Any]) -> str:
     def value(v: Any) -> str:
@@ -71,7 +73,10 @@ def main() -> None:
     args = ap.parse_args()
     n = int(args.rate * args.seconds)
     copier = _servers.Copier(_servers.load_forwards(), "lat")
-    messages = [copier.copy(i) for i in range(n)]
+    # only forwards a person sent get a reply: the corpus's raw NDRs (from MAILER-DAEMON) never do
+    own = frozenset({"delist@example.org"})
+    answerable = (copier.copy(i) for i in range(10 * n))
+    messages = [m for m in answerable if replyguard.verdict(inbound.parse(m), own).allowed][:n]
     ids = [BytesHeaderParser().parsebytes(m).get("Message-ID", "").strip() for m in messages]
 
     with _servers.dovecot() as server, _servers.postgres_database() as pg_url, \
