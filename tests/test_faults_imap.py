@@ -75,6 +75,15 @@ class FaultProxy:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
 
+    def close_connections(self) -> None:
+        """Cut every connection made so far (a server restart); new ones pass through."""
+        sockets, self.sockets = self.sockets, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+
     def close(self) -> None:
         self.stopping.set()
         self.listener.close()
