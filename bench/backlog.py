@@ -196,8 +196,11 @@ def main() -> None:
         small = run_size(server, copier, args.small, args.source, tmp, 1800)
         large = run_size(server, copier, args.large, args.source, tmp, args.timeout)
     ratio = large["maxrss_kb"] / small["maxrss_kb"] if small["maxrss_kb"] else float("nan")
-    above = (large["maxrss_kb"] - large.get("rss_start_kb", 0)) / max(
-        small["maxrss_kb"] - small.get("rss_start_kb", 0), 1)
+    # the child reports its start-up RSS only when it finishes; a killed run has none
+    above: float | None = None
+    if "rss_start_kb" in large and "rss_start_kb" in small:
+        above = (large["maxrss_kb"] - large["rss_start_kb"]) / max(small["maxrss_kb"] - small["rss_start_kb"], 1)
+    above_text = f"{above:.2f}x" if above is not None else "n/a (the large run did not finish)"
     partial = ""
     if large["timed_out"]:
         p = large.get("progress", {})
@@ -205,9 +208,9 @@ def main() -> None:
                    f"{p.get('stored')}, processed {p.get('done')}, marked {p.get('marked')} and replied to "
                    f"{p.get('sent')} (raise --timeout to drain it all)")
     print(f"peak RSS {args.large} / {args.small}: {ratio:.2f} (target < {TARGET}: "
-          f"{'met' if ratio < TARGET else 'NOT met'}); growth above start-up RSS: {above:.2f}x{partial}")
+          f"{'met' if ratio < TARGET else 'NOT met'}); growth above start-up RSS: {above_text}{partial}")
     results.update(small=small, large=large, large_partial=large["timed_out"], ratio=round(ratio, 3),
-                   growth_ratio=round(above, 3), target_met=ratio < TARGET)
+                   growth_ratio=round(above, 3) if above is not None else None, target_met=ratio < TARGET)
     print(json.dumps(results))
 
 
