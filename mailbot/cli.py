@@ -116,7 +116,8 @@ def poll(ctx: click.Context, once: bool) -> None:
       mailbot poll --once
     """
     desk = _desk(ctx)
-    polled, flushed = desk.run_once()
+    with desk.daemon_lock():  # on SQLite, not beside a running daemon: both would process the same mail
+        polled, flushed = desk.run_once()
     click.echo(f"fetched {polled.fetch.stored} new ({polled.fetch.duplicates} already stored), "
                f"processed {polled.process.processed}, quarantined {polled.process.quarantined}, "
                f"sent {flushed.sent}, retry later {flushed.retried}, failed {flushed.failed}")
@@ -367,7 +368,8 @@ def backfill(ctx: click.Context, since: Any, folder: str | None) -> None:
       mailbot backfill --since 2026-11-01 --folder "Old delist requests"
     """
     desk = _desk(ctx)
-    r = desk.backfill(since.date(), folder)
+    with desk.daemon_lock():
+        r = desk.backfill(since.date(), folder)
     f = desk.flush()
     click.echo(f"backfill since {since:%Y-%m-%d}: stored {r.fetch.stored} ({r.fetch.duplicates} already stored), "
                f"processed {r.process.processed}, quarantined {r.process.quarantined}, sent {f.sent}")

@@ -126,3 +126,20 @@ def test_failed_polls_back_off_and_resume_by_themselves(tmp_path: Path, dovecot:
     assert health.errors == 2 and health.failing_since is None and health.last_poll_ok_at is not None
     desk.engine.dispose()
     working.engine.dispose()
+
+
+def test_poll_once_beside_a_running_daemon_on_the_same_sqlite_file_is_refused(
+        tmp_path: Path, dovecot: Any, smtp_server: Any) -> None:
+    path = imap_toml(tmp_path, dovecot, smtp_server, f"sqlite:///{tmp_path}/one.db", schedule={"poll_seconds": 3600})
+    daemon = start_daemon(path, dovecot.password)
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "one.daemon.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        once = subprocess.run([sys.executable, "-m", "mailbot", "-c", str(path), "poll", "--once"],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "MAILBOT_MAILBOX_PASSWORD": dovecot.password})
+    finally:
+        stop(daemon)
+    assert once.returncode == 1 and f"another mailbot daemon (pid {daemon.pid})" in once.stderr
