@@ -35,6 +35,7 @@ class Daemon:
         self.desk = desk
         self.stopping = threading.Event()
         self.poll_lock = threading.Lock()
+        self.poll_wanted = threading.Event()
         self.failures = 0
         self.next_poll_at = 0.0
         self.idle = IdleWatcher(desk.config.mailbox, self.poll_now, self.stopping)
@@ -59,12 +60,19 @@ class Daemon:
             log.error("poll after IDLE wake-up failed: %s (the interval poll retries)", e)
 
     def poll(self) -> None:
-        if not self.poll_lock.acquire(blocking=False):
-            return  # the running poll picks this mail up, or the next one does
-        try:
-            self._poll()
-        finally:
-            self.poll_lock.release()
+        # Mail that arrives while a poll runs may come after that poll's fetch: note the
+        # wake-up, and the running poll goes round once more instead of leaving the mail
+        # to the next interval.
+        self.poll_wanted.set()
+        while self.poll_wanted.is_set() and not self.stopping.is_set():
+            if not self.poll_lock.acquire(blocking=False):
+                return  # the running poll sees the wish, here or after it lets go
+            try:
+                while self.poll_wanted.is_set() and not self.stopping.is_set():
+                    self.poll_wanted.clear()
+                    self._poll()
+            finally:
+                self.poll_lock.release()
 
     def backoff(self) -> float:
         """Seconds to wait after `self.failures` failed polls in a row: doubling, at most 10 minutes."""
