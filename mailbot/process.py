@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -41,7 +41,6 @@ class ProcessResult:
     processed: int = 0
     quarantined: int = 0
     failed_attempts: int = 0
-    done_ids: list[int] = field(default_factory=list)
 
 
 class Processor:
@@ -117,13 +116,12 @@ class Processor:
             last = mid
             try:
                 with transaction(self.engine) as session:
-                    # the row lock makes a daemon whose lease ran out wait for, then skip, this one
+                    # re-checked under the row lock: another daemon may have finished it since the claim
                     msg = session.get(StoredMessage, mid, with_for_update=is_postgres(self.engine),
                                       populate_existing=True)
                     assert msg is not None
                     if msg.state != "stored":  # quarantined at claim time, or done by another daemon
                         result.quarantined += 1
-                        result.done_ids.append(mid)
                         continue
                     self.handle(session, msg)
                     faults.point("after_parse", msg.message_id)
@@ -134,7 +132,6 @@ class Processor:
                 log.info("message %s: %s", msg.message_id, msg.outcome, extra={
                     "message_id": msg.message_id, "ticket": format_ref(msg.ticket_id) if msg.ticket_id else None})
                 faults.point("after_commit")
-                result.done_ids.append(mid)
             except Exception as e:
                 failed.add(mid)
                 result.failed_attempts += 1
@@ -146,7 +143,6 @@ class Processor:
                     if msg.attempts >= MAX_ATTEMPTS:
                         self._quarantine(msg, f"processing failed {msg.attempts} times: {msg.last_error}")
                         result.quarantined += 1
-                        result.done_ids.append(mid)
             finally:
                 self.claims.release(mid)
         return result
