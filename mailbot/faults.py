@@ -9,9 +9,11 @@ so a test can make one message kill the process again and again.
 The points, in the order a message meets them:
 
 - `after_fetch`     a batch of raw messages is committed, nothing parsed yet
-- `after_parse`     inside the processing transaction, every effect written, not committed
+- `after_parse`     inside the processing transaction (a batch of fresh messages, or one retry),
+                    one message's effects written, not committed
 - `after_queue`     inside the processing transaction, just after the reply was queued
-- `after_commit`    the message's outcome and its reply are committed; the server not told
+- `after_commit`    the outcomes and replies of the batch (or the retried message) are committed;
+                    the server not told
 - `before_mark`     about to move/flag a finished message on the server
 - `after_mark`      moved/flagged on the server; our note of it not yet committed
 - `after_smtp_250`  the SMTP server accepted a reply; the outbox row not yet marked sent

@@ -94,6 +94,29 @@ class MessageClaims:
         self.conn.commit()
         return got
 
+    def take_many(self, message_ids: list[int]) -> list[int]:
+        """The ids of `message_ids` this daemon now holds (one round trip for the lot)."""
+        if self.engine.dialect.name != "postgresql":
+            return list(message_ids)
+        if self.conn is None or self.conn.closed:
+            self.conn = self.engine.connect()
+        got = self.conn.execute(text("SELECT id FROM unnest(CAST(:ids AS integer[])) WITH ORDINALITY AS t(id, n) "
+                                     "WHERE pg_try_advisory_lock(:ns, id) ORDER BY n"),
+                                {"ns": _CLAIMS, "ids": list(message_ids)}).scalars().all()
+        self.conn.commit()
+        return [int(i) for i in got]
+
+    def release_many(self, message_ids: list[int]) -> None:
+        if self.conn is None or self.conn.closed or not message_ids:
+            return
+        try:
+            self.conn.execute(text("SELECT pg_advisory_unlock(:ns, id) FROM unnest(CAST(:ids AS integer[])) AS id"),
+                              {"ns": _CLAIMS, "ids": list(message_ids)})
+            self.conn.commit()
+        except Exception:
+            self.conn.invalidate()  # a broken connection took its locks with it
+            self.conn = None
+
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()  # ends the session: any claim still held goes with it

@@ -1,10 +1,12 @@
-"""Intake step 2, process: one stored message, every effect in one transaction.
+"""Intake step 2, process: stored messages, every effect of a message in the same transaction.
 
-Claim a stored message (counting the attempt first, so a message that
-kills the process is still counted), read its outer headers and its NDR,
+Claim stored messages (counting the attempt first, so a message that kills
+the process is still counted), read each one's outer headers and its NDR,
 apply the policy, open or join a ticket, queue the reply in the outbox and
-record the outcome. After three failed attempts the message is quarantined:
-kept, marked, listed for staff. Processing a processed message does nothing.
+record the outcome. Fresh messages go in batches (`mailbox.process_batch`)
+with one commit per batch; a message that failed or died before is retried
+alone. After three failed attempts the message is quarantined: kept, marked,
+listed for staff. Processing a processed message does nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import load_only
 from sqlmodel import Session, col, select
@@ -50,25 +53,52 @@ class Processor:
         self.renderer = renderer
         self.policy = Policy(config.policy)
         self.claims = MessageClaims(engine)
+        self.batch_size = config.mailbox.process_batch
 
     # -- claiming ---------------------------------------------------------
 
-    def _claim(self, after: int, retry: bool, skip: set[int]) -> int | None:
-        """The next stored message after `after`: fresh ones (never attempted), or with `retry`
-        those whose earlier attempt failed or died. Fresh mail goes first, so a message that
-        kills the daemon cannot hold up the rest, and a daemon killed from outside (not by the
-        message) does not pin its in-flight message for the next life's first, riskiest moment."""
-        tried = col(StoredMessage.attempts) > 0 if retry else col(StoredMessage.attempts) == 0
-        if skip:  # failed in this run already: its next attempt is the next run's
-            tried = tried & col(StoredMessage.id).not_in(skip)
+    def _claim_fresh(self, after: int, limit: int) -> list[int]:
+        """Up to `limit` never-attempted stored messages after `after`, claimed together: their
+        attempts are counted in one commit before any is processed, so a batch that kills the
+        process is counted against each of its messages (each is then retried on its own)."""
         while True:
             with transaction(self.engine) as session:
+                stmt = (select(StoredMessage.id)
+                        .where(StoredMessage.state == "stored", col(StoredMessage.id) > after,
+                               col(StoredMessage.attempts) == 0)
+                        .order_by(col(StoredMessage.id)).limit(limit))
+                if is_postgres(self.engine):
+                    stmt = stmt.with_for_update(skip_locked=True)
+                found = [i for i in session.exec(stmt).all() if i is not None]
+                if not found:
+                    return []
+                mine = self.claims.take_many(found)
+                if mine:
+                    session.execute(update(StoredMessage).where(col(StoredMessage.id).in_(mine))
+                                    .values(attempts=StoredMessage.attempts + 1)
+                                    .execution_options(synchronize_session=False))
+                    return mine
+                after = found[-1]  # all taken by other daemons
+
+    def _claim_retry(self, skip: set[int]) -> int | None:
+        """The next stored message whose earlier attempt failed or died, claimed alone. Fresh mail
+        goes first, so a message that kills the daemon cannot hold up the rest, and a daemon killed
+        from outside (not by the message) does not pin its in-flight messages for the next life's
+        first, riskiest moment. The least-tried go first: a healthy message that died in a batch
+        beside a poison one does not wait behind it for every life the poison costs.
+        `skip`: failed in this run already (their next attempt is the next run's), or being
+        processed by another daemon; ids held by another daemon are added to it."""
+        while True:
+            with transaction(self.engine) as session:
+                tried = col(StoredMessage.attempts) > 0
+                if skip:
+                    tried = tried & col(StoredMessage.id).not_in(skip)
                 stmt = (select(StoredMessage)
                         .options(load_only(StoredMessage.id, StoredMessage.attempts,  # type: ignore[arg-type]
                                            StoredMessage.last_error, StoredMessage.message_id,  # type: ignore[arg-type]
                                            StoredMessage.mailbox, StoredMessage.state))  # type: ignore[arg-type]
-                        .where(StoredMessage.state == "stored", col(StoredMessage.id) > after, tried)
-                        .order_by(col(StoredMessage.id)).limit(1))
+                        .where(StoredMessage.state == "stored", tried)
+                        .order_by(col(StoredMessage.attempts), col(StoredMessage.id)).limit(1))
                 if is_postgres(self.engine):
                     stmt = stmt.with_for_update(skip_locked=True)
                 msg = session.exec(stmt).first()
@@ -76,7 +106,7 @@ class Processor:
                     return None
                 assert msg.id is not None
                 if not self.claims.take(msg.id):
-                    after = msg.id  # another daemon is processing it
+                    skip.add(msg.id)  # another daemon is processing it
                     continue
                 msg.attempts += 1
                 break
@@ -102,50 +132,99 @@ class Processor:
 
     def _run(self, should_stop: Callable[[], bool], limit: int) -> ProcessResult:
         result = ProcessResult()
-        last, retry = 0, False
-        failed: set[int] = set()
-        for _ in range(limit):
-            if should_stop():
+        skip: set[int] = set()  # failed in this run: their next attempt is the next run's
+        budget = limit
+        last = 0
+        while budget > 0 and not should_stop():
+            batch = self._claim_fresh(last, min(self.batch_size, budget))
+            if not batch:
                 break
-            mid = self._claim(last, retry, failed)
-            if mid is None:
-                if retry:
-                    break
-                last, retry = 0, True  # fresh mail done: now the retries
-                continue
-            last = mid
+            last = batch[-1]
+            budget -= len(batch)
             try:
-                with transaction(self.engine) as session:
+                self._process_batch(batch, result, skip)
+            finally:
+                self.claims.release_many(batch)
+        # then the retries: one message per transaction, so one bad message costs only itself
+        while budget > 0 and not should_stop():
+            mid = self._claim_retry(skip)
+            if mid is None:
+                break
+            budget -= 1
+            try:
+                self._process_one(mid, result, skip)
+            finally:
+                self.claims.release(mid)
+        return result
+
+    def _process_batch(self, ids: list[int], result: ProcessResult, failed: set[int]) -> None:
+        """Every message of a fresh batch in one transaction: one commit (one fsync, one round
+        trip) for many. If any of them raises, the batch is rolled back and each message is done
+        on its own, so the one that raised is recorded and the others land."""
+        outcome = ProcessResult()
+        try:
+            with transaction(self.engine) as session:
+                stmt = select(StoredMessage).where(col(StoredMessage.id).in_(ids)).order_by(col(StoredMessage.id))
+                if is_postgres(self.engine):
+                    stmt = stmt.with_for_update()
+                done: list[StoredMessage] = []
+                for msg in session.exec(stmt.execution_options(populate_existing=True)).all():
                     # re-checked under the row lock: another daemon may have finished it since the claim
-                    msg = session.get(StoredMessage, mid, with_for_update=is_postgres(self.engine),
-                                      populate_existing=True)
-                    assert msg is not None
-                    if msg.state != "stored":  # quarantined at claim time, or done by another daemon
-                        result.quarantined += 1
+                    if msg.state != "stored":
+                        outcome.quarantined += 1
                         continue
                     self.handle(session, msg)
                     faults.point("after_parse", msg.message_id)
                     if msg.state == "quarantined":
-                        result.quarantined += 1
+                        outcome.quarantined += 1
                     else:
-                        result.processed += 1
-                log.info("message %s: %s", msg.message_id, msg.outcome, extra={
-                    "message_id": msg.message_id, "ticket": format_ref(msg.ticket_id) if msg.ticket_id else None})
-                faults.point("after_commit")
-            except Exception as e:
-                failed.add(mid)
-                result.failed_attempts += 1
-                log.exception("message id %s: processing failed", mid)
-                with transaction(self.engine) as session:
-                    msg = session.get(StoredMessage, mid)
-                    assert msg is not None
-                    msg.last_error = db_text(f"{e.__class__.__name__}: {e}", 2000)
-                    if msg.attempts >= MAX_ATTEMPTS:
-                        self._quarantine(msg, f"processing failed {msg.attempts} times: {msg.last_error}")
-                        result.quarantined += 1
-            finally:
-                self.claims.release(mid)
-        return result
+                        outcome.processed += 1
+                    done.append(msg)
+        except Exception:
+            log.warning("a batch of %d messages failed; doing them one by one", len(ids), exc_info=True)
+            for mid in ids:
+                self._process_one(mid, result, failed)
+            return
+        result.processed += outcome.processed
+        result.quarantined += outcome.quarantined
+        for msg in done:
+            self._logged(msg)
+        faults.point("after_commit")
+
+    def _process_one(self, mid: int, result: ProcessResult, failed: set[int]) -> None:
+        try:
+            with transaction(self.engine) as session:
+                # re-checked under the row lock: another daemon may have finished it since the claim
+                msg = session.get(StoredMessage, mid, with_for_update=is_postgres(self.engine),
+                                  populate_existing=True)
+                assert msg is not None
+                if msg.state != "stored":  # quarantined at claim time, or done by another daemon
+                    result.quarantined += 1
+                    return
+                self.handle(session, msg)
+                faults.point("after_parse", msg.message_id)
+                if msg.state == "quarantined":
+                    result.quarantined += 1
+                else:
+                    result.processed += 1
+            self._logged(msg)
+            faults.point("after_commit")
+        except Exception as e:
+            failed.add(mid)
+            result.failed_attempts += 1
+            log.exception("message id %s: processing failed", mid)
+            with transaction(self.engine) as session:
+                row = session.get(StoredMessage, mid)
+                assert row is not None
+                row.last_error = db_text(f"{e.__class__.__name__}: {e}", 2000)
+                if row.attempts >= MAX_ATTEMPTS:
+                    self._quarantine(row, f"processing failed {row.attempts} times: {row.last_error}")
+                    result.quarantined += 1
+
+    @staticmethod
+    def _logged(msg: StoredMessage) -> None:
+        log.info("message %s: %s", msg.message_id, msg.outcome, extra={
+            "message_id": msg.message_id, "ticket": format_ref(msg.ticket_id) if msg.ticket_id else None})
 
     # -- one message ------------------------------------------------------
 

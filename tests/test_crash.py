@@ -86,7 +86,9 @@ AT_DEATH: dict[str, dict[str, object]] = {
     "after_fetch": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
     "after_parse": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
     "after_queue": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
-    "after_commit": {"stored": 2, "processed": 1, "tickets": 1, "outbox": ["queued"], "inbox": 2, "at smtp": 0},
+    # fresh messages are processed in batches, one commit for the batch
+    "after_commit": {"stored": 2, "processed": 2, "tickets": 2, "outbox": ["queued", "queued"], "inbox": 2,
+                     "at smtp": 0},
     "before_mark": {"stored": 2, "processed": 2, "tickets": 2, "outbox": ["queued", "queued"], "inbox": 2,
                     "at smtp": 0},
     # both messages leave the inbox in one MOVE command, before the commit that records it
@@ -136,6 +138,28 @@ def test_killed_at_a_crash_point_and_restarted_ends_with_one_ticket_and_one_ack_
         [[s] for s in senders] + ([received[0].rcpt_tos] if point == "after_smtp_250" else []))
     duplicates = len(received) - len(by_id)
     assert duplicates == (1 if point == "after_smtp_250" else 0)
+
+
+def test_fresh_mail_commits_a_batch_at_a_time_and_a_death_after_a_commit_repeats_nothing(
+        cli_desk: Callable[..., CliDesk]) -> None:
+    desk = cli_desk(mailbox={"process_batch": 2})
+    w = desk.world
+    senders = ["ann@one.example", "bob@two.example", "cid@three.example"]
+    for i, sender in enumerate(senders):
+        w.deliver(forward(f"203.0.113.{10 + i}", f"batch-{i}", sender))
+
+    died = desk.poll_once(fault="after_commit")
+    assert died.returncode == KILLED, died.stdout + died.stderr
+    # the first batch of two landed whole, the third message was never claimed
+    assert [(m.state, m.attempts) for m in w.messages()] == [("processed", 1), ("processed", 1), ("stored", 0)]
+    assert len(w.tickets()) == 2 and [o.state for o in w.outbox()] == ["queued", "queued"]
+
+    again = desk.poll_once()
+    assert again.returncode == 0, again.stderr
+    assert [(m.state, m.attempts) for m in w.messages()] == [("processed", 1)] * 3
+    assert sorted(t.ip or "" for t in w.tickets()) == ["203.0.113.10", "203.0.113.11", "203.0.113.12"]
+    assert sorted(r.rcpt_tos[0] for r in w.smtp.wait_for(3)) == sorted(senders)
+    assert w.imap.uids("INBOX") == [] and len(w.imap.uids("Processed")) == 3
 
 
 # -- soak ----------------------------------------------------------------------
@@ -253,13 +277,17 @@ def test_a_message_that_kills_the_process_three_times_is_quarantined_and_the_nex
     w.deliver(forward("203.0.113.10", "poison-1", "ann@one.example"))
     w.deliver(forward("203.0.113.20", "healthy-1", "bob@two.example"))
 
+    # both fresh messages are claimed as one batch: the death counts against each of them
     died = desk.poll_once(fault="after_parse:poison")
     assert died.returncode == KILLED, died.stdout + died.stderr
-    assert [(m.state, m.attempts) for m in w.messages()] == [("stored", 1), ("stored", 0)]
-    for attempt in (2, 3):  # fresh mail goes first: the healthy message does not wait behind the poison
-        died = desk.poll_once(fault="after_parse:poison")
-        assert died.returncode == KILLED, died.stdout + died.stderr
-        assert [(m.state, m.attempts) for m in w.messages()] == [("stored", attempt), ("processed", 1)]
+    assert [(m.state, m.attempts) for m in w.messages()] == [("stored", 1), ("stored", 1)]
+    # then each is retried alone, the least-tried first: the healthy one does not wait out the poison
+    died = desk.poll_once(fault="after_parse:poison")
+    assert died.returncode == KILLED, died.stdout + died.stderr
+    assert [(m.state, m.attempts) for m in w.messages()] == [("stored", 2), ("stored", 1)]
+    died = desk.poll_once(fault="after_parse:poison")
+    assert died.returncode == KILLED, died.stdout + died.stderr
+    assert [(m.state, m.attempts) for m in w.messages()] == [("stored", 3), ("processed", 2)]
 
     survived = desk.poll_once(fault="after_parse:poison")  # the fault is still armed: the message is not run again
     assert survived.returncode == 0, survived.stderr
