@@ -112,7 +112,7 @@ class StageTimer:
         def timed_source() -> Any:
             src = self.wrap("imap_connect", open_source)()
             src.batches = self.wrap_iter("imap_fetch", src.batches)
-            src.mark_done = self.wrap("imap_mark", src.mark_done)
+            src.mark_done_many = self.wrap("imap_mark", src.mark_done_many)
             return src
 
         def timed_transport() -> Any:
