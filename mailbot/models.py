@@ -30,6 +30,8 @@ class StoredMessage(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("mailbox", "uidvalidity", "uid", name="uq_message_coords"),
         UniqueConstraint("mailbox", "identity", name="uq_message_identity"),
+        # claiming: fresh (attempts 0) in id order, retries least-tried first, both index lookups
+        Index("ix_message_claim", "state", "attempts", "id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     mailbox: str = Field(max_length=500, index=True)
@@ -119,7 +121,9 @@ class OutboxMail(SQLModel, table=True):
     # range scan bounded by its own cap, so a mass block does not make every reply slower
     __table_args__ = (Index("ix_outbox_rcpt", "recipients", "created_at"),
                       Index("ix_outbox_domain", "rcpt_domain", "created_at"),
-                      Index("ix_outbox_created", "created_at"))
+                      Index("ix_outbox_created", "created_at"),
+                      # the flush's claim: the next due row without sorting the queue
+                      Index("ix_outbox_due", "state", "next_attempt_at", "id"))
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
     kind: str = Field(max_length=40)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func
+from sqlalchemy import bindparam, func, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -212,9 +212,9 @@ def _send_one(session: Session, row: OutboxMail, transport: Transport, config: O
     result.sent += 1
     log.info("outbox %s sent to %s (%s)", row.message_id, row.recipients, row.kind, extra=_ctx(row))
     if row.ticket_id is not None:
-        ticket = session.get(Ticket, row.ticket_id)
-        if ticket and row.kind in ("ack", "redirect", "needs_info") and ticket.acked_at is None:
-            ticket.acked_at = now
+        if row.kind in AUTO_KINDS:  # the first reply to the sender acknowledges the ticket
+            session.execute(update(Ticket).where(col(Ticket.id) == row.ticket_id, col(Ticket.acked_at).is_(None))
+                            .values(acked_at=now).execution_options(synchronize_session=False))
         session.add(TicketEvent(ticket_id=row.ticket_id, at=now, kind="mail_sent", actor="mailbot",
                                 detail=f"{row.kind} to {row.recipients} ({row.message_id})"))
 
