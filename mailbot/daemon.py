@@ -38,7 +38,12 @@ class Daemon:
         self.poll_wanted = threading.Event()
         self.failures = 0
         self.next_poll_at = 0.0
-        self.idle = IdleWatcher(desk.config.mailbox, self.poll_now, self.stopping)
+        self.flush_lock = threading.Lock()
+        self.flush_wanted = threading.Event()
+        self.flusher: threading.Thread | None = None
+        # replies go out while the rest of a backlog is still being processed, not after it
+        desk.processor.after_commit = self.flush_soon
+        self.idle = IdleWatcher(desk.config.mailbox, self.poll_now, self.stopping, on_connect=self.server_reachable)
         self.health = Health(desk.engine, desk.config, desk.renderer)
         self.scheduler = BlockingScheduler(
             executors={"default": ThreadPoolExecutor(2)},
@@ -74,6 +79,13 @@ class Daemon:
             finally:
                 self.poll_lock.release()
 
+    def server_reachable(self) -> None:
+        """The IDLE connection was (re)established: the server answers again, so a poll that failed
+        before need not wait out its backoff (its catch-up poll follows at once). If the poll
+        fails again it backs off again; IDLE reconnects are themselves backed off."""
+        if self.failures:
+            self.next_poll_at = 0.0
+
     def backoff(self) -> float:
         """Seconds to wait after `self.failures` failed polls in a row: doubling, at most 10 minutes."""
         base = self.desk.config.schedule.poll_seconds
@@ -105,7 +117,32 @@ class Daemon:
             log.info("poll: %d stored, %d processed, %d quarantined", r.fetch.stored, r.process.processed,
                      r.process.quarantined)
         if r.process.processed:
-            self.flush()
+            self.flush_soon()
+
+    def flush_soon(self) -> None:
+        """Replies were committed: send them from a thread of our own, beside the processing.
+        A wish made while that thread flushes makes it go round once more (as `poll` does)."""
+        if self.stopping.is_set():
+            return
+        self.flush_wanted.set()
+        if self.flush_lock.acquire(blocking=False):
+            self.flusher = threading.Thread(target=self._flush_while_wanted, name="flush-soon", daemon=True)
+            self.flusher.start()
+
+    def _flush_while_wanted(self) -> None:
+        while True:
+            try:
+                while self.flush_wanted.is_set() and not self.stopping.is_set():
+                    self.flush_wanted.clear()
+                    try:
+                        self.flush()
+                    except Exception as e:
+                        log.error("outbox flush failed: %s (the interval flush retries)", e)
+            finally:
+                self.flush_lock.release()
+            # a wish made between the last check and the release must not be lost
+            if not self.flush_wanted.is_set() or self.stopping.is_set() or not self.flush_lock.acquire(blocking=False):
+                return
 
     def flush(self) -> None:
         r = self.desk.flush(self.stopping.is_set)
@@ -154,6 +191,9 @@ class Daemon:
                 log.info("metrics on http://%s:%s/metrics", m.address, m.port)
             self.idle.start()
             self.scheduler.start()
+            flusher = self.flusher
+            if flusher is not None:
+                flusher.join(timeout=60)  # it stops between two mails once `stopping` is set
         log.info("mailbot stopped")
 
 

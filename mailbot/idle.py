@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class IdleWatcher:
-    def __init__(self, config: MailboxConfig, on_new_mail: Callable[[], None], stopping: threading.Event) -> None:
+    def __init__(self, config: MailboxConfig, on_new_mail: Callable[[], None], stopping: threading.Event,
+                 on_connect: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.on_new_mail = on_new_mail
+        self.on_connect = on_connect
         self.stopping = stopping
         self.thread = threading.Thread(target=self._run, name="imap-idle", daemon=True)
         self.supported: bool | None = None
@@ -62,6 +64,7 @@ class IdleWatcher:
             self.supported = b"IDLE" in client.capabilities()
             if not self.supported:
                 return
+            self.on_connect()
             self.on_new_mail()  # whatever arrived while we were not watching
             while not self.stopping.is_set():
                 client.idle()

@@ -54,6 +54,8 @@ class Processor:
         self.policy = Policy(config.policy)
         self.claims = MessageClaims(engine)
         self.batch_size = config.mailbox.process_batch
+        self.after_commit: Callable[[], None] = lambda: None
+        """Called after each commit that may have queued replies (the daemon starts sending them)."""
 
     # -- claiming ---------------------------------------------------------
 
@@ -190,6 +192,7 @@ class Processor:
         for msg in done:
             self._logged(msg)
         faults.point("after_commit")
+        self.after_commit()
 
     def _process_one(self, mid: int, result: ProcessResult, failed: set[int]) -> None:
         try:
@@ -209,6 +212,7 @@ class Processor:
                     result.processed += 1
             self._logged(msg)
             faults.point("after_commit")
+            self.after_commit()
         except Exception as e:
             failed.add(mid)
             result.failed_attempts += 1

@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from app import World, sample
+from app import World, forward, sample
 from test_cli import imap_toml
 
 from mailbot.locks import mailbox_lock
@@ -143,3 +145,64 @@ def test_poll_once_beside_a_running_daemon_on_the_same_sqlite_file_is_refused(
     finally:
         stop(daemon)
     assert once.returncode == 1 and f"another mailbot daemon (pid {daemon.pid})" in once.stderr
+
+
+def test_replies_go_out_while_the_rest_of_a_backlog_is_still_being_processed(
+        make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailbot import process
+    from mailbot.daemon import Daemon
+
+    w = make_world(mailbox={"process_batch": 2})
+    for i in range(5):
+        w.deliver(forward(f"203.0.113.{10 + i}", f"backlog-{i}", f"sender{i}@s{i}.example"))
+    gate, reached = threading.Event(), threading.Event()
+    real = process.extract
+
+    def extract(raw: bytes) -> process.Extraction:
+        if b"backlog-4" in raw:  # the last message waits until the test has seen the first replies
+            reached.set()
+            assert gate.wait(30)
+        return real(raw)
+
+    monkeypatch.setattr(process, "extract", extract)
+    daemon = Daemon(w.desk)
+    polling = threading.Thread(target=daemon.poll)
+    polling.start()
+    try:
+        assert reached.wait(30)
+        # two batches of two are committed and their replies delivered; the poll is not over
+        early = w.smtp.wait_for(4, timeout=20)
+        assert polling.is_alive()
+    finally:
+        gate.set()
+        polling.join(timeout=60)
+    assert sorted(r.rcpt_tos[0] for r in early) == [f"sender{i}@s{i}.example" for i in range(4)]
+    assert sorted(r.rcpt_tos[0] for r in w.smtp.wait_for(5)) == [f"sender{i}@s{i}.example" for i in range(5)]
+    daemon.stopping.set()
+    if daemon.flusher is not None:
+        daemon.flusher.join(timeout=30)
+    assert [o.state for o in w.outbox()] == ["sent"] * 5
+
+
+def test_a_failed_poll_does_not_wait_out_its_backoff_once_idle_reaches_the_server_again(
+        make_world: Callable[..., World]) -> None:
+    from mailbot.daemon import Daemon
+
+    w = make_world(schedule={"poll_seconds": 3600})
+    w.deliver(forward("203.0.113.10", "while-down", "ann@one.example"))
+    daemon = Daemon(w.desk)
+    w.imap.restart_server()  # cut the test's own helper connection before the server goes away
+    w.imap.server.stop()
+    try:
+        daemon.poll()
+        assert daemon.failures == 1 and daemon.next_poll_at - time.monotonic() > 3000  # backing off for an hour
+    finally:
+        w.imap.server.start()
+    daemon.idle.start()
+    try:
+        [ack] = w.smtp.wait_for(1, timeout=30)  # the IDLE connection's catch-up poll ran at once
+    finally:
+        daemon.stopping.set()
+        daemon.idle.thread.join(timeout=30)
+    assert ack.rcpt_tos == ["ann@one.example"]
+    assert daemon.failures == 0 and [m.state for m in w.messages()] == ["processed"]
