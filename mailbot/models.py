@@ -121,7 +121,7 @@ class OutboxMail(SQLModel, table=True):
     # range scan bounded by its own cap, so a mass block does not make every reply slower
     __table_args__ = (Index("ix_outbox_rcpt", "recipients", "created_at"),
                       Index("ix_outbox_domain", "rcpt_domain", "created_at"),
-                      Index("ix_outbox_created", "created_at"),
+                      Index("ix_outbox_created", "created_at", "kind"),  # covering for the breaker
                       # the flush's claim: the next due row without sorting the queue
                       Index("ix_outbox_due", "state", "next_attempt_at", "id"))
     id: int | None = Field(default=None, primary_key=True)

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import bindparam, func, literal, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from mailbot import clock, faults
-from mailbot.config import OutgoingConfig
+from mailbot.config import OutgoingConfig, RepliesConfig
 from mailbot.db import is_postgres, transaction
 from mailbot.inbound import header_block
 from mailbot.models import OutboxMail, Ticket, TicketEvent, format_ref, parse_ref
@@ -63,24 +63,32 @@ AUTO_KINDS = ("ack", "redirect", "needs_info")
 """The mails mailbot sends on its own to a sender (the others go to staff, or are sent by a person)."""
 
 
-def _count_auto(*where: Any) -> Any:
-    return (select(func.count()).select_from(OutboxMail)
-            .where(col(OutboxMail.kind).in_(AUTO_KINDS), *where).scalar_subquery())
+def _count_auto(cap: str, *where: Any) -> Any:
+    """Automatic replies matching `where`, counted up to the bind parameter `cap` only: the caps
+    ask "at least this many?", so a mass event cannot make every count scan the whole day."""
+    rows = (select(literal(1)).select_from(OutboxMail)
+            .where(col(OutboxMail.kind).in_(AUTO_KINDS), *where).limit(bindparam(cap)).subquery())
+    return select(func.count()).select_from(rows).scalar_subquery()
 
 
-# Built once: three counts, each on its own index, in one statement (one round trip).
+# Built once: three bounded counts, each on its own index, in one statement (one round trip).
 _RECENT = select(
-    _count_auto(OutboxMail.recipients == bindparam("recipient"), col(OutboxMail.created_at) >= bindparam("day")),
-    _count_auto(OutboxMail.rcpt_domain == bindparam("domain"), col(OutboxMail.created_at) >= bindparam("day")),
-    _count_auto(col(OutboxMail.created_at) >= bindparam("hour")),
+    _count_auto("recipient_cap", OutboxMail.recipients == bindparam("recipient"),
+                col(OutboxMail.created_at) >= bindparam("day")),
+    _count_auto("domain_cap", OutboxMail.rcpt_domain == bindparam("domain"),
+                col(OutboxMail.created_at) >= bindparam("day")),
+    _count_auto("breaker_cap", col(OutboxMail.created_at) >= bindparam("hour")),
 )
 
 
-def recent_replies(session: Session, recipient: str, now: datetime) -> RecentReplies:
-    """How many automatic replies went lately to `recipient`, its domain, and anyone (for `replyguard.capped`)."""
+def recent_replies(session: Session, recipient: str, now: datetime, caps: RepliesConfig) -> RecentReplies:
+    """How many automatic replies went lately to `recipient`, its domain, and anyone (for
+    `replyguard.capped`); each count stops at its cap, which is all the caps need to know."""
     to_recipient, to_domain, last_hour = session.execute(_RECENT, {
         "recipient": recipient, "domain": recipient.rpartition("@")[2].lower(),
-        "day": now - timedelta(hours=24), "hour": now - timedelta(hours=1)}).one()
+        "day": now - timedelta(hours=24), "hour": now - timedelta(hours=1),
+        "recipient_cap": caps.per_recipient_daily, "domain_cap": caps.per_domain_daily,
+        "breaker_cap": caps.breaker_per_hour}).one()
     return RecentReplies(to_recipient=int(to_recipient), to_domain=int(to_domain), last_hour=int(last_hour))
 
 

@@ -372,7 +372,8 @@ class Processor:
                verdict: replyguard.ReplyVerdict, now: datetime, *, joined: bool = False,
                missing: list[str] | None = None) -> None:
         if verdict.allowed and verdict.recipient is not None:
-            verdict = replyguard.capped(verdict, recent_replies(session, verdict.recipient, now), self.config.replies)
+            verdict = replyguard.capped(verdict, recent_replies(session, verdict.recipient, now, self.config.replies),
+                                         self.config.replies)
         if not verdict.allowed or verdict.recipient is None:
             metrics.ACKS.labels("suppressed").inc()
             tickets.event(session, ticket, "no_reply", "mailbot", f"{kind} not sent: {verdict.reason}", now)

@@ -1,7 +1,10 @@
-"""Indexes for claiming: the next due outbox row and the next stored message are index lookups.
+"""Indexes for claiming and for the reply breaker: lookups, not scans, under a backlog.
 
-Without them each claim sorted every queued row (SQLite: "USE TEMP B-TREE FOR
-ORDER BY"), so draining a backlog of N replies cost N^2 (issue #6).
+Without them each outbox claim sorted every queued row (SQLite: "USE TEMP
+B-TREE FOR ORDER BY"), so draining a backlog of N replies cost N^2, and the
+breaker's count of the last hour's automatic replies read every such row
+(the kind is not in ix_outbox_created); now it reads the index only, and
+stops at the cap (issue #6).
 
 Revision ID: 0005
 Revises: 0004
@@ -20,8 +23,12 @@ depends_on = None
 def upgrade() -> None:
     op.create_index("ix_outbox_due", "outbox", ["state", "next_attempt_at", "id"])
     op.create_index("ix_message_claim", "message", ["state", "attempts", "id"])
+    op.drop_index("ix_outbox_created", "outbox")
+    op.create_index("ix_outbox_created", "outbox", ["created_at", "kind"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_outbox_created", "outbox")
+    op.create_index("ix_outbox_created", "outbox", ["created_at"])
     op.drop_index("ix_message_claim", "message")
     op.drop_index("ix_outbox_due", "outbox")
