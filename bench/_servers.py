@@ -337,6 +337,20 @@ def config_data(box: Mailbox, db_url: str, *, smtp_port: int | None = None,
     }
 
 
+def toml(data: dict[str, Any]) -> str:
+    """`data` (as `config_data` gives it) as a TOML config file for `mailbot -c`."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return str(v)
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(str(v))
+
+    return "\n".join(f"[{s}]\n" + "\n".join(f"{k} = {value(v)}" for k, v in d.items()) for s, d in data.items()) + "\n"
+
+
 def db_counts(engine: Any) -> dict[str, int]:
     """What the run left in the database: messages by outcome, tickets, outbox rows by state."""
     from sqlalchemy import func, select

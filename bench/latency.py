@@ -33,19 +33,6 @@ from servers import SMTPServer
 from mailbot import inbound, replyguard
 
 
-def toml(data: dict[str, Any]) -> str:
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return str(v)
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return json.dumps(str(v))
-
-    return "\n".join(f"[{s}]\n" + "\n".join(f"{k} = {value(v)}" for k, v in d.items()) for s, d in data.items()) + "\n"
-
-
 class TimedSMTP(SMTPServer):
     """The test suite's aiosmtpd server, noting when each reply arrived, by the forward it answers."""
 
@@ -91,7 +78,7 @@ def main() -> None:
         data["log"] = {"level": "WARNING"}
         password = data["mailbox"].pop("password")
         config = Path(tmp) / "mailbot.toml"
-        config.write_text(toml(data))
+        config.write_text(_servers.toml(data))
         daemon = subprocess.Popen([sys.executable, "-m", "mailbot", "-c", str(config), "run"],
                                   env={**os.environ, "MAILBOT_MAILBOX_PASSWORD": password},
                                   stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "daemon.log", "w"))  # noqa: SIM115
