@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import _servers
-from latency import toml
 
 
 def drain(server: _servers.DovecotServer, n: int, daemons: int, tag: str) -> dict[str, float]:
@@ -39,7 +38,7 @@ def drain(server: _servers.DovecotServer, n: int, daemons: int, tag: str) -> dic
         data["log"] = {"level": "WARNING"}
         password = data["mailbox"].pop("password")
         config = Path(tmp) / "mailbot.toml"
-        config.write_text(toml(data))
+        config.write_text(_servers.toml(data))
         # one daemon migrates the schema first, so the timed part is the drain alone
         subprocess.run([sys.executable, "-m", "mailbot", "-c", str(config), "db", "upgrade"], check=True,
                        capture_output=True)
