@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal, update
+from sqlalchemy import Row, bindparam, func, literal
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -142,14 +143,32 @@ class FlushResult:
     failed: int = 0
 
 
-def _claim(session: Session, engine: Engine, now: datetime, skip: set[int]) -> OutboxMail | None:
-    stmt = select(OutboxMail).where(col(OutboxMail.state) == "queued", col(OutboxMail.next_attempt_at) <= now)
+_OUT = OutboxMail.__table__.c  # type: ignore[attr-defined]
+_TICKET = Ticket.__table__  # type: ignore[attr-defined]
+_EVENT = TicketEvent.__table__  # type: ignore[attr-defined]
+
+# The send path in core SQL, built once: per mail it is a claim, the send, and three small
+# statements in one commit; through the ORM those statements cost more than the SMTP send.
+_DUE = (sa_select(_OUT.id, _OUT.ticket_id, _OUT.kind, _OUT.envelope_from, _OUT.recipients, _OUT.message_id,
+                  _OUT.raw, _OUT.attempts)
+        .where(_OUT.state == "queued", _OUT.next_attempt_at <= bindparam("now"))
+        .order_by(_OUT.next_attempt_at, _OUT.id).limit(1))
+_SENT = (OutboxMail.__table__.update()  # type: ignore[attr-defined]
+         .where(_OUT.id == bindparam("oid"))
+         .values(state="sent", sent_at=bindparam("now"), attempts=bindparam("attempts"), last_error=None))
+_ACKED = (_TICKET.update().where(_TICKET.c.id == bindparam("tid"), _TICKET.c.acked_at.is_(None))
+          .values(acked_at=bindparam("now")))
+_SENT_EVENT = _EVENT.insert().values(ticket_id=bindparam("tid"), at=bindparam("now"), kind="mail_sent",
+                                     actor="mailbot", detail=bindparam("detail"))
+
+
+def _claim(session: Session, engine: Engine, now: datetime, skip: set[int]) -> Row[Any] | None:
+    stmt = _DUE
     if skip:
-        stmt = stmt.where(col(OutboxMail.id).not_in(skip))
-    stmt = stmt.order_by(col(OutboxMail.next_attempt_at), col(OutboxMail.id)).limit(1)
+        stmt = stmt.where(_OUT.id.not_in(skip))
     if is_postgres(engine):
         stmt = stmt.with_for_update(skip_locked=True)
-    return session.exec(stmt).first()
+    return session.execute(stmt, {"now": now}).first()
 
 
 def backoff(config: OutgoingConfig, attempts: int) -> timedelta:
@@ -181,50 +200,52 @@ def _flush(engine: Engine, transport: Transport, config: OutgoingConfig,
                 break
             with transaction(engine) as session:
                 now = clock.utcnow()
-                row = _claim(session, engine, now, skip)
-                if row is None:
+                due = _claim(session, engine, now, skip)
+                if due is None:
                     break
-                assert row.id is not None
-                _send_one(session, row, transport, config, now, result)
-                if row.state == "queued":
-                    skip.add(row.id)
+                if _send_one(session, due, transport, config, now, result):
+                    skip.add(due.id)
     finally:
         transport.close()
     return result
 
 
-def _send_one(session: Session, row: OutboxMail, transport: Transport, config: OutgoingConfig,
-              now: datetime, result: FlushResult) -> None:
-    row.attempts += 1
+def _send_one(session: Session, due: Row[Any], transport: Transport, config: OutgoingConfig,
+              now: datetime, result: FlushResult) -> bool:
+    """Send one claimed mail; whether it stays queued (a retry later)."""
+    attempts = due.attempts + 1
     try:
-        transport.send(row.envelope_from, row.recipients.split(","), row.raw)
-    except TemporaryFailure as e:
+        transport.send(due.envelope_from, due.recipients.split(","), due.raw)
+    except (TemporaryFailure, PermanentFailure) as e:
+        row = session.get(OutboxMail, due.id)  # the rare path keeps the ORM
+        assert row is not None
+        row.attempts = attempts
+        if isinstance(e, PermanentFailure):
+            _fail(session, row, str(e), now)
+            result.failed += 1
+            return False
         row.last_error = str(e)
         if row.attempts >= config.max_attempts:
             _fail(session, row, f"gave up after {row.attempts} attempts: {e}", now)
             result.failed += 1
-        else:
-            row.next_attempt_at = now + backoff(config, row.attempts)
-            log.warning("outbox %s to %s: %s; retry at %s", row.message_id, row.recipients, e, row.next_attempt_at,
-                        extra=_ctx(row))
-            result.retried += 1
-        return
-    except PermanentFailure as e:
-        _fail(session, row, str(e), now)
-        result.failed += 1
-        return
+            return False
+        row.next_attempt_at = now + backoff(config, row.attempts)
+        log.warning("outbox %s to %s: %s; retry at %s", row.message_id, row.recipients, e, row.next_attempt_at,
+                    extra=_ctx(row))
+        result.retried += 1
+        return True
     faults.point("after_smtp_250")
-    row.state = "sent"
-    row.sent_at = now
-    row.last_error = None
+    session.execute(_SENT, {"oid": due.id, "now": now, "attempts": attempts})
     result.sent += 1
-    log.info("outbox %s sent to %s (%s)", row.message_id, row.recipients, row.kind, extra=_ctx(row))
-    if row.ticket_id is not None:
-        if row.kind in AUTO_KINDS:  # the first reply to the sender acknowledges the ticket
-            session.execute(update(Ticket).where(col(Ticket.id) == row.ticket_id, col(Ticket.acked_at).is_(None))
-                            .values(acked_at=now).execution_options(synchronize_session=False))
-        session.add(TicketEvent(ticket_id=row.ticket_id, at=now, kind="mail_sent", actor="mailbot",
-                                detail=f"{row.kind} to {row.recipients} ({row.message_id})"))
+    log.info("outbox %s sent to %s (%s)", due.message_id, due.recipients, due.kind, extra={
+        "message_id": due.message_id, "outbox_id": due.id,
+        "ticket": format_ref(due.ticket_id) if due.ticket_id else None})
+    if due.ticket_id is not None:
+        if due.kind in AUTO_KINDS:  # the first reply to the sender acknowledges the ticket
+            session.execute(_ACKED, {"tid": due.ticket_id, "now": now})
+        session.execute(_SENT_EVENT, {"tid": due.ticket_id, "now": now,
+                                      "detail": f"{due.kind} to {due.recipients} ({due.message_id})"})
+    return False
 
 
 def _fail(session: Session, row: OutboxMail, error: str, now: datetime) -> None:
