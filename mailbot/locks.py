@@ -85,14 +85,7 @@ class MessageClaims:
         self.conn: Connection | None = None
 
     def take(self, message_id: int) -> bool:
-        if self.engine.dialect.name != "postgresql":
-            return True
-        if self.conn is None or self.conn.closed:
-            self.conn = self.engine.connect()
-        got = bool(self.conn.execute(text("SELECT pg_try_advisory_lock(:ns, :id)"),
-                                     {"ns": _CLAIMS, "id": message_id}).scalar())
-        self.conn.commit()
-        return got
+        return message_id in self.take_many([message_id])
 
     def take_many(self, message_ids: list[int]) -> list[int]:
         """The ids of `message_ids` this daemon now holds (one round trip for the lot)."""
@@ -123,11 +116,4 @@ class MessageClaims:
             self.conn = None
 
     def release(self, message_id: int) -> None:
-        if self.conn is None or self.conn.closed:
-            return
-        try:
-            self.conn.execute(text("SELECT pg_advisory_unlock(:ns, :id)"), {"ns": _CLAIMS, "id": message_id})
-            self.conn.commit()
-        except Exception:
-            self.conn.invalidate()  # a broken connection took its locks with it
-            self.conn = None
+        self.release_many([message_id])

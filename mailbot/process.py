@@ -144,7 +144,7 @@ class Processor:
             last = batch[-1]
             budget -= len(batch)
             try:
-                self._process_batch(batch, result, skip)
+                self._process(batch, result, skip)
             finally:
                 self.claims.release_many(batch)
         # then the retries: one message per transaction, so one bad message costs only itself
@@ -154,66 +154,24 @@ class Processor:
                 break
             budget -= 1
             try:
-                self._process_one(mid, result, skip)
+                self._process([mid], result, skip)
             finally:
                 self.claims.release(mid)
         return result
 
-    def _process_batch(self, ids: list[int], result: ProcessResult, failed: set[int]) -> None:
-        """Every message of a fresh batch in one transaction: one commit (one fsync, one round
-        trip) for many. If any of them raises, the batch is rolled back and each message is done
-        on its own, so the one that raised is recorded and the others land."""
-        outcome = ProcessResult()
+    def _process(self, ids: list[int], result: ProcessResult, failed: set[int]) -> None:
+        """Claimed messages in one transaction: a fresh batch (one commit, one fsync, one round
+        trip for many) or one retry. If a batch raises, it is rolled back and each message is
+        done on its own, so the one that raised is recorded and the others land."""
         try:
-            with transaction(self.engine) as session:
-                stmt = select(StoredMessage).where(col(StoredMessage.id).in_(ids)).order_by(col(StoredMessage.id))
-                if is_postgres(self.engine):
-                    stmt = stmt.with_for_update()
-                done: list[StoredMessage] = []
-                for msg in session.exec(stmt.execution_options(populate_existing=True)).all():
-                    # re-checked under the row lock: another daemon may have finished it since the claim
-                    if msg.state != "stored":
-                        outcome.quarantined += 1
-                        continue
-                    self.handle(session, msg)
-                    faults.point("after_parse", msg.message_id)
-                    if msg.state == "quarantined":
-                        outcome.quarantined += 1
-                    else:
-                        outcome.processed += 1
-                    done.append(msg)
-        except Exception:
-            log.warning("a batch of %d messages failed; doing them one by one", len(ids), exc_info=True)
-            for mid in ids:
-                self._process_one(mid, result, failed)
-            return
-        result.processed += outcome.processed
-        result.quarantined += outcome.quarantined
-        for msg in done:
-            self._logged(msg)
-        faults.point("after_commit")
-        self.after_commit()
-
-    def _process_one(self, mid: int, result: ProcessResult, failed: set[int]) -> None:
-        try:
-            with transaction(self.engine) as session:
-                # re-checked under the row lock: another daemon may have finished it since the claim
-                msg = session.get(StoredMessage, mid, with_for_update=is_postgres(self.engine),
-                                  populate_existing=True)
-                assert msg is not None
-                if msg.state != "stored":  # quarantined at claim time, or done by another daemon
-                    result.quarantined += 1
-                    return
-                self.handle(session, msg)
-                faults.point("after_parse", msg.message_id)
-                if msg.state == "quarantined":
-                    result.quarantined += 1
-                else:
-                    result.processed += 1
-            self._logged(msg)
-            faults.point("after_commit")
-            self.after_commit()
+            outcome, done = self._commit(ids)
         except Exception as e:
+            if len(ids) > 1:
+                log.warning("a batch of %d messages failed; doing them one by one", len(ids), exc_info=True)
+                for mid in ids:
+                    self._process([mid], result, failed)
+                return
+            [mid] = ids
             failed.add(mid)
             result.failed_attempts += 1
             log.exception("message id %s: processing failed", mid)
@@ -224,6 +182,35 @@ class Processor:
                 if row.attempts >= MAX_ATTEMPTS:
                     self._quarantine(row, f"processing failed {row.attempts} times: {row.last_error}")
                     result.quarantined += 1
+            return
+        result.processed += outcome.processed
+        result.quarantined += outcome.quarantined
+        for msg in done:
+            self._logged(msg)
+        faults.point("after_commit")
+        self.after_commit()
+
+    def _commit(self, ids: list[int]) -> tuple[ProcessResult, list[StoredMessage]]:
+        outcome = ProcessResult()
+        done: list[StoredMessage] = []
+        with transaction(self.engine) as session:
+            stmt = select(StoredMessage).where(col(StoredMessage.id).in_(ids)).order_by(col(StoredMessage.id))
+            if is_postgres(self.engine):
+                stmt = stmt.with_for_update()
+            for msg in session.exec(stmt.execution_options(populate_existing=True)).all():
+                # re-checked under the row lock: another daemon may have finished it since the claim,
+                # or it was quarantined at claim time
+                if msg.state != "stored":
+                    outcome.quarantined += 1
+                    continue
+                self.handle(session, msg)
+                faults.point("after_parse", msg.message_id)
+                if msg.state == "quarantined":
+                    outcome.quarantined += 1
+                else:
+                    outcome.processed += 1
+                done.append(msg)
+        return outcome, done
 
     @staticmethod
     def _logged(msg: StoredMessage) -> None:
