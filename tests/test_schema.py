@@ -46,3 +46,35 @@ def test_a_database_of_the_first_released_schema_upgrades_with_its_data(database
         assert (ticket.clock, ticket.sla_stage, ticket.due_at) == (1, 0, opened.replace(day=22))
         assert s.exec(text("SELECT folder_kind FROM message")).one()[0] == "inbox"  # type: ignore[call-overload]
     engine.dispose()
+
+
+def test_a_database_of_the_previous_release_upgrades_with_its_queue_and_backlog_intact(database_url: str) -> None:
+    """0004 is what the first landing shipped; 0005 adds the claim indexes and rebuilds one."""
+    from sqlalchemy import inspect
+
+    from mailbot.models import OutboxMail, StoredMessage
+
+    engine = make_engine(database_url)
+    schema.upgrade(engine, "0004")
+    at = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO message (mailbox, identity, digest, raw, size, truncated, fetched_at, state, attempts,"
+            " server_done, folder_kind) VALUES ('m', '<waiting@b>', 'x', :raw, 3, :f, :o, 'stored', 0, :f, 'inbox')"),
+            {"raw": b"abc", "f": False, "o": at})
+        conn.execute(text(
+            "INSERT INTO outbox (kind, envelope_from, recipients, rcpt_domain, message_id, subject, raw, state,"
+            " attempts, next_attempt_at, created_at) VALUES ('ack', 'delist@example.org', 'ann@one.example',"
+            " 'one.example', '<q@example.org>', 's', :raw, 'queued', 0, :o, :o)"), {"raw": b"mail", "o": at})
+    schema.upgrade(engine)
+    assert schema.current(engine) == schema.head()
+    indexes = {i["name"]: i["column_names"] for t in ("message", "outbox") for i in inspect(engine).get_indexes(t)}
+    assert indexes["ix_message_claim"] == ["state", "attempts", "id"]
+    assert indexes["ix_outbox_due"] == ["state", "next_attempt_at", "id"]
+    assert indexes["ix_outbox_created"] == ["created_at", "kind"]
+    with Session(engine) as s:
+        [msg] = s.exec(select(StoredMessage).where(StoredMessage.state == "stored")).all()
+        assert (msg.identity, msg.attempts, msg.raw) == ("<waiting@b>", 0, b"abc")
+        [mail] = s.exec(select(OutboxMail).where(OutboxMail.state == "queued")).all()
+        assert (mail.recipients, mail.message_id, mail.raw) == ("ann@one.example", "<q@example.org>", b"mail")
+    engine.dispose()
