@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -55,6 +56,7 @@ class Processor:
         self.claims = MessageClaims(engine)
         self.batch_size = config.mailbox.process_batch
         self.after_commit: Callable[[], None] = lambda: None
+        self._counts: list[Callable[[], None]] = []
         """Called after each commit that may have queued replies (the daemon starts sending them)."""
 
     # -- claiming ---------------------------------------------------------
@@ -190,10 +192,22 @@ class Processor:
         faults.point("after_commit")
         self.after_commit()
 
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        """The metrics of the work inside count when the block ends well (its transaction is
+        committed): a batch rolled back and redone one by one is counted once."""
+        self._counts = []
+        try:
+            yield
+            for count in self._counts:
+                count()
+        finally:
+            self._counts = []
+
     def _commit(self, ids: list[int]) -> tuple[ProcessResult, list[StoredMessage]]:
         outcome = ProcessResult()
         done: list[StoredMessage] = []
-        with transaction(self.engine) as session:
+        with self.counting(), transaction(self.engine) as session:
             stmt = select(StoredMessage).where(col(StoredMessage.id).in_(ids)).order_by(col(StoredMessage.id))
             if is_postgres(self.engine):
                 stmt = stmt.with_for_update()
@@ -288,7 +302,7 @@ class Processor:
                                          reason="; ".join(decision.missing) or None, **self._facts(decision))
             if decision.sla:
                 tickets.start_clock(ticket, now, self.config.sla.hours)
-            metrics.TICKETS.labels(code_family(ticket.status)).inc()
+            self._counts.append(metrics.TICKETS.labels(code_family(ticket.status)).inc)
             detail = f"{decision.action} by rule {decision.rule}"
             if ticket.reason:
                 detail += f": missing {ticket.reason}"
@@ -362,7 +376,7 @@ class Processor:
             verdict = replyguard.capped(verdict, recent_replies(session, verdict.recipient, now, self.config.replies),
                                          self.config.replies)
         if not verdict.allowed or verdict.recipient is None:
-            metrics.ACKS.labels("suppressed").inc()
+            self._counts.append(metrics.ACKS.labels("suppressed").inc)
             tickets.event(session, ticket, "no_reply", "mailbot", f"{kind} not sent: {verdict.reason}", now)
             msg.outcome = f"{msg.outcome}; no reply: {verdict.reason}"
             return

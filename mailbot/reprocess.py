@@ -45,7 +45,7 @@ def reprocess(processor: Processor, ids: list[int], progress: Callable[[Iterator
               ) -> ReprocessResult:
     result = ReprocessResult()
     for mid in progress(iter(ids)):
-        with transaction(processor.engine) as session:
+        with processor.counting(), transaction(processor.engine) as session:
             msg = session.get(StoredMessage, mid)
             if msg is None:
                 continue

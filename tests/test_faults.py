@@ -56,3 +56,20 @@ def test_a_message_whose_processing_raises_is_retried_then_quarantined_and_the_n
     assert (polled.fetch.stored, polled.process.failed_attempts, polled.process.quarantined, flushed.sent) == (
         0, 0, 0, 0)
     assert len(world.tickets()) == 1 and len(world.smtp.messages) == 1
+
+
+@pytest.mark.usefixtures("poison_extraction")
+def test_a_batch_redone_one_by_one_counts_its_tickets_once_in_the_metrics(world: World) -> None:
+    from mailbot import metrics
+
+    def opened() -> float:
+        return metrics.REGISTRY.get_sample_value("mailbot_tickets_opened_total", {"family": "5.7.511"}) or 0.0
+
+    before = opened()
+    # the healthy message comes first: it is handled inside the batch, rolled back with it, then redone
+    world.deliver(forward("203.0.113.20", "healthy-1", "bob@two.example"))
+    world.deliver(forward("203.0.113.10", "poison-1", "ann@one.example"))
+    polled, _ = world.run()
+    assert (polled.process.processed, polled.process.failed_attempts) == (1, 1)
+    assert len(world.tickets()) == 1
+    assert opened() - before == 1
