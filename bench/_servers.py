@@ -30,6 +30,7 @@ for _p in (REPO, REPO / "tests"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+from app import write_config  # noqa: E402, F401  (tests/app.py: the TOML writer, re-exported for the benches)
 from servers import DovecotServer, SMTPServer  # noqa: E402  (tests/servers.py)
 
 DOC_RANGES = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]
@@ -335,20 +336,6 @@ def config_data(box: Mailbox, db_url: str, *, smtp_port: int | None = None,
         # every copy is a distinct sender: only the hourly circuit breaker would stop replies
         "replies": {"breaker_per_hour": REPLY_BREAKER},
     }
-
-
-def toml(data: dict[str, Any]) -> str:
-    """`data` (as `config_data` gives it) as a TOML config file for `mailbot -c`."""
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return str(v)
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return json.dumps(str(v))
-
-    return "\n".join(f"[{s}]\n" + "\n".join(f"{k} = {value(v)}" for k, v in d.items()) for s, d in data.items()) + "\n"
 
 
 def db_counts(engine: Any) -> dict[str, int]:

@@ -275,7 +275,7 @@ def measure_daemon(name: str, db_url: str, server: Any, copies: list[bytes], sin
     data["log"] = {"level": "INFO"}
     password = data["mailbox"].pop("password")
     config = tmp / f"daemon-{name}.toml"
-    config.write_text(S.toml(data))
+    S.write_config(config, data)
     before = sink.received
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "mailbot", "-c", str(config), "run"], text=True,

@@ -78,7 +78,7 @@ def main() -> None:
         data["log"] = {"level": "WARNING"}
         password = data["mailbox"].pop("password")
         config = Path(tmp) / "mailbot.toml"
-        config.write_text(_servers.toml(data))
+        _servers.write_config(config, data)
         daemon = subprocess.Popen([sys.executable, "-m", "mailbot", "-c", str(config), "run"],
                                   env={**os.environ, "MAILBOT_MAILBOX_PASSWORD": password},
                                   stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "daemon.log", "w"))  # noqa: SIM115

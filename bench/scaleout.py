@@ -38,7 +38,7 @@ def drain(server: _servers.DovecotServer, n: int, daemons: int, tag: str) -> dic
         data["log"] = {"level": "WARNING"}
         password = data["mailbox"].pop("password")
         config = Path(tmp) / "mailbot.toml"
-        config.write_text(_servers.toml(data))
+        _servers.write_config(config, data)
         # one daemon migrates the schema first, so the timed part is the drain alone
         subprocess.run([sys.executable, "-m", "mailbot", "-c", str(config), "db", "upgrade"], check=True,
                        capture_output=True)
