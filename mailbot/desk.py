@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from sqlalchemy import false, update
 from sqlalchemy import select as sa_select
-from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -73,14 +73,9 @@ class Desk:
                 return PollResult(FetchResult(), self.processor.run(should_stop), 0)
             source = self.open_source()
             try:
-                fetched = fetch(self.engine, source, self.config.mailbox.batch_size, should_stop)
-                for folder in self.config.mailbox.sent_folders:
-                    self._fetch_sent(folder, should_stop)
-                processed = self.processor.run(should_stop)
-                marked = self.mark_done(source)
+                return self._take_in(source, should_stop, sent=True)
             finally:
                 source.close()
-        return PollResult(fetched, processed, marked)
 
     def backfill(self, since: date, folder: str | None = None,
                  should_stop: Callable[[], bool] = lambda: False) -> PollResult:
@@ -91,11 +86,32 @@ class Desk:
                 raise DaemonLockError(f"another daemon is fetching {self.mailbox_name}; try again when it is idle")
             source = self.open_source(folder)
             try:
-                fetched = fetch(self.engine, source, self.config.mailbox.batch_size, should_stop, since=since)
-                processed = self.processor.run(should_stop)
-                marked = self.mark_done(source)
+                return self._take_in(source, should_stop, since=since)
             finally:
                 source.close()
+
+    def _take_in(self, source: SourceSession, should_stop: Callable[[], bool], *, since: date | None = None,
+                 sent: bool = False) -> PollResult:
+        """Each fetched batch is processed and marked done on the server before the next is
+        fetched: under a backlog the first replies leave, and the first originals move, after
+        one batch instead of after the whole fetch. Retries wait for the end of the poll."""
+        processed = ProcessResult()
+        failed: set[int] = set()  # one attempt per message per poll
+        marked = 0
+
+        def batch_stored() -> None:
+            nonlocal marked
+            processed.add(self.processor.run(should_stop, retries=False, failed=failed))
+            marked += self.mark_done(source)
+
+        fetched = fetch(self.engine, source, self.config.mailbox.batch_size, should_stop, since=since,
+                        after_batch=batch_stored)
+        if sent:
+            for folder in self.config.mailbox.sent_folders:
+                self._fetch_sent(folder, should_stop)
+        # what the batches left: sent-folder mail, retries, and mail an earlier poll stored
+        processed.add(self.processor.run(should_stop, failed=failed))
+        marked += self.mark_done(source)
         return PollResult(fetched, processed, marked)
 
     @property
@@ -126,7 +142,7 @@ class Desk:
                 sa_select(StoredMessage.id, StoredMessage.uid, StoredMessage.uidvalidity,  # type: ignore[call-overload]
                           StoredMessage.location, StoredMessage.state, StoredMessage.mailbox)
                 .where(col(StoredMessage.mailbox).in_(self._done_mailboxes(source)),
-                       col(StoredMessage.server_done).is_(False),
+                       col(StoredMessage.server_done) == false(),  # `=`, not IS: indexable
                        StoredMessage.state != "stored")
                 .order_by(col(StoredMessage.id))
             ).all()

@@ -102,8 +102,10 @@ def _alternate(identity: str, digest: str) -> str:
 
 def fetch(engine: Engine, source: SourceSession, batch_size: int,
           should_stop: Callable[[], bool] = lambda: False, folder_kind: str = "inbox",
-          since: date | None = None) -> FetchResult:
-    """Store what is new after the cursor (or, with `since`, everything that arrived since that day)."""
+          since: date | None = None, after_batch: Callable[[], None] = lambda: None) -> FetchResult:
+    """Store what is new after the cursor (or, with `since`, everything that arrived since that day).
+    `after_batch` runs after each batch is committed (the desk processes it there, so a large
+    backlog is answered while the rest is still being fetched)."""
     result = FetchResult()
     with transaction(engine) as session:
         cursor = session.get(MailboxCursor, source.name) or MailboxCursor(mailbox=source.name)
@@ -128,6 +130,7 @@ def fetch(engine: Engine, source: SourceSession, batch_size: int,
                 stored_cursor.last_uid = max(stored_cursor.last_uid, *uids)
         faults.point("after_fetch")
         result.redone += _redo_duplicates(engine, source, dup_done)
+        after_batch()
         if should_stop():
             break
     return result

@@ -32,6 +32,8 @@ class StoredMessage(SQLModel, table=True):
         UniqueConstraint("mailbox", "identity", name="uq_message_identity"),
         # claiming: fresh (attempts 0) in id order, retries least-tried first, both index lookups
         Index("ix_message_claim", "state", "attempts", "id"),
+        # marking done on the server: the few finished messages not marked yet, after every batch
+        Index("ix_message_unmarked", "server_done", "mailbox"),
     )
     id: int | None = Field(default=None, primary_key=True)
     mailbox: str = Field(max_length=500, index=True)

@@ -46,6 +46,11 @@ class ProcessResult:
     quarantined: int = 0
     failed_attempts: int = 0
 
+    def add(self, other: ProcessResult) -> None:
+        self.processed += other.processed
+        self.quarantined += other.quarantined
+        self.failed_attempts += other.failed_attempts
+
 
 class Processor:
     def __init__(self, config: Config, engine: Engine, renderer: Renderer) -> None:
@@ -128,15 +133,18 @@ class Processor:
         log.error("message %s (id %s) quarantined: %s", msg.message_id, msg.id, reason,
                   extra={"message_id": msg.message_id, "mailbox": msg.mailbox})
 
-    def run(self, should_stop: Callable[[], bool] = lambda: False, limit: int = 1_000_000) -> ProcessResult:
+    def run(self, should_stop: Callable[[], bool] = lambda: False, limit: int = 1_000_000,
+            retries: bool = True, failed: set[int] | None = None) -> ProcessResult:
+        """Fresh mail, then (with `retries`) what failed or died before. A message that fails is
+        not tried again in this run, nor in later runs given the same `failed` set (one poll's
+        runs share one: a message gets one attempt per poll)."""
         try:
-            return self._run(should_stop, limit)
+            return self._run(should_stop, limit, retries, set() if failed is None else failed)
         finally:
             self.claims.close()
 
-    def _run(self, should_stop: Callable[[], bool], limit: int) -> ProcessResult:
+    def _run(self, should_stop: Callable[[], bool], limit: int, retries: bool, skip: set[int]) -> ProcessResult:
         result = ProcessResult()
-        skip: set[int] = set()  # failed in this run: their next attempt is the next run's
         budget = limit
         last = 0
         while budget > 0 and not should_stop():
@@ -150,7 +158,7 @@ class Processor:
             finally:
                 self.claims.release_many(batch)
         # then the retries: one message per transaction, so one bad message costs only itself
-        while budget > 0 and not should_stop():
+        while retries and budget > 0 and not should_stop():
             mid = self._claim_retry(skip)
             if mid is None:
                 break

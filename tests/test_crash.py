@@ -162,6 +162,27 @@ def test_fresh_mail_commits_a_batch_at_a_time_and_a_death_after_a_commit_repeats
     assert w.imap.uids("INBOX") == [] and len(w.imap.uids("Processed")) == 3
 
 
+def test_a_backlog_is_taken_in_batch_by_batch_each_processed_and_moved_before_the_next_is_fetched(
+        cli_desk: Callable[..., CliDesk]) -> None:
+    desk = cli_desk(mailbox={"batch_size": 2})
+    w = desk.world
+    senders = [f"sender{i}@s{i}.example" for i in range(5)]
+    for i, sender in enumerate(senders):
+        w.deliver(forward(f"203.0.113.{10 + i}", f"backlog-{i}", sender))
+
+    died = desk.poll_once(fault="before_mark")  # the first move on the server
+    assert died.returncode == KILLED, died.stdout + died.stderr
+    # only the first batch was fetched: it is processed and about to move, the rest waits on the server
+    assert state_at_death(w) == {"stored": 2, "processed": 2, "tickets": 2, "outbox": ["queued", "queued"],
+                                 "inbox": 5, "at smtp": 0}
+
+    again = desk.poll_once()
+    assert again.returncode == 0, again.stderr
+    assert [(m.state, m.attempts) for m in w.messages()] == [("processed", 1)] * 5
+    assert sorted(r.rcpt_tos[0] for r in w.smtp.wait_for(5)) == sorted(senders)
+    assert w.imap.uids("INBOX") == [] and len(w.imap.uids("Processed")) == 5
+
+
 # -- soak ----------------------------------------------------------------------
 
 SOAK_MESSAGES = int(os.environ.get("MAILBOT_SOAK_MESSAGES", "300"))

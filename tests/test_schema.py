@@ -49,7 +49,7 @@ def test_a_database_of_the_first_released_schema_upgrades_with_its_data(database
 
 
 def test_a_database_of_the_previous_release_upgrades_with_its_queue_and_backlog_intact(database_url: str) -> None:
-    """0004 is what the first landing shipped; 0005 adds the claim indexes and rebuilds one."""
+    """0004 is what the first landing shipped; 0005 adds three indexes and rebuilds one."""
     from sqlalchemy import inspect
 
     from mailbot.models import OutboxMail, StoredMessage
@@ -70,6 +70,7 @@ def test_a_database_of_the_previous_release_upgrades_with_its_queue_and_backlog_
     assert schema.current(engine) == schema.head()
     indexes = {i["name"]: i["column_names"] for t in ("message", "outbox") for i in inspect(engine).get_indexes(t)}
     assert indexes["ix_message_claim"] == ["state", "attempts", "id"]
+    assert indexes["ix_message_unmarked"] == ["server_done", "mailbox"]
     assert indexes["ix_outbox_due"] == ["state", "next_attempt_at", "id"]
     assert indexes["ix_outbox_created"] == ["created_at", "kind"]
     with Session(engine) as s:
