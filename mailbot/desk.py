@@ -1,6 +1,7 @@
 """The desk: the stages wired to one configuration. `run_once()` is the whole
-flow once (fetch, process, mark done on the server, flush the outbox); the
-daemon is that function on a schedule, and tests call it directly.
+flow once (fetch, process, mark done on the server, batch by batch; then
+flush the outbox); the daemon is that function on a schedule (sending beside
+the processing), and tests call it directly.
 """
 
 from __future__ import annotations
