@@ -7,6 +7,7 @@ the processing), and tests call it directly.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from mailbot import digest, faults, sla
 from mailbot.config import Config, database_url
 from mailbot.db import create_schema, make_engine, transaction
 from mailbot.intake import FetchResult, fetch
-from mailbot.locks import DaemonLockError, daemon_lock, mailbox_lock
+from mailbot.locks import DaemonLockError, daemon_lock, mailbox_busy, mailbox_lock
 from mailbot.models import StoredMessage
 from mailbot.outbox import FlushResult, flush
 from mailbot.process import Processor, ProcessResult
@@ -33,6 +34,10 @@ from mailbot.transports import Transport, make_transport
 
 log = logging.getLogger(__name__)
 MARK_CHUNK = 200
+HELP_WAIT = 0.2
+"""Seconds between looks for freshly stored mail while another daemon fetches."""
+HELP_IDLE = 2.0
+"""Seconds without fresh mail after which a helping daemon ends its poll, fetcher or not."""
 
 
 @dataclass
@@ -71,12 +76,30 @@ class Desk:
         """Fetch (if no other daemon is fetching this mailbox), process, mark done."""
         with mailbox_lock(self.engine, self.mailbox_name) as mine:
             if not mine:
-                return PollResult(FetchResult(), self.processor.run(should_stop), 0)
+                return PollResult(FetchResult(), self._help(should_stop), 0)
             source = self.open_source()
             try:
                 return self._take_in(source, should_stop, sent=True)
             finally:
                 source.close()
+
+    def _help(self, should_stop: Callable[[], bool]) -> ProcessResult:
+        """Another daemon is fetching (PostgreSQL): process what it stores, for as long as it
+        fetches, since it hands over a batch at a time and a backlog comes in batch by batch."""
+        processed = ProcessResult()
+        failed: set[int] = set()  # one attempt per message per poll, as for the fetching daemon
+        idle_since = time.monotonic()
+        while not should_stop():
+            r = self.processor.run(should_stop, failed=failed)
+            processed.add(r)
+            if r.processed or r.quarantined:
+                idle_since = time.monotonic()
+                continue
+            # nothing new: stop when the fetcher is done, or has handed nothing over for a while
+            if time.monotonic() - idle_since >= HELP_IDLE or not mailbox_busy(self.engine, self.mailbox_name):
+                break
+            time.sleep(HELP_WAIT)
+        return processed
 
     def backfill(self, since: date, folder: str | None = None,
                  should_stop: Callable[[], bool] = lambda: False) -> PollResult:

@@ -69,6 +69,18 @@ def mailbox_lock(engine: Engine, mailbox: str) -> Iterator[bool]:
                 conn.commit()
 
 
+def mailbox_busy(engine: Engine, mailbox: str) -> bool:
+    """Whether some daemon holds `mailbox`'s fetch lock now (PostgreSQL; never on SQLite)."""
+    if engine.dialect.name != "postgresql":
+        return False
+    key = _key(mailbox) & 0xFFFFFFFFFFFFFFFF  # a bigint advisory key shows as two oids in pg_locks
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+            " AND classid = CAST(:hi AS oid) AND objid = CAST(:lo AS oid))"),
+            {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).scalar())
+
+
 _CLAIMS = 0x636C  # "cl": the advisory-lock namespace of message claims
 
 
