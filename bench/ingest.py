@@ -116,17 +116,29 @@ def work_floor(box: S.Mailbox, sink: S.SmtpSink, tmp: Path) -> float:
 class StageTimer:
     """Wall time per stage, gathered by wrapping the Desk's methods during a real run_once."""
 
+    STAGES = ("fetch", "process", "mark_done", "flush")
+    """Top-level stages: one called inside another (processing and marking inside fetch, batch
+    by batch) counts for itself only, not for the one around it."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
+        self.active: list[str] = []
 
     def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*a: Any, **k: Any) -> Any:
             t0 = time.perf_counter()
+            stage = name in self.STAGES
+            outer = next((n for n in reversed(self.active) if n in self.STAGES), None) if stage else None
+            self.active.append(name)
             try:
                 return fn(*a, **k)
             finally:
-                self.seconds[name] += time.perf_counter() - t0
+                self.active.pop()
+                took = time.perf_counter() - t0
+                self.seconds[name] += took
+                if outer is not None:
+                    self.seconds[outer] -= took
                 self.calls[name] += 1
         return timed
 
