@@ -61,8 +61,9 @@ class Processor:
         self.claims = MessageClaims(engine)
         self.batch_size = config.mailbox.process_batch
         self.after_commit: Callable[[], None] = lambda: None
-        self._counts: list[Callable[[], None]] = []
         """Called after each commit that may have queued replies (the daemon starts sending them)."""
+        self._counts: list[Callable[[], None]] = []
+        """Metric increments of the open transaction, applied once it commits (`counting`)."""
 
     # -- claiming ---------------------------------------------------------
 
@@ -193,8 +194,7 @@ class Processor:
                     self._quarantine(row, f"processing failed {row.attempts} times: {row.last_error}")
                     result.quarantined += 1
             return
-        result.processed += outcome.processed
-        result.quarantined += outcome.quarantined
+        result.add(outcome)
         for msg in done:
             self._logged(msg)
         faults.point("after_commit")
