@@ -18,18 +18,20 @@ MS_BAN = ("ms_ban_511", "ms_ban_606_649")
 # reported; they are left out of the accuracy thresholds only. Keep this list
 # short and re-check it when labels.jsonl changes (a test fails once an entry
 # agrees with the label again).
-DISPUTED: dict[str, str] = {
-    "maildir/bsd/lhost-opensmtpd-12.eml": "DSN Status: 4.0.0 is in the mail; the label dropped it "
-    "because Sisimai inferred another code",
-    "maildir/bsd/lhost-opensmtpd-15.eml": "DSN Status: 4.4.7 is in the mail; dropped by the label for the same reason",
-    "maildir/bsd/lhost-postfix-02.eml": "label is the second DSN record (5.1.1); the first record is 5.2.1",
-    "maildir/bsd/lhost-sendmail-02.eml": "label is the transcript line of another recipient (5.2.1); "
-    "the first DSN record is 5.1.1",
-    "maildir/bsd/lhost-postfix-75.eml": "label is '250 2.0.0', a success reply in the transcript; "
-    "the failure is '451 4.3.0'",
-    "maildir/bsd/lhost-trendmicro-03.eml": "the attached message is itself an NDR (550 5.1.1); the "
-    "label reads only the outer notice",
-}
+DISPUTED: dict[str, str] = {}
+"""Labels we believe wrong, with why (scored apart until the corpus is corrected). Empty: the six
+listed here before were relabelled by hand in the corpus (its README's "Corrections")."""
+
+CORRECTED = (
+    "maildir/bsd/lhost-opensmtpd-12.eml",
+    "maildir/bsd/lhost-opensmtpd-15.eml",
+    "maildir/bsd/lhost-postfix-02.eml",
+    "maildir/bsd/lhost-sendmail-02.eml",
+    "maildir/bsd/lhost-postfix-75.eml",
+    "maildir/bsd/lhost-trendmicro-03.eml",
+)
+"""Relabelled by hand after reading the samples (corpus README, "Corrections"): scored like every
+other row now, and checked one by one, since these were the hard cases."""
 
 
 def corpus_dir() -> Path:
@@ -47,6 +49,7 @@ class Row:
     expected_ips: frozenset[str] | None
     category: str
     confidence: str
+    label_method: str = ""
 
     @property
     def path(self) -> Path:
@@ -80,6 +83,7 @@ def load_rows() -> list[Row]:
                     expected_ips=None if ips is None else frozenset(ips),
                     category=d.get("category") or "",
                     confidence=d.get("confidence") or "",
+                    label_method=d.get("label_method") or "",
                 )
             )
     return rows

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import DECOY_IPS, DISPUTED, MS_BAN, Row, corpus_dir, ips_match, load_rows
+from corpus import CORRECTED, DECOY_IPS, DISPUTED, MS_BAN, Row, corpus_dir, ips_match, load_rows
 
 from mailbot.extraction import Extraction, extract
 
@@ -73,6 +73,14 @@ def test_disputed_labels_still_disagree(results: dict[str, Extraction]) -> None:
         rows = [r for r in ROWS if r.file == file]
         assert rows, f"{file} is not in labels.jsonl"
         assert any(not all(_checks(r, results[r.variant_file]).values()) for r in rows), file
+
+
+@pytest.mark.parametrize("file", CORRECTED)
+def test_a_hand_corrected_label_agrees_in_every_variant(file: str, results: dict[str, Extraction]) -> None:
+    rows = [r for r in ROWS if r.file == file]
+    assert any("corrected" in r.label_method for r in rows), file
+    wrong = {r.variant_file: c for r in rows if not all((c := _checks(r, results[r.variant_file])).values())}
+    assert not wrong
 
 
 def test_no_decoy_ip_is_ever_reported(results: dict[str, Extraction]) -> None:
