@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mailbot.identity import person
+
 Security = Literal["tls", "starttls", "none"]
 
 
@@ -148,9 +150,10 @@ class DeskConfig(_Section):
         """Whether mail from `address` is a staff answer (an address, or a domain as "@example.org")."""
         if not address:
             return False
-        address = address.lower()
-        domain = "@" + address.rpartition("@")[2]
-        return any(s.lower() in (address, domain) for s in (*self.staff_senders, *self.staff))
+        who = person(address)
+        domain = "@" + who.rpartition("@")[2]
+        return any(s.lower() == domain if s.startswith("@") else person(s) == who
+                   for s in (*self.staff_senders, *self.staff))
 
     @field_validator("timezone")
     @classmethod

@@ -92,7 +92,9 @@ def parse(raw: bytes) -> Inbound:
         reply_msgid=sanitize.message_id(mid),
         subject=sanitize.db_text(str(mail.subject or ""), 2000) or "",
         from_header=sanitize.db_text(from_header, 1000) or "",
-        sender=_lower_domain(sanitize.mailbox_address(from_header)),
+        # Two From fields are two claims of authorship: believe neither (a forger adds one above
+        # or below the real one, and different readers pick different ones).
+        sender=_lower_domain(sanitize.mailbox_address(from_header)) if len(headers.get("from", [])) == 1 else None,
         reply_to=_lower_domain(sanitize.mailbox_address(reply_to)) if reply_to else None,
         in_reply_to=sanitize.split_msgids(_first(headers, "in-reply-to")),
         references=sanitize.split_msgids(_first(headers, "references")),

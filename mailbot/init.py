@@ -127,5 +127,9 @@ def next_steps(path: Path, a: Answers, maildirs: list[Path] | None = None) -> li
                      "(or [mailbox] password_file)")
         if a.smtp_user:
             lines.append("and the SMTP password: MAILBOT_OUTGOING_PASSWORD=... (or [outgoing] password_file)")
+    if a.staff:
+        lines.append("staff mail sent to the desk counts as an answer only once [replies] authserv_ids names "
+                     "your own mail server (its Authentication-Results vouch for the staff From); until then "
+                     "answers count from the sent folder and `mailbot answer` only")
     lines.append(f"then: mailbot -c {path} check")
     return lines

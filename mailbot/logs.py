@@ -11,6 +11,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from mailbot.sanitize import printable
+
 CONTEXT = ("message_id", "ticket", "mailbox", "outbox_id")
 
 
@@ -20,7 +22,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": printable(record.getMessage()),
         }
         for key in CONTEXT:
             value = getattr(record, key, None)
@@ -31,13 +33,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """One log record, one line: what a message put into the text (a Message-ID, a subject, an
+    address) cannot add a line, move the cursor or retitle the terminal (`sanitize.printable`).
+    A traceback below it keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message, one_line=True)
+        return super().formatMessage(record)
+
+
 def setup(fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.handlers[:] = [handler]
     root.setLevel(level)
     for noisy in ("apscheduler", "imapclient", "mailparser"):

@@ -3,7 +3,8 @@
 - `MailboxCursor`: per mailbox, the UIDVALIDITY seen and the last UID stored.
 - `StoredMessage`: every inbound message's raw bytes with its coordinates,
   stored before anything parses it; its processing outcome.
-- `Ticket`, `TicketEvent`: the desk's work and its history.
+- `Ticket`, `TicketEvent`: the desk's work and its history; `TicketSender`:
+  who may act on a ticket, and what each of them forwarded.
 - `OutboxMail`: every outgoing mail, rendered once (Message-ID fixed), sent
   by the outbox job. `dedupe_key` makes "once per ticket and recipient" a
   database fact rather than a hope.
@@ -121,7 +122,7 @@ class OutboxMail(SQLModel, table=True):
     __tablename__ = "outbox"
     # the reply caps count recent rows per recipient, per domain and in all: each count is a
     # range scan bounded by its own cap, so a mass block does not make every reply slower
-    __table_args__ = (Index("ix_outbox_rcpt", "recipients", "created_at"),
+    __table_args__ = (Index("ix_outbox_person", "rcpt_person", "created_at"),
                       Index("ix_outbox_domain", "rcpt_domain", "created_at"),
                       Index("ix_outbox_created", "created_at", "kind"),  # covering for the breaker
                       # the flush's claim: the next due row without sorting the queue
@@ -135,6 +136,8 @@ class OutboxMail(SQLModel, table=True):
     """Envelope recipients, comma separated (already validated addresses)."""
     rcpt_domain: str | None = Field(default=None, max_length=255)
     """The (first) recipient's domain, lower case."""
+    rcpt_person: str | None = Field(default=None, sa_type=Text)
+    """The (first) recipient as a person (`identity.person`): what the per-recipient cap counts."""
     message_id: str = Field(max_length=300, unique=True)
     subject: str = Field(sa_type=Text)
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
@@ -145,6 +148,32 @@ class OutboxMail(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_type=Text)
     created_at: datetime
     sent_at: datetime | None = None
+
+
+class TicketSender(SQLModel, table=True):
+    """Who forwarded for a ticket: the people (besides verified staff) who may act on it, each
+    with the facts read from their own forward, which is all they are ever shown."""
+
+    __tablename__ = "ticket_sender"
+    __table_args__ = (UniqueConstraint("ticket_id", "person", name="uq_ticket_sender"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    person: str = Field(sa_type=Text)
+    """`identity.person(address)`: how "is this one of the ticket's senders?" is asked."""
+    address: str = Field(sa_type=Text)
+    """The address as they last wrote it, where their replies go."""
+    message_id: int | None = Field(default=None, foreign_key="message.id")
+    """Their forward whose facts they see (the latest that carried facts)."""
+    ip: str | None = Field(default=None, max_length=64)
+    reply_code: str | None = Field(default=None, max_length=8)
+    status: str | None = Field(default=None, max_length=16)
+    text: str | None = Field(default=None, sa_type=Text)
+    added_at: datetime
+
+    @property
+    def full_code(self) -> str | None:
+        parts = [p for p in (self.reply_code, self.status) if p]
+        return " ".join(parts) or None
 
 
 class SlaNotice(SQLModel, table=True):

@@ -10,7 +10,6 @@ commit, and then carries the same Message-ID.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +25,8 @@ from sqlmodel import Session, col, select
 from mailbot import clock, faults
 from mailbot.config import OutgoingConfig, RepliesConfig
 from mailbot.db import is_postgres, transaction
-from mailbot.inbound import header_block
-from mailbot.models import OutboxMail, Ticket, TicketEvent, format_ref, parse_ref
+from mailbot.identity import person
+from mailbot.models import OutboxMail, Ticket, TicketEvent, format_ref
 from mailbot.render import Composed
 from mailbot.replyguard import RecentReplies
 from mailbot.transports import PermanentFailure, TemporaryFailure, Transport
@@ -48,6 +47,7 @@ def queue(session: Session, mail: Composed, *, kind: str, ticket_id: int | None,
         ticket_id=ticket_id, kind=kind, dedupe_key=dedupe_key, envelope_from=mail.envelope_from,
         recipients=",".join(mail.recipients), message_id=mail.message_id, subject=mail.subject,
         rcpt_domain=mail.recipients[0].rpartition("@")[2].lower() if mail.recipients else None,
+        rcpt_person=person(mail.recipients[0]) if mail.recipients else None,
         raw=mail.raw, next_attempt_at=now, created_at=now,
     )
     session.add(row)
@@ -60,7 +60,7 @@ def queue(session: Session, mail: Composed, *, kind: str, ticket_id: int | None,
     return row
 
 
-AUTO_KINDS = ("ack", "redirect", "needs_info")
+AUTO_KINDS = ("ack", "redirect", "needs_info", "closed")
 """The mails mailbot sends on its own to a sender (the others go to staff, or are sent by a person)."""
 
 
@@ -74,7 +74,7 @@ def _count_auto(cap: str, *where: Any) -> Any:
 
 # Built once: three bounded counts, each on its own index, in one statement (one round trip).
 _RECENT = select(
-    _count_auto("recipient_cap", OutboxMail.recipients == bindparam("recipient"),
+    _count_auto("recipient_cap", OutboxMail.rcpt_person == bindparam("recipient"),
                 col(OutboxMail.created_at) >= bindparam("day")),
     _count_auto("domain_cap", OutboxMail.rcpt_domain == bindparam("domain"),
                 col(OutboxMail.created_at) >= bindparam("day")),
@@ -86,54 +86,11 @@ def recent_replies(session: Session, recipient: str, now: datetime, caps: Replie
     """How many automatic replies went lately to `recipient`, its domain, and anyone (for
     `replyguard.capped`); each count stops at its cap, which is all the caps need to know."""
     to_recipient, to_domain, last_hour = session.execute(_RECENT, {
-        "recipient": recipient, "domain": recipient.rpartition("@")[2].lower(),
+        "recipient": person(recipient), "domain": recipient.rpartition("@")[2].lower(),
         "day": now - timedelta(hours=24), "hour": now - timedelta(hours=1),
         "recipient_cap": caps.per_recipient_daily, "domain_cap": caps.per_domain_daily,
         "breaker_cap": caps.breaker_per_hour}).one()
     return RecentReplies(to_recipient=int(to_recipient), to_domain=int(to_domain), last_hour=int(last_hour))
-
-
-_EMBEDDED = re.compile(rb"^(message-id|x-mailbot-ticket)[ \t]*:[ \t]*(?:\r?\n[ \t]+)?([^\s]{1,300})",
-                       re.IGNORECASE | re.MULTILINE)
-_SCAN_BYTES = 5 * 1024 * 1024
-
-
-def attach_bounce(session: Session, raw: bytes, now: datetime) -> OutboxMail | None:
-    """If `raw` (an automatic message) returns one of our own mails, mark that mail bounced.
-
-    A delivery report carries the returned mail's headers inside it; the
-    Message-ID mailbot gave the mail (or its X-Mailbot-Ticket) names the
-    outbox row. The row becomes "bounced" and its ticket gets an event;
-    the caller opens no ticket for the report and never answers it.
-    """
-    body = raw[len(header_block(raw)):][:_SCAN_BYTES]
-    ids: list[str] = []
-    refs: list[int] = []
-    for name, value in _EMBEDDED.findall(body)[:100]:
-        text = value.decode("ascii", "replace")
-        if name.lower() == b"message-id":
-            ids.append(text)
-        elif (ref := parse_ref(text)) is not None:
-            refs.append(ref)
-    row = None
-    if ids:
-        row = session.exec(select(OutboxMail).where(col(OutboxMail.message_id).in_(ids))).first()
-    if row is None and refs:
-        # A ticket reference is guessable: the report must also name the mail's recipient.
-        lowered = body.lower()
-        candidates = session.exec(select(OutboxMail).where(col(OutboxMail.ticket_id).in_(refs),
-                                                           col(OutboxMail.kind).in_(AUTO_KINDS))
-                                  .order_by(col(OutboxMail.id).desc())).all()
-        row = next((c for c in candidates if c.recipients.lower().encode() in lowered), None)
-    if row is None:
-        return None
-    row.state = "bounced"
-    row.last_error = "returned by the recipient's mail system"
-    log.warning("outbox %s to %s bounced", row.message_id, row.recipients, extra=_ctx(row))
-    if row.ticket_id is not None:
-        session.add(TicketEvent(ticket_id=row.ticket_id, at=now, kind="mail_bounced", actor="mailbot",
-                                detail=f"{row.kind} to {row.recipients} ({row.message_id}) came back undelivered"))
-    return row
 
 
 @dataclass

@@ -24,13 +24,15 @@ from sqlalchemy.orm import load_only
 from sqlmodel import Session, col, select
 
 from mailbot import clock, faults, followup, inbound, metrics, replyguard, tickets
+from mailbot.bounces import attach_bounce
 from mailbot.clock import local
 from mailbot.config import Config
 from mailbot.db import is_postgres, transaction
 from mailbot.extraction import Extraction, extract
+from mailbot.identity import person
 from mailbot.locks import MessageClaims
 from mailbot.models import OutboxMail, StoredMessage, Ticket, format_ref
-from mailbot.outbox import attach_bounce, queue, recent_replies
+from mailbot.outbox import queue, recent_replies
 from mailbot.policy import Decision, Policy, code_family
 from mailbot.render import Renderer, compose
 from mailbot.sanitize import db_text
@@ -270,22 +272,49 @@ class Processor:
             return
 
         ticket = tickets.by_reference(session, head)
-        # a staff From counts only where the mail server vouches for it (a From is easy to forge)
-        if ticket is not None and self.config.desk.is_staff(head.sender) \
-                and replyguard.authentication(head, self.config.replies) is None:
+        if ticket is not None and self._acts_on(session, msg, head, extraction, ticket, verdict, now):
+            msg.state = "processed"
+            msg.processed_at = now
+            return
+        decision = self.policy.decide(extraction)
+        self._new_request(session, msg, head, decision, verdict, now)
+        if ticket is not None:
+            msg.outcome = f"{msg.outcome}; cited {ticket.ref}, not its sender: changed nothing there"
+        msg.state = "processed"
+        msg.processed_at = now
+
+    def _acts_on(self, session: Session, msg: StoredMessage, head: inbound.Inbound, extraction: Extraction,
+                 ticket: Ticket, verdict: replyguard.ReplyVerdict, now: datetime) -> bool:
+        """Let a message that cites `ticket` act on it, if it may: verified staff answer it, its own
+        senders follow up. Anyone else changes nothing there (an event says who tried), and the
+        message is handled on its own (False), unless it claims to be staff: then nothing at all
+        happens but the event and the log line, since a forged staff From is an attack."""
+        if replyguard.verified_staff(head, self.config.desk, self.config.replies):
             msg.ticket_id = ticket.id
             answered = tickets.mark_answered(session, ticket, head.sender or "staff",
                                              f"staff mail {msg.message_id}", now)
             msg.outcome = f"staff mail on {ticket.ref}" + (" (answered)" if answered else "")
-        elif ticket is not None:
+            return True
+        if tickets.is_sender(session, ticket, head.sender):
             self._follow_up(session, msg, head, extraction, ticket, verdict, now)
-        else:
-            decision = self.policy.decide(extraction)
-            self._new_request(session, msg, head, decision, verdict, now)
-        msg.state = "processed"
-        msg.processed_at = now
+            return True
+        who = db_text(head.sender or head.from_header, 500) or "unknown"
+        if self.config.desk.is_staff(head.sender):
+            why = "a staff From that the trusted Authentication-Results do not vouch for" \
+                if self.config.replies.authserv_ids or self.config.replies.trust_topmost \
+                else "a staff From, and no trusted Authentication-Results are configured (replies.authserv_ids)"
+            tickets.event(session, ticket, "unverified_staff", who,
+                          f"message {msg.message_id} not counted as an answer: {why}", now)
+            msg.outcome = f"unverified staff mail citing {ticket.ref}: changed nothing ({why})"
+            log.warning("message %s: %s", msg.message_id, msg.outcome,
+                        extra={"message_id": msg.message_id, "ticket": ticket.ref})
+            return True
+        tickets.event(session, ticket, "cited", who,
+                      f"message {msg.message_id} cites this ticket but is not from its senders or verified staff: "
+                      "changed nothing here, handled as a message of its own", now)
+        return False
 
-    def _facts(self, decision: Decision) -> dict[str, object]:
+    def facts_of(self, decision: Decision) -> dict[str, object]:
         f = decision.finding
         return {"ip": decision.ip, "reply_code": f.reply_code if f else None, "status": f.status if f else None,
                 "text": db_text(f.text, 4000) if f else None, "rule": decision.rule}
@@ -295,6 +324,7 @@ class Processor:
         sender = head.sender or db_text(head.from_header, 500)
         joined = False
         ticket: Ticket | None = None
+        facts = self.facts_of(decision)
         if decision.action == "ticket" and decision.ip:
             ticket = tickets.active_for_ip(session, decision.ip)
         if ticket is not None:
@@ -302,12 +332,12 @@ class Processor:
             tickets.event(session, ticket, "joined", sender or "unknown",
                           f"forward {msg.message_id} for {decision.ip}", now)
             if ticket.state == "needs_info":
-                self._upgrade(session, ticket, decision, sender, now)
+                self.upgrade(session, ticket, decision, sender, now)
         else:
             state = {"ticket": "open", "redirect": "redirected", "needs_info": "needs_info"}[decision.action]
             ticket = tickets.open_ticket(session, now=now, state=state, sender=sender,
                                          subject=db_text(head.subject, 1000), verified=verdict.verified,
-                                         reason="; ".join(decision.missing) or None, **self._facts(decision))
+                                         reason="; ".join(decision.missing) or None, **facts)
             if decision.sla:
                 tickets.start_clock(ticket, now, self.config.sla.hours)
             self._counts.append(metrics.TICKETS.labels(code_family(ticket.status)).inc)
@@ -315,13 +345,24 @@ class Processor:
             if ticket.reason:
                 detail += f": missing {ticket.reason}"
             tickets.event(session, ticket, "opened", sender or "unknown", detail, now)
+        if head.sender:
+            tickets.add_sender(session, ticket, head.sender, msg.id, facts, now)
         msg.ticket_id = ticket.id
         msg.outcome = f"{'joined' if joined else 'opened'} {ticket.ref} ({decision.action}, rule {decision.rule})"
         kind = {"ticket": "ack", "redirect": "redirect", "needs_info": "needs_info"}[decision.action]
-        self._reply(session, msg, head, ticket, kind, verdict, now, joined=joined, missing=list(decision.missing))
+        self.reply(session, msg, head, ticket, kind, verdict, now, facts, joined=joined,
+                    missing=list(decision.missing))
 
-    def _upgrade(self, session: Session, ticket: Ticket, decision: Decision, actor: str | None, now: datetime) -> None:
-        for k, v in self._facts(decision).items():
+    @staticmethod
+    def sender_facts(session: Session, ticket: Ticket, address: str | None) -> dict[str, object]:
+        """What `address`, one of the ticket's senders, forwarded: all a reply to them may show."""
+        row = next((s for s in tickets.senders(session, ticket) if address and s.person == person(address)), None)
+        if row is None:
+            return {}
+        return {"ip": row.ip, "reply_code": row.reply_code, "status": row.status, "text": row.text}
+
+    def upgrade(self, session: Session, ticket: Ticket, decision: Decision, actor: str | None, now: datetime) -> None:
+        for k, v in self.facts_of(decision).items():
             setattr(ticket, k, v)
         ticket.state = "open"
         ticket.reason = None
@@ -347,6 +388,7 @@ class Processor:
 
     def _follow_up(self, session: Session, msg: StoredMessage, head: inbound.Inbound, extraction: Extraction,
                    ticket: Ticket, verdict: replyguard.ReplyVerdict, now: datetime) -> None:
+        """A message from one of the ticket's own senders (the caller checked)."""
         sender = head.sender or db_text(head.from_header, 500)
         msg.ticket_id = ticket.id
         tickets.event(session, ticket, "follow_up", sender or "unknown", f"message {msg.message_id}", now)
@@ -364,22 +406,38 @@ class Processor:
                            self.config.sla.hours)
             msg.outcome += " (reopened)"
             return
+        if ticket.state == "closed":
+            # The rule stands (only a new rejection reopens), but silence helps nobody: the sender
+            # hears once per closing what would reopen it, and the digest lists the follow-up.
+            tickets.event(session, ticket, "closed_follow_up", sender or "unknown",
+                          f"message {msg.message_id} on a closed ticket, without a new rejection", now)
+            theirs = self.sender_facts(session, ticket, head.sender)
+            self.reply(session, msg, head, ticket, "closed", verdict, now, theirs,
+                       dedupe=f"closed:{ticket.id}:{ticket.clock}:{person(head.sender or '')}")
+            return
         if ticket.state != "needs_info" or not extraction.findings:
             return
         decision = self.policy.decide(extraction)
+        facts = self.facts_of(decision)
         if decision.action == "ticket":
-            self._upgrade(session, ticket, decision, sender, now)
-            self._reply(session, msg, head, ticket, "ack", verdict, now)
+            self.upgrade(session, ticket, decision, sender, now)
         elif decision.action == "redirect":
-            for k, v in self._facts(decision).items():
+            for k, v in facts.items():
                 setattr(ticket, k, v)
             ticket.state = "redirected"
             tickets.event(session, ticket, "state", sender or "unknown", "needs_info → redirected", now)
-            self._reply(session, msg, head, ticket, "redirect", verdict, now)
+        else:
+            return
+        if head.sender:
+            tickets.add_sender(session, ticket, head.sender, msg.id, facts, now)
+        self.reply(session, msg, head, ticket, "ack" if decision.action == "ticket" else "redirect", verdict, now,
+                    facts)
 
-    def _reply(self, session: Session, msg: StoredMessage, head: inbound.Inbound, ticket: Ticket, kind: str,
-               verdict: replyguard.ReplyVerdict, now: datetime, *, joined: bool = False,
-               missing: list[str] | None = None) -> None:
+    def reply(self, session: Session, msg: StoredMessage, head: inbound.Inbound, ticket: Ticket, kind: str,
+               verdict: replyguard.ReplyVerdict, now: datetime, facts: dict[str, object], *, joined: bool = False,
+               missing: list[str] | None = None, dedupe: str | None = None) -> None:
+        """Queue the automatic reply of `kind` to this message's sender, showing `facts`: what was
+        read from this very message, never another sender's forward on the same ticket."""
         if verdict.allowed and verdict.recipient is not None:
             verdict = replyguard.capped(verdict, recent_replies(session, verdict.recipient, now, self.config.replies),
                                          self.config.replies)
@@ -388,8 +446,9 @@ class Processor:
             tickets.event(session, ticket, "no_reply", "mailbot", f"{kind} not sent: {verdict.reason}", now)
             msg.outcome = f"{msg.outcome}; no reply: {verdict.reason}"
             return
+        full_code = " ".join(str(facts[k]) for k in ("reply_code", "status") if facts.get(k)) or None
         context = {
-            "ref": ticket.ref, "ip": ticket.ip, "full_code": ticket.full_code, "rejection_text": ticket.text,
+            "ref": ticket.ref, "ip": facts.get("ip"), "full_code": full_code, "rejection_text": facts.get("text"),
             "due_local": local(ticket.due_at, self.config.desk.zone), "desk_name": self.config.desk.name,
             "portal_url": self.policy.portal_url, "missing": missing or [], "joined": joined,
             "original_subject": head.subject,
@@ -401,7 +460,7 @@ class Processor:
                        references=[*head.references], extra_headers={"X-Mailbot-Ticket": ticket.ref})
         assert ticket.id is not None
         row = queue(session, mail, kind=kind, ticket_id=ticket.id, now=now,
-                    dedupe_key=f"{kind}:{ticket.id}:{verdict.recipient.lower()}")
+                    dedupe_key=dedupe or f"{kind}:{ticket.id}:{person(verdict.recipient)}")
         if row is None:
             tickets.event(session, ticket, "no_reply", "mailbot", f"{kind} already sent to {verdict.recipient}", now)
         else:

@@ -95,8 +95,10 @@ class Renderer:
             raise TemplateError("no templates directory found (set [templates] dir)")
         self.dirs = dirs
         loader = jinja2.FileSystemLoader([str(d) for d in dirs])
+        # finalize: every value a text mail prints is made printable (a subject or display name
+        # from mail must not carry terminal escapes into the digest a person reads in a terminal)
         self.text_env = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
-                                           keep_trailing_newline=True)
+                                           keep_trailing_newline=True, finalize=sanitize.printable)
         self.html_env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
 
     def names(self) -> list[str]:

@@ -21,14 +21,62 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from mailbot.config import RepliesConfig
+from mailbot.config import DeskConfig, RepliesConfig
+from mailbot.identity import aligned, domain_of, person
 from mailbot.inbound import Inbound
 
 _SYSTEM_LOCALS = re.compile(
-    r"^(?:mailer-daemon|postmaster|noreply|no-reply|no_reply|donotreply|do-not-reply|"
-    r"bounce[s]?|mail-daemon|daemon|root|nobody|abuse-reports?|owner-.*|.*-request|.*-owner)$",
+    r"^(?:mailer-daemon|postmaster|noreply|no-reply|no_reply|donotreply|do-not-reply|do_not_reply|"
+    r"bounces?|bounces?[-=._].*|mail-daemon|maildaemon|daemon|root|nobody|abuse-reports?|"
+    r"owner-.*|.*-request|.*-owner|.*-bounces?|"
+    # Exchange's system mailbox: MicrosoftExchange followed by a 32-hex-digit GUID
+    r"microsoftexchange[0-9a-f]{32})$",
     re.IGNORECASE,
 )
+_LIST_HEADERS = ("List-Id", "List-Unsubscribe", "List-Post", "List-Help", "List-Subscribe", "List-Owner",
+                 "List-Archive", "Mailing-List", "X-Mailing-List")
+_PRECEDENCE = ("bulk", "junk", "list", "auto_reply")
+_REPORT_HEADERS = ("Feedback-Type", "X-ARF", "Original-Recipient", "Reporting-MTA")
+"""Header fields that only machine-made reports (ARF, DSN, MDN) carry at the top."""
+
+
+def automatic(msg: Inbound) -> str | None:
+    """Why the outer message is automatic mail that must never be answered (RFC 3834 and
+    common practice), or None for a message a person sent. Every instance of a field counts:
+    a second `Auto-Submitted: auto-replied` below an `Auto-Submitted: no` is still one."""
+    for value in msg.all("auto-submitted"):
+        token = value.split(";", 1)[0].strip().lower()
+        if token != "no":
+            return f"Auto-Submitted: {token[:40] or '(empty)'}"
+    for value in msg.all("precedence"):
+        if value.strip().lower() in _PRECEDENCE:
+            return f"Precedence: {value.strip().lower()}"
+    for name in _LIST_HEADERS:
+        if msg.get(name) is not None:
+            return f"mailing list or bulk mail ({name})"
+    content_type = (msg.get("content-type") or "").strip().lower()
+    if content_type.startswith("multipart/report"):
+        return "a delivery, feedback or read report (multipart/report)"
+    for name in _REPORT_HEADERS:
+        if msg.get(name) is not None:
+            return f"a machine-made report ({name})"
+    for value in msg.all("x-auto-response-suppress"):
+        if any(tok.strip().lower() in ("all", "autoreply", "oof") for tok in value.split(",")):
+            return f"X-Auto-Response-Suppress: {value.strip()[:40]}"
+    if any(msg.get(h) is not None for h in ("x-autoreply", "x-autorespond", "x-auto-reply")):
+        return "marked as an automatic reply"
+    for value in msg.all("return-path"):
+        # `<>`, `< >`, `<(comment)>`, `""`: any spelling of the null reverse-path
+        bare = re.sub(r"\([^()]*\)|[\s\"]", "", value)
+        if bare in ("<>", ""):
+            return "null return path (<>)"
+    return None
+
+
+def system_address(address: str) -> bool:
+    """Mail systems' own addresses (bounces, lists, Exchange): never a person, never answered."""
+    local = address.rpartition("@")[0]
+    return bool(_SYSTEM_LOCALS.match(local) or _SYSTEM_LOCALS.match(local.split("+", 1)[0]))
 
 
 @dataclass(frozen=True)
@@ -59,31 +107,15 @@ def verdict(msg: Inbound, own_addresses: frozenset[str], replies: RepliesConfig 
     def no(reason: str) -> ReplyVerdict:
         return ReplyVerdict(False, None, reason)
 
-    auto = (msg.get("auto-submitted") or "").strip().lower()
-    if auto and not auto.startswith("no"):
-        return no(f"Auto-Submitted: {auto[:40]}")
-    precedence = (msg.get("precedence") or "").strip().lower()
-    if precedence in ("bulk", "junk", "list"):
-        return no(f"Precedence: {precedence}")
-    if msg.get("list-id") is not None:
-        return no("mailing list (List-Id)")
-    if msg.get("list-unsubscribe") is not None:
-        return no("bulk mail (List-Unsubscribe)")
-    suppress = (msg.get("x-auto-response-suppress") or "").lower()
-    if any(tok.strip() in ("all", "autoreply", "oof") for tok in suppress.split(",")):
-        return no(f"X-Auto-Response-Suppress: {suppress[:40]}")
-    if any(msg.get(h) is not None for h in ("x-autoreply", "x-autorespond", "x-auto-reply")):
-        return no("marked as an automatic reply")
-    return_path = msg.get("return-path")
-    if return_path is not None and return_path.strip() in ("<>", ""):
-        return no("null return path (<>)")
+    why = automatic(msg)
+    if why is not None:
+        return no(why)
     if msg.sender is None:
         return no("From is not one plain address")
     recipient = msg.sender
-    local = recipient.rpartition("@")[0]
-    if _SYSTEM_LOCALS.match(local):
+    if system_address(recipient):
         return no(f"system address {recipient}")
-    if recipient.lower() in own_addresses:
+    if recipient.lower() in own_addresses or person(recipient) in {person(a) for a in own_addresses}:
         return no("mailbot's own address")
     unverified = authentication(msg, replies)
     if unverified is not None:
@@ -195,32 +227,53 @@ def trusted_results(msg: Inbound, replies: RepliesConfig) -> AuthResults | None:
     return None
 
 
-def _aligned(domain: str | None, from_domain: str) -> bool:
-    """Relaxed alignment, approximated without the public suffix list: same domain or one inside the other."""
-    if not domain:
-        return False
-    domain = domain.rpartition("@")[2].lower().rstrip(".")
-    return domain == from_domain or domain.endswith("." + from_domain) or from_domain.endswith("." + domain)
-
-
 def authentication(msg: Inbound, replies: RepliesConfig) -> str | None:
-    """None when the sender may get mail; otherwise why not."""
+    """None when the sender may get mail; otherwise why not (the backscatter guard).
+
+    Without trusted Authentication-Results configured there is nothing to check, and every
+    plain sender may get an automatic reply (capped); staff mail is another matter: see
+    `verified_staff`."""
     if not replies.authserv_ids and not replies.trust_topmost:
         return None  # the operator has not said which server's verdict counts
+    return _unverified(msg, replies)
+
+
+def _unverified(msg: Inbound, replies: RepliesConfig) -> str | None:
+    """None when the trusted results vouch for the one From address; otherwise why not."""
+    if msg.sender is None:
+        return "From is not exactly one plain address"
     ar = trusted_results(msg, replies)
     if ar is None:
         return "no Authentication-Results from a trusted server"
-    from_domain = (msg.sender or "").rpartition("@")[2].lower()
-    dmarc = ar.first("dmarc")
-    if dmarc is not None and dmarc.result == "pass":
+    server = ar.authserv_id or "topmost Authentication-Results"
+    from_domain = domain_of(msg.sender)
+    # A DMARC failure of any kind is final. A pass speaks for the domain in its header.from: it
+    # counts only for exactly this From's domain (a pass for evil.example proves nothing about a
+    # From at example.org, and a pass that names no domain proves nothing at all).
+    dmarc = [r for r in ar.results if r.method == "dmarc"]
+    for r in dmarc:
+        if r.result in ("fail", "quarantine", "reject"):
+            return f"DMARC {r.result} ({server})"
+    if any(r.result == "pass" and domain_of(r.props.get("header.from")) == from_domain for r in dmarc):
         return None
-    if dmarc is not None and dmarc.result in ("fail", "quarantine", "reject"):
-        return f"DMARC {dmarc.result} ({ar.authserv_id or 'topmost Authentication-Results'})"
     for r in ar.results:
         if r.result != "pass":
             continue
-        if r.method == "spf" and _aligned(r.props.get("smtp.mailfrom") or r.props.get("smtp.helo"), from_domain):
+        if r.method == "spf" and aligned(domain_of(r.props.get("smtp.mailfrom") or r.props.get("smtp.helo")),
+                                         from_domain):
             return None
-        if r.method == "dkim" and _aligned(r.props.get("header.d") or r.props.get("header.i"), from_domain):
+        if r.method == "dkim" and aligned(domain_of(r.props.get("header.d") or r.props.get("header.i")),
+                                          from_domain):
             return None
-    return f"no DMARC pass and no SPF or DKIM pass aligned with {from_domain} ({ar.authserv_id or 'topmost'})"
+    return f"no DMARC pass for {from_domain} and no SPF or DKIM pass aligned with it ({server})"
+
+
+def verified_staff(msg: Inbound, desk: DeskConfig, replies: RepliesConfig) -> bool:
+    """Whether this message is from staff, proven: a staff address in the one From, vouched
+    for by the trusted Authentication-Results. Fail closed: with no trusted results
+    configured, no mail ever counts as staff (a From line is anyone's to write)."""
+    if msg.sender is None or not desk.is_staff(msg.sender):
+        return False
+    if not replies.authserv_ids and not replies.trust_topmost:
+        return False
+    return _unverified(msg, replies) is None

@@ -73,19 +73,23 @@ def _update_ticket(processor: Processor, session: Session, msg: StoredMessage, t
                          .order_by(col(StoredMessage.id)).limit(1)).first()
     if ticket.state == "needs_info" and decision.action in ("ticket", "redirect"):
         head = inbound.parse(msg.raw)
-        verdict = replyguard.verdict(head, processor.config.own_addresses)
+        # the same guard as at intake, with the [replies] settings (Authentication-Results, caps)
+        verdict = replyguard.verdict(head, processor.config.own_addresses, processor.config.replies)
+        facts = processor.facts_of(decision)
         if decision.action == "ticket":
-            processor._upgrade(session, ticket, decision, "reprocess", now)
-            processor._reply(session, msg, head, ticket, "ack", verdict, now)
+            processor.upgrade(session, ticket, decision, "reprocess", now)
         else:
-            for k, v in processor._facts(decision).items():
+            for k, v in facts.items():
                 setattr(ticket, k, v)
             ticket.state = "redirected"
             tickets.event(session, ticket, "state", "reprocess", "needs_info → redirected", now)
-            processor._reply(session, msg, head, ticket, "redirect", verdict, now)
+        if head.sender and tickets.is_sender(session, ticket, head.sender):
+            tickets.add_sender(session, ticket, head.sender, msg.id, facts, now)
+        processor.reply(session, msg, head, ticket, "ack" if decision.action == "ticket" else "redirect", verdict,
+                        now, facts)
         return True
     if first == msg.id and decision.finding is not None:
-        facts = processor._facts(decision)
+        facts = processor.facts_of(decision)
         changed = {k: v for k, v in facts.items() if getattr(ticket, k) != v and v is not None}
         if changed:
             for k, v in changed.items():

@@ -101,3 +101,21 @@ def db_text(value: str | None, limit: int = 10000) -> str | None:
     if value is None:
         return None
     return value.replace("\x00", "\ufffd")[:limit]
+
+
+# C0 controls but tab and newline, DEL, C1 (which includes the 8-bit CSI that some terminals
+# obey), and the bidirectional overrides and isolates that make a terminal show text in
+# another order than it is (Trojan Source, CVE-2021-42574).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value: object, one_line: bool = False) -> str:
+    """Text from mail made safe for a terminal, a log line or a plain-text mail: every control
+    character (ESC and the rest, see `_UNPRINTABLE`) shown escaped as `\\x1b` / `\\u202e`, so staff
+    see that something was there and nothing is carried out by their terminal. `one_line` also
+    escapes line breaks and tabs: a field in a table or a log line cannot forge another row."""
+    text = "" if value is None else str(value)
+    if one_line:
+        text = text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", " ")
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                            else f"\\u{ord(m.group()):04x}", text)

@@ -11,7 +11,8 @@ from sqlmodel import Session, col, select
 from mailbot import clock, sanitize, tickets
 from mailbot.config import Config
 from mailbot.db import transaction
-from mailbot.models import StoredMessage, Ticket, parse_ref
+from mailbot.identity import person
+from mailbot.models import StoredMessage, Ticket, TicketSender, parse_ref
 from mailbot.outbox import queue
 from mailbot.render import Renderer, compose
 
@@ -62,30 +63,31 @@ def reply(engine: Engine, config: Config, renderer: Renderer, ref: str, template
     now = clock.utcnow()
     with transaction(engine) as session:
         ticket = _ticket(session, ref)
+        # Only the ticket's own senders, each shown what was read from their own forward and
+        # threaded to their own messages: nobody sees another sender's address, code or text.
+        recipients = [s for s in tickets.senders(session, ticket) if s.address.lower() not in config.own_addresses]
+        if not recipients and sanitize.address(ticket.sender):
+            recipients = [TicketSender(ticket_id=ticket.id or 0, person=person(str(ticket.sender)),
+                                       address=str(ticket.sender), ip=ticket.ip, reply_code=ticket.reply_code,
+                                       status=ticket.status, text=ticket.text, added_at=now)]
+        if not recipients:
+            raise StaffError(f"{ticket.ref} has no sender address to reply to")
         inbound = session.exec(select(StoredMessage).where(
             StoredMessage.ticket_id == ticket.id, StoredMessage.folder_kind == "inbox")
             .order_by(col(StoredMessage.id))).all()
-        last_by_sender: dict[str, StoredMessage] = {}
-        for m in inbound:
-            addr = sanitize.address(m.sender)
-            if addr and addr.lower() not in config.own_addresses:
-                last_by_sender[addr.lower()] = m
-        if not last_by_sender and sanitize.address(ticket.sender):
-            last_by_sender[str(ticket.sender).lower()] = StoredMessage(message_id=None)  # type: ignore[call-arg]
-        if not last_by_sender:
-            raise StaffError(f"{ticket.ref} has no sender address to reply to")
-        context = {"ref": ticket.ref, "ip": ticket.ip or "the IP address", "full_code": ticket.full_code or "",
-                   "desk_name": config.desk.name, "note": note or ""}
-        subject, text, html = renderer.render(template, context)
-        thread = tickets.thread_ids(session, ticket)
-        for addr, last in last_by_sender.items():
+        sent_to = []
+        for who in recipients:
+            theirs = [m.message_id for m in inbound if m.message_id and m.sender and person(m.sender) == who.person]
+            context = {"ref": ticket.ref, "ip": who.ip or ticket.ip or "the IP address",
+                       "full_code": who.full_code or "", "desk_name": config.desk.name, "note": note or ""}
+            subject, text, html = renderer.render(template, context)
             mail = compose(from_address=config.outgoing.from_address, from_name=config.outgoing.from_name,
-                           to=[addr], subject=subject, text=text, html=html, in_reply_to=last.message_id,
-                           references=thread, auto_submitted=None, now=now,
-                           extra_headers={"X-Mailbot-Ticket": ticket.ref})
+                           to=[who.address], subject=subject, text=text, html=html,
+                           in_reply_to=theirs[-1] if theirs else None, references=theirs, auto_submitted=None,
+                           now=now, extra_headers={"X-Mailbot-Ticket": ticket.ref})
             queue(session, mail, kind="staff_reply", ticket_id=ticket.id, dedupe_key=None, now=now)
-        tickets.event(session, ticket, "staff_reply", actor, f"template {template} to {', '.join(last_by_sender)}",
-                      now)
+            sent_to.append(who.address)
+        tickets.event(session, ticket, "staff_reply", actor, f"template {template} to {', '.join(sent_to)}", now)
         if ticket.state in tickets.ANSWERABLE:
             tickets.mark_answered(session, ticket, actor, f"templated reply {template}", now)
-        return list(last_by_sender)
+        return sent_to

@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
+from mailbot.identity import person
 from mailbot.inbound import Inbound
-from mailbot.models import OutboxMail, StoredMessage, Ticket, TicketEvent, parse_ref
+from mailbot.models import OutboxMail, StoredMessage, Ticket, TicketEvent, TicketSender, parse_ref
 
 REF_IN_SUBJECT = re.compile(r"\[(DL-\d{6,})\]", re.IGNORECASE)
 ACTIVE = ("open", "needs_info")
@@ -61,6 +62,43 @@ def event(session: Session, ticket: Ticket, kind: str, actor: str, detail: str |
     assert ticket.id is not None
     session.add(TicketEvent(ticket_id=ticket.id, at=now, kind=kind, actor=actor, detail=detail))
     ticket.updated_at = now
+
+
+# -- who may act on a ticket ----------------------------------------------------
+# Its senders (the people who forwarded for it, as `identity.person` compares them) and
+# verified staff. References are sequential and a From line is anyone's to write, so a
+# reference alone gives no right to a ticket: the sender list is the access list.
+
+
+def add_sender(session: Session, ticket: Ticket, address: str, message_id: int | None,
+               facts: dict[str, object], now: datetime) -> TicketSender:
+    """Record `address` as one of the ticket's senders, with the facts of their own forward
+    (kept from an earlier forward where this one has none)."""
+    assert ticket.id is not None
+    who = person(address)
+    row = session.exec(select(TicketSender).where(TicketSender.ticket_id == ticket.id,
+                                                  TicketSender.person == who)).first()
+    if row is None:
+        row = TicketSender(ticket_id=ticket.id, person=who, address=address, added_at=now)
+        session.add(row)
+    row.address = address
+    if row.message_id is None or any(facts.get(k) for k in ("ip", "status", "reply_code")):
+        row.message_id = message_id
+        for key in ("ip", "reply_code", "status", "text"):
+            setattr(row, key, facts.get(key))
+    return row
+
+
+def is_sender(session: Session, ticket: Ticket, address: str | None) -> bool:
+    if not address or ticket.id is None:
+        return False
+    return session.exec(select(TicketSender.id).where(TicketSender.ticket_id == ticket.id,
+                                                      TicketSender.person == person(address))).first() is not None
+
+
+def senders(session: Session, ticket: Ticket) -> list[TicketSender]:
+    return list(session.exec(select(TicketSender).where(TicketSender.ticket_id == ticket.id)
+                             .order_by(col(TicketSender.id))).all())
 
 
 def thread_ids(session: Session, ticket: Ticket) -> list[str]:

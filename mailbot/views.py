@@ -9,10 +9,17 @@ from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from sqlmodel import Session, col, select
 
 from mailbot.clock import local
 from mailbot.models import OutboxMail, StoredMessage, Ticket, TicketEvent
+from mailbot.sanitize import printable
+
+# Everything shown on a terminal that came from mail (addresses, subjects, rejection text,
+# outcomes and events that quote them) goes through `printable`: a display name carrying
+# `ESC ] 2 ; ... BEL` or `ESC [ 2 J` must not retitle or clear the staff's terminal, and a
+# line break in a subject must not forge a row. JSON output escapes them by itself.
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -62,8 +69,8 @@ def print_tickets(rows: list[Ticket], zone: ZoneInfo, now: datetime, console: Co
     lines = []
     for t in rows:
         left = time_left(t.due_at, now) if t.state == "open" and t.due_at else "-"
-        lines.append((t.ref, t.state, t.full_code or "-", t.ip or "-", t.sender or "-",
-                      local(t.opened_at, zone), local(t.due_at, zone), left))
+        lines.append((t.ref, t.state, printable(t.full_code or "-", True), printable(t.ip or "-", True),
+                      printable(t.sender or "-", True), local(t.opened_at, zone), local(t.due_at, zone), left))
     if not console.is_terminal:
         # plain columns for pipes and scripts (--json for machines)
         widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(headers)]
@@ -74,32 +81,41 @@ def print_tickets(rows: list[Ticket], zone: ZoneInfo, now: datetime, console: Co
     for h in headers:
         table.add_column(h, no_wrap=h in ("ref", "ip", "time left"))
     for r in lines:
-        table.add_row(*r, style="red" if r[-1].startswith("overdue") else None)
+        # Text(), not str: a cell from mail is never read as rich markup ("[bold]", "[link=…]")
+        table.add_row(*(Text(v) for v in r), style="red" if r[-1].startswith("overdue") else None)
     console.print(table)
 
 
 def print_ticket(session: Session, t: Ticket, zone: ZoneInfo, console: Console | None = None) -> None:
     console = console or Console(highlight=False, soft_wrap=True)
     d = ticket_detail(session, t)
-    console.print(f"[bold]{t.ref}[/bold]  {t.state}  {t.full_code or 'no code'}  ip {t.ip or '-'}", markup=True)
-    console.print(f"sender:   {t.sender or '-'}", markup=False)
-    console.print(f"opened:   {local(t.opened_at, zone)}   due: {local(t.due_at, zone)}   "
-                  f"acknowledged: {local(t.acked_at, zone)}", markup=False)
+
+    def out(line: str) -> None:
+        console.print(line, markup=False)
+
+    def p(value: object) -> str:
+        return printable(value, one_line=True)
+
+    console.print(f"[bold]{t.ref}[/bold]  {t.state}  ", end="", markup=True)
+    out(f"{p(t.full_code or 'no code')}  ip {p(t.ip or '-')}")
+    out(f"sender:   {p(t.sender or '-')}")
+    out(f"opened:   {local(t.opened_at, zone)}   due: {local(t.due_at, zone)}   "
+        f"acknowledged: {local(t.acked_at, zone)}")
     if t.text:
-        console.print(f"rejection: {t.text}", markup=False)
+        out(f"rejection: {p(t.text)}")
     if t.reason:
-        console.print(f"waiting for: {t.reason}", markup=False)
+        out(f"waiting for: {p(t.reason)}")
     console.print("\n[bold]thread[/bold]")
     for m in d["messages"]:
-        console.print(f"  in   {m['fetched_at']}  {m['sender']}  {m['subject']!r}", markup=False)
-        console.print(f"       outcome: {m['outcome']}", markup=False)
+        out(f"  in   {m['fetched_at']}  {p(m['sender'])}  {p(repr(m['subject']))}")
+        out(f"       outcome: {p(m['outcome'])}")
         f = m["findings"] or {}
         if f.get("source"):
-            console.print(f"       evidence: {f.get('reply_code')} {f.get('status')} ips={f.get('ips')} "
-                          f"from {f['source']}, line {f.get('line')}", markup=False)
+            out(f"       evidence: {p(f.get('reply_code'))} {p(f.get('status'))} ips={p(f.get('ips'))} "
+                f"from {p(f['source'])}, line {p(f.get('line'))}")
     for o in d["outgoing"]:
-        console.print(f"  out  {o['kind']} to {o['to']}  {o['state']}  {o['subject']!r}"
-                      + (f"  error: {o['error']}" if o["error"] else ""), markup=False)
+        out(f"  out  {o['kind']} to {p(o['to'])}  {o['state']}  {p(repr(o['subject']))}"
+            + (f"  error: {p(o['error'])}" if o["error"] else ""))
     console.print("\n[bold]events[/bold]")
     for e in d["events"]:
-        console.print(f"  {e['at']}  {e['kind']:<10} {e['actor']}: {e['detail'] or ''}", markup=False)
+        out(f"  {e['at']}  {e['kind']:<10} {p(e['actor'])}: {p(e['detail'] or '')}")

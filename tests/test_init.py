@@ -27,6 +27,8 @@ def test_init_from_flags_writes_a_config_that_loads_without_a_password(tmp_path:
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "wrote mailbot.toml"
     assert "MAILBOT_MAILBOX_PASSWORD" in r.stdout and "mailbot -c mailbot.toml check" in r.stdout
+    # with staff but no trusted Authentication-Results, staff mail never counts: init says so
+    assert "only once [replies] authserv_ids names your own mail server" in r.stdout
     text = (tmp_path / "mailbot.toml").read_text()
     assert "hunter2" not in text and "\npassword =" not in text
     config = load(tmp_path / "mailbot.toml", environ={})
