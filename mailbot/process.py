@@ -393,6 +393,11 @@ class Processor:
         msg.ticket_id = ticket.id
         tickets.event(session, ticket, "follow_up", sender or "unknown", f"message {msg.message_id}", now)
         msg.outcome = f"follow-up on {ticket.ref}"
+        automatic = replyguard.automatic(head)
+        if automatic is not None:
+            # an out-of-office answering staff's reply is no word from the sender: it changes nothing
+            msg.outcome += f" (automatic: {automatic}; changed nothing)"
+            return
         new_rejection = any(f.status for f in extraction.findings)
         if ticket.state == "answered":
             if followup.is_thanks(msg.raw) and not new_rejection and not self.config.sla.reopen_on_thanks:

@@ -57,3 +57,19 @@ def test_a_new_rejection_reopens_a_closed_ticket(make_world: Callable[..., World
     w.run()
     [reopened] = w.tickets()
     assert (reopened.state, reopened.clock) == ("open", 2)
+
+
+def test_an_out_of_office_reply_to_staffs_answer_does_not_reopen_the_ticket(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    w.deliver(forward("203.0.113.45", "first", OWNER))
+    w.run()
+    [ticket] = w.tickets()
+    staff.answer(w.desk.engine, ticket.ref, "ann", "delisted, told them")
+    w.deliver(("Auto-Submitted: auto-replied\r\n" + note(ticket.ref, 3, "I am out of the office until Monday.")
+               .decode()).encode())
+    w.run()
+    [kept] = w.tickets()
+    assert kept.state == "answered"
+    [msg] = [m for m in w.messages() if m.message_id == "<note-3@mailops.example>"]
+    assert msg.outcome is not None and "automatic" in msg.outcome
+    assert len(w.smtp.wait_for(1)) == 1  # the first ack only
