@@ -103,16 +103,20 @@ def test_an_answer_in_the_sent_folder_stops_the_clock(make_world: Any) -> None:
     assert (r.escalated, r.breached) == ([], [])
 
 
-def test_staff_mail_to_the_desk_about_a_ticket_marks_it_answered(make_world: Any) -> None:
-    w: World = make_world(**STAFF)
+def test_verified_staff_mail_to_the_desk_about_a_ticket_marks_it_answered(make_world: Any) -> None:
+    # verified: the desk's own MX vouches for the staff From (tests/test_trust.py has the forgeries)
+    w: World = make_world(**STAFF, replies={"authserv_ids": ["mx.example.org"]})
     open_one(w)
-    note = (b"From: Ann Support <ann@example.org>\r\nTo: delist@example.org\r\n"
+    note = (b"Authentication-Results: mx.example.org; dmarc=pass header.from=example.org\r\n"
+            b"From: Ann Support <ann@example.org>\r\nTo: delist@example.org\r\n"
             b"Subject: [DL-000001] delisted, see case 4711\r\nMessage-ID: <staff-1@example.org>\r\n\r\ndone\r\n")
     w.deliver(note)
     w.run()
     [ticket] = w.tickets()
     assert ticket.state == "answered"
-    assert len(w.smtp.messages) == 1  # staff get no acknowledgement
+    w.desk.flush()
+    assert [r for m in w.smtp.messages for r in m.rcpt_tos if r == "ann@example.org"] == []  # staff get no ack
+    assert [r.kind for r in w.outbox()] == []  # (the unverified forward got none either)
 
 
 def test_a_sender_follow_up_reopens_an_answered_ticket_with_a_fresh_clock(make_world: Any) -> None:
