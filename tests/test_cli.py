@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app import CORPUS, imap_toml, mailbot_cli, sample
+from app import imap_toml, mailbot_cli, sample
+from corpus import corpus_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +22,7 @@ def mailbot(*args: str, cwd: Path | None = None, timeout: float = 120) -> subpro
 
 
 def test_parse_json_prints_one_object_per_file_with_the_documented_names(tmp_path: Path) -> None:
-    files = [str(CORPUS / "forwards/found/s01-postfix-511-v4/outlook_inline.eml"), str(tmp_path / "empty.eml")]
+    files = [str(corpus_dir() / "forwards/found/s01-postfix-511-v4/outlook_inline.eml"), str(tmp_path / "empty.eml")]
     (tmp_path / "empty.eml").write_bytes(b"Subject: hello\r\n\r\nnothing here\r\n")
     r = mailbot("parse", "--json", *files)
     assert r.returncode == 0, r.stderr
@@ -36,7 +37,7 @@ def test_parse_json_prints_one_object_per_file_with_the_documented_names(tmp_pat
 
 
 def test_parse_for_a_person_shows_the_evidence() -> None:
-    r = mailbot("parse", str(CORPUS / "forwards/found/s01-postfix-511-v4/fwd_attach.eml"))
+    r = mailbot("parse", str(corpus_dir() / "forwards/found/s01-postfix-511-v4/fwd_attach.eml"))
     assert r.returncode == 0
     assert "550 5.7.511" in r.stdout and "203.0.113.45" in r.stdout and "source:" in r.stdout
 
