@@ -38,6 +38,8 @@ def operator_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from sqlalchemy.exc import OperationalError
 
+        from mailbot.render import TemplateError
+
         try:
             return fn(*args, **kwargs)
         except ConfigError as e:
@@ -48,6 +50,8 @@ def operator_errors(fn: F) -> F:
             _fail(str(e), EXIT_FAILED)
         except OperationalError as e:
             _fail(f"database error: {e.orig}", EXIT_UNREACHABLE)
+        except TemplateError as e:
+            _fail(str(e), EXIT_FAILED)
 
     return wrapper  # type: ignore[return-value]
 
@@ -276,9 +280,22 @@ def reopen(ctx: click.Context, ref: str, note: str | None) -> None:
     click.echo(f"{t.ref} open again, due {t.due_at:%Y-%m-%d %H:%M} UTC")
 
 
-@main.command()
+class _ReplyCommand(click.Command):
+    """`reply`, whose help lists the staff templates as the renderer finds them (read only when asked)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from mailbot.render import Renderer
+
+        formatter.write_paragraph()
+        formatter.write_text(f"Templates: {', '.join(Renderer().staff_templates())} (shipped), and any template "
+                             "you add in [templates] dir. mailbot's own mails (acknowledgements, digests...) are "
+                             "not sent this way.")
+        super().format_epilog(ctx, formatter)
+
+
+@main.command(cls=_ReplyCommand)
 @click.argument("ref")
-@click.option("--template", "template", required=True, help="A template in templates/, e.g. delisted or declined.")
+@click.option("--template", "template", required=True, help="A staff template (listed below).")
 @click.option("--note", help="A paragraph added to the reply.")
 @click.pass_context
 @operator_errors
@@ -291,8 +308,13 @@ def reply(ctx: click.Context, ref: str, template: str, note: str | None) -> None
       mailbot reply DL-000123 --template declined --note "Your server sends to purchased lists."
     """
     from mailbot import staff
+    from mailbot.render import AUTOMATIC_TEMPLATES
 
     desk = _desk(ctx)
+    offered = desk.renderer.staff_templates()
+    if template not in offered:
+        why = " (mailbot sends that one itself)" if template in AUTOMATIC_TEMPLATES else ""
+        _fail(f"no staff template {template!r}{why}; reply sends: {', '.join(offered)}", EXIT_FAILED)
     sent_to = _staff_action(lambda: staff.reply(desk.engine, desk.config, desk.renderer, ref, template, _actor(), note))
     r = desk.flush()
     click.echo(f"{ref}: {template} reply queued to {', '.join(sent_to)}; sent {r.sent}, retry later {r.retried}")

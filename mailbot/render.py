@@ -66,6 +66,10 @@ class TemplateError(Exception):
     """A template is missing or does not render; names the template."""
 
 
+AUTOMATIC_TEMPLATES = frozenset({"ack", "needs_info", "redirect", "sla_notice", "digest", "poll_alert"})
+"""The mails mailbot writes by itself, each filled with data of its own; never a staff reply.
+Every other template (the shipped `delisted` and `declined`, and any an operator adds) is one."""
+
 DEFAULT_LANGUAGE = "en"
 """The language of the files at the top of the shipped templates folder."""
 
@@ -102,6 +106,10 @@ class Renderer:
     def names(self) -> list[str]:
         return sorted({n.removesuffix(".txt.j2") for n in self.text_env.list_templates()
                        if n.endswith(".txt.j2") and _is_template_name(n)})
+
+    def staff_templates(self) -> list[str]:
+        """The templates staff may send with `mailbot reply`: every template but mailbot's automatic mail."""
+        return [n for n in self.names() if n not in AUTOMATIC_TEMPLATES]
 
     def source(self, name: str, kind: str = "txt") -> Path | None:
         """The file that `render` uses for template `name` (kind "txt" or "html"), or None."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -132,3 +133,38 @@ def test_every_command_has_help_with_an_example() -> None:
     for cmd in ("run", "poll", "flush", "tickets", "show", "parse", "check", "demo"):
         r = mailbot(cmd, "--help")
         assert r.returncode == 0 and "Example" in r.stdout, cmd
+
+
+def test_reply_offers_the_staff_templates_only_and_says_so_in_one_line(tmp_path: Path) -> None:
+    assert mailbot("demo", "--dir", str(tmp_path / "demo")).returncode == 0
+    config, outbox = str(tmp_path / "demo" / "mailbot.toml"), tmp_path / "demo" / "outbox" / "new"
+    helped = mailbot("reply", "--help")
+    assert helped.returncode == 0
+    listed = re.search(r"Templates: (.*?) \(shipped\)", " ".join(helped.stdout.split()))
+    assert listed and listed.group(1) == "declined, delisted"
+    for name in ("ack", "needs_info", "redirect", "digest", "sla_notice", "poll_alert", "_layout", "nope"):
+        r = mailbot("-c", config, "reply", "DL-000001", "--template", name)
+        assert r.returncode == 1, (name, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert f"no staff template '{name}'" in r.stderr and "declined, delisted" in r.stderr
+    assert len(list(outbox.iterdir())) == 5  # nothing was sent
+    shown = mailbot("-c", config, "show", "DL-000001").stdout
+    assert "staff_reply" not in shown and "answered" not in shown
+
+
+def test_a_staff_template_that_does_not_render_is_one_line_and_sends_nothing(tmp_path: Path) -> None:
+    assert mailbot("demo", "--dir", str(tmp_path / "demo")).returncode == 0
+    config, outbox = tmp_path / "demo" / "mailbot.toml", tmp_path / "demo" / "outbox" / "new"
+    own = tmp_path / "demo" / "templates"
+    own.mkdir()
+    (own / "apology.txt.j2").write_text("{% block subject %}[{{ ref }}] Sorry{% endblock %}"
+                                        "{% block body %}Dear {{ customer_name }}{% endblock %}")
+    (own / "apology.html.j2").write_text("<p>Dear {{ customer_name }}</p>")
+    config.write_text(config.read_text() + '\n[templates]\ndir = "templates"\n')
+    r = mailbot("-c", str(config), "reply", "DL-000001", "--template", "apology")
+    assert r.returncode == 1
+    assert r.stderr == "mailbot: template apology: 'customer_name' is undefined\n"
+    assert len(list(outbox.iterdir())) == 5
+    ok = mailbot("-c", str(config), "reply", "DL-000001", "--template", "delisted")
+    assert ok.returncode == 0, ok.stderr
+    assert len(list(outbox.iterdir())) == 7  # both senders of DL-000001
