@@ -1,7 +1,8 @@
 """Outgoing mail, rendered from Jinja2 templates into exact bytes.
 
-Each template NAME has `NAME.txt.j2` (blocks `subject` and `body`) and
-`NAME.html.j2` (the HTML alternative, autoescaped). Operators override any
+Each template NAME has `NAME.txt.j2` (blocks `subject` and `body`; the
+line-layout filters of `plaintext` wrap its text) and `NAME.html.j2` (the
+HTML alternative, autoescaped). Operators override any
 of them from `[templates] dir`; the shipped ones are the fallback.
 
 Templates are per language (`[templates] language`): every file, includes
@@ -29,7 +30,7 @@ from typing import Any, cast
 
 import jinja2
 
-from mailbot import sanitize
+from mailbot import plaintext, sanitize
 
 PACKAGED = Path(__file__).parent / "templates"
 SOURCE_TREE = Path(__file__).parent.parent / "templates"
@@ -101,6 +102,7 @@ class Renderer:
         loader = jinja2.FileSystemLoader([str(d) for d in dirs])
         self.text_env = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
                                            keep_trailing_newline=True)
+        self.text_env.filters.update(plaintext.FILTERS)
         self.html_env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
 
     def names(self) -> list[str]:
