@@ -274,11 +274,11 @@ def reopen(ctx: click.Context, ref: str, note: str | None) -> None:
     Example:
       mailbot reopen DL-000123 --note "still blocked"
     """
-    from mailbot import staff
+    from mailbot import clock, staff
 
     desk = _desk(ctx)
     t = _staff_action(lambda: staff.reopen(desk.engine, desk.config, ref, _actor(), note))
-    click.echo(f"{t.ref} open again, due {t.due_at:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"{t.ref} open again, due {clock.local(t.due_at, desk.config.desk.zone)}")
 
 
 class _ReplyCommand(click.Command):

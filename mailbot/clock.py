@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+_UTC = ZoneInfo("UTC")
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -17,3 +19,8 @@ def local(dt: datetime | None, zone: ZoneInfo) -> str:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def in_utc(dt: datetime | None) -> str:
+    """The same time in UTC, e.g. "2026-11-30 09:00 UTC": for senders, who may be anywhere."""
+    return local(dt, _UTC)

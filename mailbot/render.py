@@ -41,6 +41,7 @@ _SAMPLE_TICKET = {
     "full_code": "550 5.7.511", "code": "550 5.7.511", "state": "open",
     "text": "550 5.7.511 Access denied, banned sender[203.0.113.45]. To request removal from this list ...",
     "subject": "FW: Undelivered Mail Returned to Sender", "due_local": "2026-11-30 10:00 CET",
+    "due_utc": "2026-11-30 09:00 UTC",
     "opened_local": "2026-11-28 10:00 CET", "time_left": "5h 12m left", "reason": "",
     "original": "Hello,\nour mail to your customers is rejected since this morning.\nErik",
     "bar": {"used": 89, "colour": "#bf8700", "ascii": "[##################..]"},

@@ -156,6 +156,7 @@ _LONG_TICKET = {**SAMPLE_CONTEXT["open"][0], "ref": "DL-001234", "ip": "2001:db8
                             "sales team cannot reach anyone at all; please help us quickly, it is urgent.\nErik"}
 LONG_CONTEXT = {
     **SAMPLE_CONTEXT, **{k: _LONG_TICKET[k] for k in ("ref", "ip", "sender", "due_local", "original")},
+    "due_utc": "2026-12-02 12:00 UTC",
     "desk_name": "Contoso Mail Delisting Desk of the Postmaster Team", "joined": True,
     "note": "Your server sends to purchased lists: we counted 4,000 complaints in the last week and cannot lift the "
             "block before they stop.",
