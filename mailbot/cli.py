@@ -753,7 +753,9 @@ def demo(directory: str) -> None:
     """Run the desk on shipped sample forwards, with no mail server.
 
     Samples go into a local Maildir inbox; mailbot processes them into
-    SQLite and writes its replies into a local Maildir outbox.
+    SQLite and writes its replies into a local Maildir outbox. Then, in
+    simulated time on a copy of the database, it shows the escalation mail
+    and digest staff get near the 48-hour mark.
 
     \b
     Example:

@@ -8,9 +8,12 @@ paragraph as one line and let these filters break it.
   with a letter is a paragraph, filled to `WIDTH` columns; `  - ` items are
   filled with a hanging indent; other indented lines (tables, a quoted
   rejection line, a URL) are kept as they are; blank lines collapse to one.
-- `fill(indent)`: one paragraph, every line starting with `indent` (quoting).
+- `fill(indent)`: one paragraph, every line starting with `indent`.
+- `quote(prefix)`: a person's text, each line behind `prefix`; lines their
+  mail program had wrapped are joined and filled again, short lines (a
+  greeting, a name) stay.
 - `row`: cells of a table row, two spaces apart, that go on under a hanging
-  indent when the next cell would pass `WIDTH`.
+  indent when the next cell would pass `ROW_WIDTH`.
 
 Words are never broken, so a URL or an address longer than the line stays
 whole; no line is longer than `WIDTH` otherwise. A time with its zone
@@ -26,6 +29,10 @@ from typing import Any
 
 WIDTH = 72
 """Columns of a text line: room for two levels of "> " quoting in a reply within 78 (RFC 5322 2.1.1)."""
+ROW_WIDTH = 78
+"""Columns of a table row: all of RFC 5322's 78, since breaking a row costs more than a reply's quote marks."""
+WRAPPED = 60
+"""A line at least this long, followed by more text, was wrapped by the writer's mail program."""
 
 _BULLET = re.compile(r"^( +- )(\S.*)$")
 _UNBROKEN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d(?: (?:[A-Z]{2,5}|[+-]\d{2,4}))?"  # a time, with its zone
@@ -62,7 +69,20 @@ def fill(text: str, indent: str = "", width: int = WIDTH) -> str:
     return "\n".join(_wrap(" ".join(text.split()), indent, indent, width))
 
 
-def row(cells: Iterable[Any], indent: int = 2, hang: int | None = None, width: int = WIDTH) -> str:
+def quote(text: str, prefix: str = "> ", width: int = WIDTH) -> str:
+    """`text` behind `prefix` on every line: client-wrapped lines refilled, short and blank lines kept."""
+    paragraphs: list[str] = []
+    joining = False
+    for line in text.splitlines():
+        if joining and line.strip():
+            paragraphs[-1] += " " + line.strip()
+        else:
+            paragraphs.append(line.strip())
+        joining = len(line) >= WRAPPED
+    return "\n".join(fill(p, prefix, width) if p else prefix.rstrip() for p in paragraphs)
+
+
+def row(cells: Iterable[Any], indent: int = 2, hang: int | None = None, width: int = ROW_WIDTH) -> str:
     """Cells two spaces apart from column `indent`; a cell that would pass `width` starts a line at `hang`.
 
     `hang` defaults to the column of the second cell (at most 26), so a wrapped
@@ -87,5 +107,5 @@ def row(cells: Iterable[Any], indent: int = 2, hang: int | None = None, width: i
     return "\n".join(lines)
 
 
-FILTERS = {"reflow": reflow, "fill": fill, "row": row}
+FILTERS = {"reflow": reflow, "fill": fill, "quote": quote, "row": row}
 """The filters the text templates use, by name."""

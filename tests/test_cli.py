@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -168,3 +170,43 @@ def test_a_staff_template_that_does_not_render_is_one_line_and_sends_nothing(tmp
     ok = mailbot("-c", str(config), "reply", "DL-000001", "--template", "delisted")
     assert ok.returncode == 0, ok.stderr
     assert len(list(outbox.iterdir())) == 7  # both senders of DL-000001
+
+
+def test_the_demo_goes_on_to_the_48_hour_mark_in_simulated_time(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    r = mailbot("demo", "--dir", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    simulated = out[out.index("SIMULATED TIME"):]
+    moved = re.search(r"The clock is moved 40 hours forward, to (\d{4}-\d\d-\d\d \d\d:\d\d) (CES?T)", simulated)
+    assert moved, simulated
+    to = datetime.strptime(moved.group(1), "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo("Europe/Berlin"))
+    assert timedelta(hours=39, minutes=58) < to - datetime.now(UTC) <= timedelta(hours=40, minutes=1)
+    assert "runs on a copy of the database" in simulated
+
+    start = simulated.index("----- ESCALATION mail to support@example.org")
+    escalation = simulated[start:simulated.index("----- DIGEST")]
+    assert escalation.splitlines()[0].endswith("(simulated time) -----")
+    assert "Subject: [Example Delist Desk] 2 due soon" in escalation
+    assert re.search(r"DL-000001  7h 5\dm left", escalation) and "DL-000005" in escalation
+    assert "erik.admin@contoso-sender.example" in escalation and "mailbot reply DL-000001" in escalation
+    digest = simulated[simulated.index("----- DIGEST mail to support@example.org"):]
+    assert digest.splitlines()[0].endswith("(simulated time) -----")
+    assert "Subject: [Example Delist Desk] Digest: 2 open, 2 due soon" in digest
+    assert re.search(r"DUE SOON \(2\)\n  DL-000001  7h 5\dm left", digest)
+
+    staff_mails = list((tmp_path / "demo" / "simulated" / "outbox" / "new").iterdir())
+    assert len(staff_mails) == 2
+    assert all(b"To: support@example.org" in p.read_bytes() for p in staff_mails)
+    # the demo's own desk is untouched: no escalation, no digest, no staff mail in its outbox
+    def count(db: Path, sql: str) -> int:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            return int(conn.execute(sql).fetchone()[0])
+
+    real, copy = tmp_path / "demo" / "mailbot.db", tmp_path / "demo" / "simulated" / "mailbot.db"
+    for table, in_copy in (("sla_notice", 2), ("digest_run", 1)):
+        assert (count(real, f"select count(*) from {table}"), count(copy, f"select count(*) from {table}")) == (
+            0, in_copy), table
+    assert len(list((tmp_path / "demo" / "outbox" / "new").iterdir())) == 5
