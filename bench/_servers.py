@@ -31,6 +31,7 @@ for _p in (REPO, REPO / "tests"):
         sys.path.insert(0, str(_p))
 
 from app import write_config  # noqa: E402, F401  (tests/app.py: the TOML writer, re-exported for the benches)
+from corpus import corpus_dir  # noqa: E402  (tests/corpus.py: where the corpus is, MAILBOT_CORPUS honoured)
 from servers import DovecotServer, SMTPServer  # noqa: E402  (tests/servers.py)
 
 DOC_RANGES = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]
@@ -40,10 +41,6 @@ DECOY_IPS = {"192.0.2.200", "2001:db8:ffff::25"}
 REPLY_BREAKER = 10_000_000
 """replies.breaker_per_hour in the bench config: a burst of N distinct senders must all get their reply."""
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def corpus_dir() -> Path:
-    return Path(os.environ.get("MAILBOT_CORPUS") or REPO.parent / "shared" / "corpus")
 
 
 # --------------------------------------------------------------------------- corpus copies

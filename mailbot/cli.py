@@ -10,13 +10,13 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 from sqlmodel import Session
 
 from mailbot import __version__
-from mailbot.config import Config, ConfigError, load
+from mailbot.config import Config, ConfigError, Security, load
 from mailbot.db import DatabaseError
 from mailbot.locks import DaemonLockError
 from mailbot.source import SourceError
@@ -24,6 +24,7 @@ from mailbot.source import SourceError
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_UNREACHABLE = 1, 2, 3
+SECURITY: tuple[Security, ...] = get_args(Security)
 
 
 def _fail(message: str, code: int) -> None:
@@ -38,6 +39,8 @@ def operator_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from sqlalchemy.exc import OperationalError
 
+        from mailbot.render import TemplateError
+
         try:
             return fn(*args, **kwargs)
         except ConfigError as e:
@@ -48,6 +51,8 @@ def operator_errors(fn: F) -> F:
             _fail(str(e), EXIT_FAILED)
         except OperationalError as e:
             _fail(f"database error: {e.orig}", EXIT_UNREACHABLE)
+        except TemplateError as e:
+            _fail(str(e), EXIT_FAILED)
 
     return wrapper  # type: ignore[return-value]
 
@@ -269,16 +274,29 @@ def reopen(ctx: click.Context, ref: str, note: str | None) -> None:
     Example:
       mailbot reopen DL-000123 --note "still blocked"
     """
-    from mailbot import staff
+    from mailbot import clock, staff
 
     desk = _desk(ctx)
     t = _staff_action(lambda: staff.reopen(desk.engine, desk.config, ref, _actor(), note))
-    click.echo(f"{t.ref} open again, due {t.due_at:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"{t.ref} open again, due {clock.local(t.due_at, desk.config.desk.zone)}")
 
 
-@main.command()
+class _ReplyCommand(click.Command):
+    """`reply`, whose help lists the staff templates as the renderer finds them (read only when asked)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from mailbot.render import Renderer
+
+        formatter.write_paragraph()
+        formatter.write_text(f"Templates: {', '.join(Renderer().staff_templates())} (shipped), and any template "
+                             "you add in [templates] dir. mailbot's own mails (acknowledgements, digests...) are "
+                             "not sent this way.")
+        super().format_epilog(ctx, formatter)
+
+
+@main.command(cls=_ReplyCommand)
 @click.argument("ref")
-@click.option("--template", "template", required=True, help="A template in templates/, e.g. delisted or declined.")
+@click.option("--template", "template", required=True, help="A staff template (listed below).")
 @click.option("--note", help="A paragraph added to the reply.")
 @click.pass_context
 @operator_errors
@@ -291,8 +309,13 @@ def reply(ctx: click.Context, ref: str, template: str, note: str | None) -> None
       mailbot reply DL-000123 --template declined --note "Your server sends to purchased lists."
     """
     from mailbot import staff
+    from mailbot.render import AUTOMATIC_TEMPLATES
 
     desk = _desk(ctx)
+    offered = desk.renderer.staff_templates()
+    if template not in offered:
+        why = " (mailbot sends that one itself)" if template in AUTOMATIC_TEMPLATES else ""
+        _fail(f"no staff template {template!r}{why}; reply sends: {', '.join(offered)}", EXIT_FAILED)
     sent_to = _staff_action(lambda: staff.reply(desk.engine, desk.config, desk.renderer, ref, template, _actor(), note))
     r = desk.flush()
     click.echo(f"{ref}: {template} reply queued to {', '.join(sent_to)}; sent {r.sent}, retry later {r.retried}")
@@ -478,9 +501,19 @@ def db_upgrade(ctx: click.Context) -> None:
 @main.command()
 @click.option("--path", "path", type=click.Path(dir_okay=False),
               help="Where to write the config (default: the -c/--config file, mailbot.toml).")
+@click.option("--example", is_flag=True, help="Print config.example.toml (every key, its default, what it does).")
 @click.option("--imap-host", help="IMAP server of the delist@ mailbox.")
+@click.option("--imap-port", type=click.IntRange(1, 65535), help="IMAP port (default: 993 for tls, 143 otherwise).")
+@click.option("--imap-security", type=click.Choice(SECURITY),
+              help="tls (implicit, the default), starttls, or none (test servers only).")
 @click.option("--imap-user", help="Login name of that mailbox.")
+@click.option("--sent-folder", "sent_folders", multiple=True,
+              help="The shared mailbox's sent folder, where staff answers stop the clock (repeat for several).")
 @click.option("--smtp-host", help="SMTP submission server for replies (default: the IMAP host).")
+@click.option("--smtp-port", type=click.IntRange(1, 65535),
+              help="SMTP port (default: 587 for starttls, 465 for tls, 25 for none).")
+@click.option("--smtp-security", type=click.Choice(SECURITY),
+              help="starttls (the default), tls (implicit), or none (test servers only).")
 @click.option("--smtp-user", help="SMTP login (default: the IMAP user; \"\" for none).")
 @click.option("--from-address", help="From of every reply (default: the IMAP user).")
 @click.option("--staff", multiple=True, help="A staff address for escalations and digests (repeat, or comma-separate).")
@@ -490,27 +523,38 @@ def db_upgrade(ctx: click.Context) -> None:
 @click.option("--maildir", help="A local setup like the demo: read DIR/inbox, write replies to DIR/outbox.")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @click.pass_context
-def init(ctx: click.Context, path: str | None, imap_host: str | None, imap_user: str | None,
-         smtp_host: str | None, smtp_user: str | None, from_address: str | None, staff: tuple[str, ...],
-         database_url: str | None, desk_name: str | None, timezone: str | None, maildir: str | None,
-         force: bool) -> None:
+def init(ctx: click.Context, path: str | None, example: bool, imap_host: str | None, imap_port: int | None,
+         imap_security: Security | None, imap_user: str | None, sent_folders: tuple[str, ...],
+         smtp_host: str | None, smtp_port: int | None, smtp_security: Security | None, smtp_user: str | None,
+         from_address: str | None, staff: tuple[str, ...], database_url: str | None, desk_name: str | None,
+         timezone: str | None, maildir: str | None, force: bool) -> None:
     """Write a starter config: asks on a terminal, or takes flags. Never writes a password.
 
     With no flags it asks for every value; with flags it asks only for what
     is missing and required. The file is checked before it is written.
+    --example prints the documented example of every key instead.
 
     \b
     Example:
       mailbot init
       mailbot init --imap-host imap.example.org --imap-user delist@example.org \\
-        --smtp-host smtp.example.org --staff support@example.org --path /etc/mailbot.toml
+        --smtp-host smtp.example.org --smtp-port 465 --staff support@example.org \\
+        --sent-folder Sent --path /etc/mailbot.toml
       mailbot init --maildir ./mail --from-address delist@example.org
+      mailbot init --example > mailbot.example.toml
     """
     from mailbot import init as init_mod
 
+    if example:
+        try:
+            click.echo(init_mod.example_text(), nl=False)
+        except init_mod.InitError as e:
+            _fail(str(e), EXIT_FAILED)
+        return
     target = Path(path or ctx.find_root().obj["config_path"])
-    interview = not any((imap_host, imap_user, smtp_host, smtp_user, from_address, staff, database_url,
-                         desk_name, timezone, maildir))
+    interview = not any((imap_host, imap_port, imap_security, imap_user, sent_folders, smtp_host, smtp_port,
+                         smtp_security, smtp_user, from_address, staff, database_url, desk_name, timezone,
+                         maildir))
     if target.exists() and not force:
         _fail(f"{target} exists; add --force to overwrite it", EXIT_FAILED)
 
@@ -526,6 +570,14 @@ def init(ctx: click.Context, path: str | None, imap_host: str | None, imap_user:
             _fail(f"give {flag} (or run mailbot init on a terminal to be asked)", EXIT_CONFIG)
             raise
 
+    def connection(name: str, service: str, port: int | None, security: Security | None) -> tuple[int, Security]:
+        if not interview:
+            return init_mod.port_and_security(service, port, security)
+        chosen: Security = click.prompt(f"{name} security", type=click.Choice(SECURITY),
+                                        default=init_mod.DEFAULT_SECURITY[service])
+        return int(click.prompt(f"{name} port", type=click.IntRange(1, 65535),
+                                default=init_mod.DEFAULT_PORTS[service][chosen])), chosen
+
     if interview and not maildir:
         kind = click.prompt("Read mail from an IMAP server or a local Maildir",
                             type=click.Choice(["imap", "maildir"]), default="imap")
@@ -536,10 +588,17 @@ def init(ctx: click.Context, path: str | None, imap_host: str | None, imap_user:
                              from_address=ask("From address of replies", from_address, "delist@example.org"))
     else:
         host = ask("IMAP server", imap_host, required=True, flag="--imap-host")
+        imap = connection("IMAP", "imap", imap_port, imap_security)
         user = ask("IMAP user (the delist@ mailbox)", imap_user, required=True, flag="--imap-user")
+        folders = list(sent_folders) or [ask("Sent folder(s) of the mailbox, comma-separated (staff answers)",
+                                             None, "")]
+        smtp_server = ask("SMTP server", smtp_host, host)
+        smtp = connection("SMTP", "smtp", smtp_port, smtp_security)
         a = init_mod.Answers(
-            imap_host=host, imap_user=user,
-            smtp_host=ask("SMTP server", smtp_host, host), smtp_user=ask("SMTP user", smtp_user, user),
+            imap_host=host, imap_port=imap[0], imap_security=imap[1], imap_user=user,
+            sent_folders=[f.strip() for item in folders for f in item.split(",") if f.strip()],
+            smtp_host=smtp_server, smtp_port=smtp[0], smtp_security=smtp[1],
+            smtp_user=ask("SMTP user", smtp_user, user),
             from_address=ask("From address of replies", from_address, user if "@" in user else None,
                              required=True, flag="--from-address"))
     a.desk_name = ask("Desk name", desk_name, "Delist desk")
@@ -694,7 +753,9 @@ def demo(directory: str) -> None:
     """Run the desk on shipped sample forwards, with no mail server.
 
     Samples go into a local Maildir inbox; mailbot processes them into
-    SQLite and writes its replies into a local Maildir outbox.
+    SQLite and writes its replies into a local Maildir outbox. Then, in
+    simulated time on a copy of the database, it shows the escalation mail
+    and digest staff get near the 48-hour mark.
 
     \b
     Example:

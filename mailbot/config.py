@@ -334,7 +334,8 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {p} not found (copy config.example.toml to start)") from None
+        raise ConfigError(f"config file {p} not found (write one with `mailbot init`; "
+                          "`mailbot init --example` shows every key)") from None
     except OSError as e:
         raise ConfigError(f"config file {p}: {e.strerror}") from None
     try:

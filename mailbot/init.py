@@ -4,7 +4,8 @@
 never a password); `write_config(path, text, force)` validates that text
 with `config.load` from a temporary file next to the target and only then
 puts it in place, so a config that `init` wrote always loads. Every other
-key keeps its default, documented in config.example.toml.
+key keeps its default, documented in config.example.toml, which ships inside
+the package (`example_text()`, `mailbot init --example`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,41 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailbot.config import ConfigError, load
+from mailbot.config import ConfigError, Security, load
+
+EXAMPLE_FILES = (Path(__file__).parent / "config.example.toml", Path(__file__).parent.parent / "config.example.toml")
+"""Where config.example.toml is: inside the installed package (the wheel puts it there), else the source tree."""
+
+DEFAULT_PORTS: dict[str, dict[str, int]] = {
+    "imap": {"tls": 993, "starttls": 143, "none": 143},
+    "smtp": {"tls": 465, "starttls": 587, "none": 25},
+}
+"""The port each security setting is served on, by convention (RFC 8314)."""
+SECURITY_BY_PORT: dict[str, dict[int, Security]] = {
+    "imap": {993: "tls", 143: "starttls"},
+    "smtp": {465: "tls", 587: "starttls", 25: "starttls"},
+}
+"""What a well-known port speaks (plain "none" is never guessed: it is for tests)."""
+DEFAULT_SECURITY: dict[str, Security] = {"imap": "tls", "smtp": "starttls"}
 
 
 class InitError(Exception):
     """The config was not written; the message says why."""
+
+
+def example_text() -> str:
+    """config.example.toml: every key with its default and what it does."""
+    for p in EXAMPLE_FILES:
+        if p.is_file():
+            return p.read_text(encoding="utf-8")
+    raise InitError(f"config.example.toml is missing from this installation (looked in {EXAMPLE_FILES[0].parent})")
+
+
+def port_and_security(service: str, port: int | None, security: Security | None) -> tuple[int, Security]:
+    """Fill in whichever of port and security is missing from the other, as a mail client would."""
+    if security is None:
+        security = SECURITY_BY_PORT[service].get(port or 0, DEFAULT_SECURITY[service])
+    return (DEFAULT_PORTS[service][security] if port is None else port), security
 
 
 @dataclass
@@ -28,8 +59,13 @@ class Answers:
 
     from_address: str
     imap_host: str = ""
+    imap_port: int = 993
+    imap_security: Security = "tls"
     imap_user: str = ""
+    sent_folders: list[str] = field(default_factory=list)
     smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: Security = "starttls"
     smtp_user: str = ""
     staff: list[str] = field(default_factory=list)
     database_url: str = "sqlite:///mailbot.db"
@@ -53,13 +89,14 @@ def starter_toml(a: Answers) -> str:
                     f"# Replies are written to this Maildir instead of being sent.\n"
                     f"maildir_path = {_s(base + '/outbox')}\n")
     else:
-        mailbox = (f"host = {_s(a.imap_host)}\nport = 993\nsecurity = \"tls\"\nuser = {_s(a.imap_user)}\n"
+        mailbox = (f"host = {_s(a.imap_host)}\nport = {a.imap_port}\nsecurity = {_s(a.imap_security)}\n"
+                   f"user = {_s(a.imap_user)}\n"
                    f"# The password is not kept here: set MAILBOT_MAILBOX_PASSWORD in the environment,\n"
                    f"# or point password_file at a file that holds it (e.g. a systemd credential).\n"
                    f'# password_file = "/run/credentials/mailbot.service/imap-password"\n'
                    f"# The shared mailbox's sent folder(s), where staff answers are found.\n"
-                   f"sent_folders = []\n")
-        outgoing = (f"host = {_s(a.smtp_host)}\nport = 587\nsecurity = \"starttls\"\n"
+                   f"sent_folders = [{', '.join(_s(f) for f in a.sent_folders)}]\n")
+        outgoing = (f"host = {_s(a.smtp_host)}\nport = {a.smtp_port}\nsecurity = {_s(a.smtp_security)}\n"
                     + (f"user = {_s(a.smtp_user)}\n"
                        f"# Password: MAILBOT_OUTGOING_PASSWORD, or password_file as above.\n"
                        f'# password_file = "/run/credentials/mailbot.service/smtp-password"\n'
@@ -67,7 +104,8 @@ def starter_toml(a: Answers) -> str:
     staff = "[" + ", ".join(_s(s) for s in a.staff) + "]"
     return (
         "# Written by `mailbot init`. Every other key, with its default and what it does,\n"
-        "# is in config.example.toml. Check it with: mailbot -c THIS_FILE check\n\n"
+        "# is in config.example.toml (mailbot init --example prints it).\n"
+        "# Check it with: mailbot -c THIS_FILE check\n\n"
         f"[mailbox]\n{mailbox}\n"
         f"[outgoing]\n{outgoing}"
         f"# The desk's own address: From of every reply.\nfrom_address = {_s(a.from_address)}\n"

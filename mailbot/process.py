@@ -455,6 +455,7 @@ class Processor:
         context = {
             "ref": ticket.ref, "ip": facts.get("ip"), "full_code": full_code, "rejection_text": facts.get("text"),
             "due_local": local(ticket.due_at, self.config.desk.zone), "desk_name": self.config.desk.name,
+            "due_utc": clock.in_utc(ticket.due_at),
             "portal_url": self.policy.portal_url, "missing": missing or [], "joined": joined,
             "original_subject": head.subject,
         }

@@ -1,7 +1,8 @@
 """Outgoing mail, rendered from Jinja2 templates into exact bytes.
 
-Each template NAME has `NAME.txt.j2` (blocks `subject` and `body`) and
-`NAME.html.j2` (the HTML alternative, autoescaped). Operators override any
+Each template NAME has `NAME.txt.j2` (blocks `subject` and `body`; the
+line-layout filters of `plaintext` wrap its text) and `NAME.html.j2` (the
+HTML alternative, autoescaped). Operators override any
 of them from `[templates] dir`; the shipped ones are the fallback.
 
 Templates are per language (`[templates] language`): every file, includes
@@ -29,7 +30,7 @@ from typing import Any, cast
 
 import jinja2
 
-from mailbot import sanitize
+from mailbot import plaintext, sanitize
 
 PACKAGED = Path(__file__).parent / "templates"
 SOURCE_TREE = Path(__file__).parent.parent / "templates"
@@ -40,6 +41,7 @@ _SAMPLE_TICKET = {
     "full_code": "550 5.7.511", "code": "550 5.7.511", "state": "open",
     "text": "550 5.7.511 Access denied, banned sender[203.0.113.45]. To request removal from this list ...",
     "subject": "FW: Undelivered Mail Returned to Sender", "due_local": "2026-11-30 10:00 CET",
+    "due_utc": "2026-11-30 09:00 UTC",
     "opened_local": "2026-11-28 10:00 CET", "time_left": "5h 12m left", "reason": "",
     "original": "Hello,\nour mail to your customers is rejected since this morning.\nErik",
     "bar": {"used": 89, "colour": "#bf8700", "ascii": "[##################..]"},
@@ -65,6 +67,10 @@ SAMPLE_CONTEXT: dict[str, Any] = {
 class TemplateError(Exception):
     """A template is missing or does not render; names the template."""
 
+
+AUTOMATIC_TEMPLATES = frozenset({"ack", "needs_info", "redirect", "closed", "sla_notice", "digest", "poll_alert"})
+"""The mails mailbot writes by itself, each filled with data of its own; never a staff reply.
+Every other template (the shipped `delisted` and `declined`, and any an operator adds) is one."""
 
 DEFAULT_LANGUAGE = "en"
 """The language of the files at the top of the shipped templates folder."""
@@ -99,11 +105,16 @@ class Renderer:
         # from mail must not carry terminal escapes into the digest a person reads in a terminal)
         self.text_env = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
                                            keep_trailing_newline=True, finalize=sanitize.printable)
+        self.text_env.filters.update(plaintext.FILTERS)
         self.html_env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
 
     def names(self) -> list[str]:
         return sorted({n.removesuffix(".txt.j2") for n in self.text_env.list_templates()
                        if n.endswith(".txt.j2") and _is_template_name(n)})
+
+    def staff_templates(self) -> list[str]:
+        """The templates staff may send with `mailbot reply`: every template but mailbot's automatic mail."""
+        return [n for n in self.names() if n not in AUTOMATIC_TEMPLATES]
 
     def source(self, name: str, kind: str = "txt") -> Path | None:
         """The file that `render` uses for template `name` (kind "txt" or "html"), or None."""

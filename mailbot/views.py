@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,30 +32,35 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def ticket_dict(t: Ticket, now: datetime | None = None) -> dict[str, Any]:
+When = Callable[[datetime | None], str | None]
+"""How a view writes a time: `_iso` for scripts, the desk's zone for a person."""
+
+
+def ticket_dict(t: Ticket, now: datetime | None = None, when: When = _iso) -> dict[str, Any]:
     from mailbot.sla import time_left
 
     return {
         "ref": t.ref, "state": t.state, "sender": t.sender, "ip": t.ip, "reply_code": t.reply_code,
         "status": t.status, "text": t.text, "rule": t.rule, "reason": t.reason, "verified": t.verified,
-        "opened_at": _iso(t.opened_at), "due_at": _iso(t.due_at), "acked_at": _iso(t.acked_at),
-        "answered_at": _iso(t.answered_at), "closed_at": _iso(t.closed_at), "clock": t.clock,
+        "opened_at": when(t.opened_at), "due_at": when(t.due_at), "acked_at": when(t.acked_at),
+        "answered_at": when(t.answered_at), "closed_at": when(t.closed_at), "clock": t.clock,
         "time_left": time_left(t.due_at, now) if now and t.state == "open" else None,
     }
 
 
-def ticket_detail(session: Session, t: Ticket) -> dict[str, Any]:
-    d = ticket_dict(t)
+def ticket_detail(session: Session, t: Ticket, when: When = _iso) -> dict[str, Any]:
+    """The ticket with its thread, events and outgoing mail; times as `when` writes them (ISO UTC by default)."""
+    d = ticket_dict(t, when=when)
     msgs = session.exec(select(StoredMessage).where(StoredMessage.ticket_id == t.id).order_by(col(StoredMessage.id)))
     d["messages"] = [{"message_id": m.message_id, "sender": m.sender, "subject": m.subject,
-                      "fetched_at": _iso(m.fetched_at), "outcome": m.outcome,
+                      "fetched_at": when(m.fetched_at), "outcome": m.outcome,
                       "findings": json.loads(m.findings) if m.findings else None} for m in msgs]
     events = session.exec(select(TicketEvent).where(TicketEvent.ticket_id == t.id).order_by(col(TicketEvent.id)))
-    d["events"] = [{"at": _iso(e.at), "kind": e.kind, "actor": e.actor, "detail": e.detail} for e in events]
+    d["events"] = [{"at": when(e.at), "kind": e.kind, "actor": e.actor, "detail": e.detail} for e in events]
     outs = session.exec(select(OutboxMail).where(OutboxMail.ticket_id == t.id).order_by(col(OutboxMail.id)))
     d["outgoing"] = [{"kind": o.kind, "to": o.recipients, "subject": o.subject, "message_id": o.message_id,
                       "state": o.state, "attempts": o.attempts, "error": o.last_error,
-                      "sent_at": _iso(o.sent_at)} for o in outs]
+                      "sent_at": when(o.sent_at)} for o in outs]
     return d
 
 
@@ -88,7 +94,8 @@ def print_tickets(rows: list[Ticket], zone: ZoneInfo, now: datetime, console: Co
 
 def print_ticket(session: Session, t: Ticket, zone: ZoneInfo, console: Console | None = None) -> None:
     console = console or Console(highlight=False, soft_wrap=True)
-    d = ticket_detail(session, t)
+    # one zone for a person: the desk's, named (the --json view keeps ISO UTC for scripts)
+    d = ticket_detail(session, t, when=lambda dt: local(dt, zone))
 
     def out(line: str) -> None:
         console.print(line, markup=False)

@@ -11,19 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from corpus import corpus_dir
 from sqlmodel import Session, col, select
 
 from mailbot.config import Config, parse
 from mailbot.desk import Desk
 from mailbot.models import OutboxMail, StoredMessage, Ticket, TicketEvent
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 SAMPLES = Path(__file__).resolve().parents[1] / "mailbot" / "samples"
 DOC_RANGES = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]
 
 
 def corpus(path: str) -> bytes:
-    return (CORPUS / path).read_bytes()
+    return (corpus_dir() / path).read_bytes()
 
 
 def sample(name: str) -> bytes:

@@ -1,7 +1,10 @@
 """Loading the labelled NDR corpus (read-only test data, never used at runtime).
 
-The corpus lives next to the repository (../shared/corpus) unless the
-MAILBOT_CORPUS environment variable names another folder.
+The corpus travels with the tests: tests/corpus/ is a byte-identical copy of
+the shared corpus (../shared/corpus beside the repository, where the project
+keeps its source; test_corpus_copy.py checks the copy is complete). The
+MAILBOT_CORPUS environment variable names another folder instead, for every
+test that reads the corpus (this module is the one place that says where it is).
 """
 
 from __future__ import annotations
@@ -33,10 +36,15 @@ CORRECTED = (
 """Relabelled by hand after reading the samples (corpus README, "Corrections"): scored like every
 other row now, and checked one by one, since these were the hard cases."""
 
+BUNDLED = Path(__file__).resolve().parent / "corpus"
+"""The copy the repository carries."""
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+"""Where the copy comes from, when the project's shared folder sits beside the repository."""
+
 
 def corpus_dir() -> Path:
     env = os.environ.get("MAILBOT_CORPUS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "corpus"
+    return Path(env) if env else BUNDLED
 
 
 @dataclass(frozen=True)

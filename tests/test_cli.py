@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from app import CORPUS, imap_toml, mailbot_cli, sample
+from app import imap_toml, mailbot_cli, sample
+from corpus import corpus_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +25,7 @@ def mailbot(*args: str, cwd: Path | None = None, timeout: float = 120) -> subpro
 
 
 def test_parse_json_prints_one_object_per_file_with_the_documented_names(tmp_path: Path) -> None:
-    files = [str(CORPUS / "forwards/found/s01-postfix-511-v4/outlook_inline.eml"), str(tmp_path / "empty.eml")]
+    files = [str(corpus_dir() / "forwards/found/s01-postfix-511-v4/outlook_inline.eml"), str(tmp_path / "empty.eml")]
     (tmp_path / "empty.eml").write_bytes(b"Subject: hello\r\n\r\nnothing here\r\n")
     r = mailbot("parse", "--json", *files)
     assert r.returncode == 0, r.stderr
@@ -36,7 +40,7 @@ def test_parse_json_prints_one_object_per_file_with_the_documented_names(tmp_pat
 
 
 def test_parse_for_a_person_shows_the_evidence() -> None:
-    r = mailbot("parse", str(CORPUS / "forwards/found/s01-postfix-511-v4/fwd_attach.eml"))
+    r = mailbot("parse", str(corpus_dir() / "forwards/found/s01-postfix-511-v4/fwd_attach.eml"))
     assert r.returncode == 0
     assert "550 5.7.511" in r.stdout and "203.0.113.45" in r.stdout and "source:" in r.stdout
 
@@ -131,3 +135,78 @@ def test_every_command_has_help_with_an_example() -> None:
     for cmd in ("run", "poll", "flush", "tickets", "show", "parse", "check", "demo"):
         r = mailbot(cmd, "--help")
         assert r.returncode == 0 and "Example" in r.stdout, cmd
+
+
+def test_reply_offers_the_staff_templates_only_and_says_so_in_one_line(tmp_path: Path) -> None:
+    assert mailbot("demo", "--dir", str(tmp_path / "demo")).returncode == 0
+    config, outbox = str(tmp_path / "demo" / "mailbot.toml"), tmp_path / "demo" / "outbox" / "new"
+    helped = mailbot("reply", "--help")
+    assert helped.returncode == 0
+    listed = re.search(r"Templates: (.*?) \(shipped\)", " ".join(helped.stdout.split()))
+    assert listed and listed.group(1) == "declined, delisted"
+    for name in ("ack", "needs_info", "redirect", "digest", "sla_notice", "poll_alert", "_layout", "nope"):
+        r = mailbot("-c", config, "reply", "DL-000001", "--template", name)
+        assert r.returncode == 1, (name, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert f"no staff template '{name}'" in r.stderr and "declined, delisted" in r.stderr
+    assert len(list(outbox.iterdir())) == 5  # nothing was sent
+    shown = mailbot("-c", config, "show", "DL-000001").stdout
+    assert "staff_reply" not in shown and "answered" not in shown
+
+
+def test_a_staff_template_that_does_not_render_is_one_line_and_sends_nothing(tmp_path: Path) -> None:
+    assert mailbot("demo", "--dir", str(tmp_path / "demo")).returncode == 0
+    config, outbox = tmp_path / "demo" / "mailbot.toml", tmp_path / "demo" / "outbox" / "new"
+    own = tmp_path / "demo" / "templates"
+    own.mkdir()
+    (own / "apology.txt.j2").write_text("{% block subject %}[{{ ref }}] Sorry{% endblock %}"
+                                        "{% block body %}Dear {{ customer_name }}{% endblock %}")
+    (own / "apology.html.j2").write_text("<p>Dear {{ customer_name }}</p>")
+    config.write_text(config.read_text() + '\n[templates]\ndir = "templates"\n')
+    r = mailbot("-c", str(config), "reply", "DL-000001", "--template", "apology")
+    assert r.returncode == 1
+    assert r.stderr == "mailbot: template apology: 'customer_name' is undefined\n"
+    assert len(list(outbox.iterdir())) == 5
+    ok = mailbot("-c", str(config), "reply", "DL-000001", "--template", "delisted")
+    assert ok.returncode == 0, ok.stderr
+    assert len(list(outbox.iterdir())) == 7  # both senders of DL-000001
+
+
+def test_the_demo_goes_on_to_the_48_hour_mark_in_simulated_time(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    r = mailbot("demo", "--dir", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    simulated = out[out.index("SIMULATED TIME"):]
+    moved = re.search(r"The clock is moved 40 hours forward, to (\d{4}-\d\d-\d\d \d\d:\d\d) (CES?T)", simulated)
+    assert moved, simulated
+    to = datetime.strptime(moved.group(1), "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo("Europe/Berlin"))
+    assert timedelta(hours=39, minutes=58) < to - datetime.now(UTC) <= timedelta(hours=40, minutes=1)
+    assert "runs on a copy of the database" in simulated
+
+    start = simulated.index("----- ESCALATION mail to support@example.org")
+    escalation = simulated[start:simulated.index("----- DIGEST")]
+    assert escalation.splitlines()[0].endswith("(simulated time) -----")
+    assert "Subject: [Example Delist Desk] 2 due soon" in escalation
+    assert re.search(r"DL-000001  7h 5\dm left", escalation) and "DL-000005" in escalation
+    assert "erik.admin@contoso-sender.example" in escalation and "mailbot reply DL-000001" in escalation
+    digest = simulated[simulated.index("----- DIGEST mail to support@example.org"):]
+    assert digest.splitlines()[0].endswith("(simulated time) -----")
+    assert "Subject: [Example Delist Desk] Digest: 2 open, 2 due soon" in digest
+    assert re.search(r"DUE SOON \(2\)\n  DL-000001  7h 5\dm left", digest)
+
+    staff_mails = list((tmp_path / "demo" / "simulated" / "outbox" / "new").iterdir())
+    assert len(staff_mails) == 2
+    assert all(b"To: support@example.org" in p.read_bytes() for p in staff_mails)
+    # the demo's own desk is untouched: no escalation, no digest, no staff mail in its outbox
+    def count(db: Path, sql: str) -> int:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            return int(conn.execute(sql).fetchone()[0])
+
+    real, copy = tmp_path / "demo" / "mailbot.db", tmp_path / "demo" / "simulated" / "mailbot.db"
+    for table, in_copy in (("sla_notice", 2), ("digest_run", 1)):
+        assert (count(real, f"select count(*) from {table}"), count(copy, f"select count(*) from {table}")) == (
+            0, in_copy), table
+    assert len(list((tmp_path / "demo" / "outbox" / "new").iterdir())) == 5

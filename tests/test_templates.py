@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import subprocess
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def test_the_german_request_for_the_ndr_names_what_was_missing_in_german() -> No
                                                        "a rejection we handle here (the notice says 550 5.7.1)"]}
     _subject, text, html = Renderer(language="de").render("needs_info", context)
     assert "  - die IP-Adresse aus der Ablehnungszeile\n" in text
-    assert "  - eine Ablehnung, die wir hier bearbeiten (in der Meldung steht 550 5.7.1)\n" in text
+    assert "  - eine Ablehnung, die wir hier bearbeiten (in der Meldung steht\n    550 5.7.1)\n" in text
     assert "IP-Adresse:       nicht gefunden" in text
     assert "<li>die IP-Adresse aus der Ablehnungszeile</li>" in html
 
@@ -93,7 +94,7 @@ def test_a_desk_configured_for_german_acknowledges_in_german(tmp_path: Path) -> 
         subjects[str(msg["Subject"])] = msg
     ack = subjects["[DL-000001] Delisting-Antrag für 203.0.113.45 erhalten"]
     body = ack.get_body(("plain",))
-    assert body is not None and "Ihr Delisting-Antrag hat die Nummer DL-000001." in body.get_content()
+    assert body is not None and "Ihre Antragsnummer: DL-000001." in body.get_content()
     html = ack.get_body(("html",))
     assert html is not None and '<html lang="de">' in html.get_content()
 
@@ -115,7 +116,7 @@ def test_templates_preview_prints_subject_and_text_and_writes_the_html(tmp_path:
     r = mailbot("templates", "preview", "ack", "--html", str(tmp_path / "ack.html"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Subject: [DL-000123] Delisting request received for 203.0.113.45\n\n")
-    assert "Your delisting request is DL-000123." in r.stdout
+    assert "Your request is DL-000123. We will answer by" in r.stdout
     assert "Your delisting request is DL-000123." in (tmp_path / "ack.html").read_text()
     assert "no config file" in r.stderr  # shipped templates, said so
 
@@ -141,3 +142,80 @@ def test_the_templates_commands_have_help_with_an_example() -> None:
     for cmd in (["templates"], ["templates", "list"], ["templates", "preview"]):
         r = mailbot(*cmd, "--help")
         assert r.returncode == 0 and "Example" in r.stdout, cmd
+
+
+# ----------------------------------------------------------------------------- the text part's lines
+
+MAX_COLUMNS = 78
+FILL_WIDTH = 72
+_LONG_TICKET = {**SAMPLE_CONTEXT["open"][0], "ref": "DL-001234", "ip": "2001:db8:1234:5678:9abc:def0:1234:5678",
+                "sender": "erik.administrator@mail.contoso-sender.example", "time_left": "1d 23h 59m left",
+                "due_local": "2026-12-02 14:00 CEST", "reason": "the IP address named in the rejection line",
+                "subject": "FW: Undeliverable: Quarterly results for the board of directors and the audit committee",
+                "original": "Hello, our mail to all of your customers has been rejected since this morning and our "
+                            "sales team cannot reach anyone at all; please help us quickly, it is urgent.\nErik"}
+LONG_CONTEXT = {
+    **SAMPLE_CONTEXT, **{k: _LONG_TICKET[k] for k in ("ref", "ip", "sender", "due_local", "original")},
+    "due_utc": "2026-12-02 12:00 UTC",
+    "desk_name": "Contoso Mail Delisting Desk of the Postmaster Team", "joined": True,
+    "note": "Your server sends to purchased lists: we counted 4,000 complaints in the last week and cannot lift the "
+            "block before they stop.",
+    "missing": ["the IP address named in the rejection line",
+                "the full rejection code (for example 550 5.7.511) and the text of the rejection line"],
+    "portal_url": "https://sender.office.com/delist/request?ip=2001:db8:1234:5678:9abc:def0:1234:5678&lang=en",
+    "mailbox": "delist@contoso-sender.example@imap.contoso-sender.example:993/INBOX",
+    "error": "IMAP server imap.contoso-sender.example:993 (user delist-requests@mail.contoso-sender.example): "
+             "login refused",
+    **{k: [_LONG_TICKET] for k in ("open", "escalated", "breached", "new", "answered", "redirected", "needs_info",
+                                   "escalations", "breaches")},
+    "repeat_ips": [{"ip": _LONG_TICKET["ip"], "count": 3}], "repeat_senders": [{"sender": _LONG_TICKET["sender"],
+                                                                                  "count": 3}],
+    "quarantined": [{"id": 12, "sender": _LONG_TICKET["sender"], "fetched_local": "2026-12-02 14:00 CEST",
+                     "outcome": "failed three times: the parser ran out of time on a 40 MB attachment"}],
+}
+_FIRST_UNIT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d \S+|[245]\d\d [245]\.\d+\.\d+|\S+")
+"""What a line starts with that the line before could have taken (a time or a code stays whole)."""
+
+
+def layout_problems(text: str, exempt: tuple[str, ...] = ()) -> list[str]:
+    """Lines over MAX_COLUMNS (but a quoted rejection line or a URL) and paragraphs broken early."""
+    problems = []
+    lines = text.split("\n")
+    in_item = False  # a "  - " list item and the lines that carry it on
+    for i, line in enumerate(lines):
+        if len(line) > MAX_COLUMNS and not any(e and e in line for e in exempt) and "://" not in line:
+            problems.append(f"{len(line)} columns: {line}")
+        in_item = bool(re.match(r" +- ", line) or (in_item and re.match(r" {4}\S", line)))
+        if i + 1 == len(lines) or not line.strip():
+            continue
+        nxt = lines[i + 1]
+        prose = not line[0].isspace() and nxt[:1].strip()
+        continued = in_item and re.match(r" {4}\S", nxt)
+        if prose or continued:
+            unit = _FIRST_UNIT.match(nxt.strip())
+            if unit and len(line) + 1 + len(unit.group(0)) <= FILL_WIDTH:
+                problems.append(f"broken early ({len(line)} columns, then {unit.group(0)!r}): {line}")
+    return problems
+
+
+def test_the_layout_check_sees_the_ragged_acknowledgement_of_before() -> None:
+    before = ("Your delisting request is DL-000001. It joins the request already open for this IP address.\n"
+              "We will answer by 2026-11-30 10:00 CET.\n")
+    assert len(layout_problems(before)) == 1
+    assert layout_problems("We reviewed your request for the address and\ncannot remove it yet.\n")
+    assert not layout_problems("  Rejection line:  " + "x " * 60 + "\n", exempt=("x " * 60,))
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+@pytest.mark.parametrize("context", [SAMPLE_CONTEXT, LONG_CONTEXT], ids=["sample", "long"])
+def test_every_text_mail_is_filled_evenly_within_78_columns(language: str, context: dict[str, object]) -> None:
+    r = Renderer(language=language)
+    rendered = 0
+    for name in r.names():
+        if r.language_used(name) != language:
+            continue  # the English one, checked with language en
+        _subject, text, _html = r.render(name, context)
+        quoted = (str(context["rejection_text"]), str(context["text"]))
+        assert layout_problems(text, exempt=quoted) == [], f"{language} {name}:\n{text}"
+        rendered += 1
+    assert rendered == (9 if language == "en" else 6)
