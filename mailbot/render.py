@@ -58,6 +58,7 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "list_cap": 500, "kind": "failing", "daemon": "mx1:4242",
     "mailbox": "delist@example.org@imap.example.org:993/INBOX",
     "error": "IMAP server imap.example.org:993 (user delist@example.org): login refused", "minutes": 30,
+    "database": "SQLite /var/lib/mailbot/mailbot.db", "folder": "Sent",
 }
 """Data every shipped template renders with, for `mailbot check` and previews."""
 
