@@ -78,10 +78,17 @@ def _integrity(conn: Any, url: str) -> tuple[str, str]:
         return "", ""
     from sqlalchemy.engine import make_url
 
+    from mailbot.db import is_damaged
+
     name = make_url(url).database or ""
     size = Path(name).stat().st_size if name and name != ":memory:" and Path(name).exists() else 0
     pragma = "integrity_check" if size <= FULL_CHECK_MAX_BYTES else "quick_check"
-    rows = [str(r[0]) for r in conn.exec_driver_sql(f"PRAGMA {pragma}(5)").fetchall()]
+    try:
+        rows = [str(r[0]) for r in conn.exec_driver_sql(f"PRAGMA {pragma}(5)").fetchall()]
+    except Exception as e:
+        if not is_damaged(e):
+            raise
+        rows = [" ".join(str(getattr(e, "orig", e)).split())]  # too damaged for the check to walk it
     return ("" if rows == ["ok"] else "; ".join(rows)[:300]), pragma
 
 

@@ -71,7 +71,9 @@ def _config(ctx: click.Context) -> Config:
 def _desk(ctx: click.Context) -> Any:
     from mailbot.desk import Desk
 
-    return Desk(_config(ctx))
+    desk = Desk(_config(ctx))
+    ctx.call_on_close(desk.engine.dispose)  # connections end with the command, not at exit
+    return desk
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -68,7 +68,8 @@ def is_fault(exc: BaseException) -> bool:
     return False
 
 
-def _damaged(exc: BaseException) -> bool:
+def is_damaged(exc: BaseException) -> bool:
+    """Whether `exc` says the database is damaged (corrupt pages, not a database file)."""
     orig = _driver_error(exc)
     code = getattr(orig, "sqlite_errorcode", None)
     if isinstance(code, int):
@@ -98,7 +99,7 @@ def fault_line(url: str, exc: BaseException) -> str:
     if isinstance(exc, DatabaseError):
         return " ".join(str(exc).split())
     detail = " ".join(str(_driver_error(exc)).split())[:300] or exc.__class__.__name__
-    if _damaged(exc):
+    if is_damaged(exc):
         return (f"database {where(url)} is damaged ({detail}): stop mailbot, and restore it from a backup "
                 "(`mailbot check` runs the integrity check)")
     return f"database {where(url)} cannot be used: {detail}"

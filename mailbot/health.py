@@ -152,9 +152,10 @@ class Health:
         limit = timedelta(minutes=self.config.alerts.poll_failure_minutes)
         if self.alerted_directly or now - self.down_since < limit:
             return
+        since = clock.local(self.down_since, self.config.desk.zone)
         if not self.config.desk.staff:
-            log.critical("the database %s fails since %s and nobody can be alerted (desk.staff is empty): %s",
-                         where(self.url), self.down_since, error)
+            log.critical("the database fails since %s and nobody can be alerted (desk.staff is empty): %s",
+                         since, error)
             self.alerted_directly = True
             return
         mail = self._compose("database_alert", "failing", now, self.down_since, error)
@@ -164,15 +165,14 @@ class Health:
         try:
             transport.send(mail.envelope_from, list(mail.recipients), mail.raw)
         except (DeliveryError, OSError) as e:
-            log.critical("the database %s fails since %s (%s), and the alert to %s could not be sent "
-                         "either: %s (tried again at the next failed poll)", where(self.url), self.down_since,
-                         error, ", ".join(mail.recipients), e)
+            log.critical("the database fails since %s, and the alert to %s could not be sent either (%s; tried "
+                         "again at the next failed poll): %s", since, ", ".join(mail.recipients), e, error)
             return
         finally:
             transport.close()
         self.alerted_directly = True
-        log.critical("the database %s fails since %s: %s; alert %s sent to %s directly (not through the outbox)",
-                     where(self.url), self.down_since, error, mail.message_id, ", ".join(mail.recipients))
+        log.critical("the database fails since %s; alert sent to %s directly, not through the outbox in that "
+                     "database (%s): %s", since, ", ".join(mail.recipients), mail.message_id, error)
 
     def _compose(self, template: str, kind: str, now: datetime, since: datetime, error: str) -> Composed:
         m = self.config.mailbox
