@@ -223,11 +223,16 @@ class Daemon:
     def _heartbeat(self) -> None:
         """Tell `mailbot status` this daemon still runs, whatever its jobs are doing."""
         interval = heartbeat_seconds(self.desk.config)
+        failing = False
         while not self.stopping.wait(interval):
             try:
                 self.health.beat()
             except Exception as e:
-                log.error("heartbeat not written: %s", self._describe(e))
+                if not failing:  # once per outage: the failed polls say the rest
+                    log.error("heartbeat not written: %s", self._describe(e))
+                failing = True
+            else:
+                failing = False
 
 
 def _now() -> datetime:
