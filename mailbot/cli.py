@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from mailbot import __version__
 from mailbot.config import Config, ConfigError, Security, load
-from mailbot.db import DatabaseError
+from mailbot.db import DatabaseError, fault_line, is_fault
 from mailbot.locks import DaemonLockError
 from mailbot.source import SourceError
 
@@ -37,8 +37,6 @@ def operator_errors(fn: F) -> F:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from sqlalchemy.exc import OperationalError
-
         from mailbot.render import TemplateError
 
         try:
@@ -46,15 +44,28 @@ def operator_errors(fn: F) -> F:
         except ConfigError as e:
             _fail(f"config error: {e}", EXIT_CONFIG)
         except (SourceError, DatabaseError) as e:
-            _fail(str(e), EXIT_UNREACHABLE)
+            _fail(" ".join(str(e).split()), EXIT_UNREACHABLE)
         except DaemonLockError as e:
             _fail(str(e), EXIT_FAILED)
-        except OperationalError as e:
-            _fail(f"database error: {e.orig}", EXIT_UNREACHABLE)
         except TemplateError as e:
             _fail(str(e), EXIT_FAILED)
+        except Exception as e:
+            # a damaged, unreachable or full database, wherever a command met it: one line, not a traceback
+            if not is_fault(e):
+                raise
+            _fail(fault_line(_configured_database(), e), EXIT_UNREACHABLE)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _configured_database() -> str:
+    """The database URL of the command's config (the fault that needs it came after loading it)."""
+    from mailbot.config import database_url
+
+    try:
+        return database_url(load(click.get_current_context().find_root().obj["config_path"]))
+    except Exception:
+        return ""
 
 
 def _config(ctx: click.Context) -> Config:
@@ -65,7 +76,9 @@ def _config(ctx: click.Context) -> Config:
 def _desk(ctx: click.Context) -> Any:
     from mailbot.desk import Desk
 
-    return Desk(_config(ctx))
+    desk = Desk(_config(ctx))
+    ctx.call_on_close(desk.engine.dispose)  # connections end with the command, not at exit
+    return desk
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,6 +136,8 @@ def poll(ctx: click.Context, once: bool) -> None:
     desk = _desk(ctx)
     with desk.daemon_lock():  # on SQLite, not beside a running daemon: both would process the same mail
         polled, flushed = desk.run_once()
+    for folder, error in polled.skipped.items():
+        click.echo(f"mailbot: warning: folder {folder} skipped: {error}", err=True)
     click.echo(f"fetched {polled.fetch.stored} new ({polled.fetch.duplicates} already stored), "
                f"processed {polled.process.processed}, quarantined {polled.process.quarantined}, "
                f"sent {flushed.sent}, retry later {flushed.retried}, failed {flushed.failed}")
@@ -455,8 +470,17 @@ def status(ctx: click.Context, as_json: bool) -> None:
     zone = desk.config.desk.zone
     for m in data["mailboxes"]:
         click.echo(f"mailbox   {m['mailbox']}: last poll {clock.local(m['last_poll_at'], zone)}")
-    for d in data["daemons"][:5]:
-        state = f"FAILING since {clock.local(d['failing_since'], zone)}" if d["failing_since"] else "ok"
+    for f in data["skipped_folders"]:
+        click.echo(f"mailbox   {f['mailbox']}: SKIPPED, cannot be read since {clock.local(f['failing_since'], zone)}"
+                   f"{' (staff alerted)' if f['alert_open'] else ''}: {f['last_error']}")
+    running = [d for d in data["daemons"] if d["state"] == "running"]
+    if not running:
+        click.echo("daemon    none running")
+    for d in data["daemons"][:max(5, len(running))]:
+        if d["state"] == "running":
+            state = f"FAILING since {clock.local(d['failing_since'], zone)}" if d["failing_since"] else "running"
+        else:
+            state = f"stopped (last seen {clock.local(d['stopped_at'], zone)})"
         click.echo(f"daemon    {d['name']}: {state}; last good poll {clock.local(d['last_poll_ok_at'], zone)}; "
                    f"{d['errors_since_start']} errors since start {clock.local(d['started_at'], zone)}"
                    + (f"; last error: {d['last_error']}" if d["last_error"] else ""))

@@ -6,6 +6,11 @@ staff digest (a cron schedule in the desk's time zone). Each runs with
 caught up once, not N times. A job that raises is logged and runs again at
 its next time; the daemon keeps going. SIGTERM/SIGINT finish the current
 message and exit cleanly. The only module that imports apscheduler.
+
+Beside the jobs, a thread writes the daemon's heartbeat (`health.py`), so
+`mailbot status` can tell a running daemon from one that is gone. The
+daemon's row is written only once it holds the daemon lock: a second daemon
+refused on the same SQLite file never appears.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from mailbot import metrics
+from mailbot.config import database_url
+from mailbot.db import fault_line, is_fault
 from mailbot.desk import Desk
-from mailbot.health import Health
+from mailbot.health import Health, heartbeat_seconds
 from mailbot.idle import IdleWatcher
 
 log = logging.getLogger(__name__)
@@ -53,7 +60,11 @@ class Daemon:
         self.scheduler.add_listener(self._on_error, EVENT_JOB_ERROR)
 
     def _on_error(self, event: JobExecutionEvent) -> None:
-        log.error("job %s failed: %s (it runs again at its next time)", event.job_id, event.exception)
+        log.error("job %s failed: %s (it runs again at its next time)", event.job_id, self._describe(event.exception))
+
+    def _describe(self, e: BaseException) -> str:
+        """One line for an error; a database fault names the database (SQL and parameters left out)."""
+        return fault_line(database_url(self.desk.config), e) if is_fault(e) else str(e)
 
     def poll_now(self) -> None:
         """New mail (IDLE said so): poll at once, unless a poll is running already."""
@@ -101,10 +112,12 @@ class Daemon:
             self.failures += 1
             wait = self.backoff()
             self.next_poll_at = time.monotonic() + wait
-            log.error("poll failed: %s (try %d; next try in %.0fs)", e, self.failures, wait,
+            database = is_fault(e)
+            log.error("poll failed: %s (try %d; next try in %.0fs)", self._describe(e), self.failures, wait,
                       extra={"mailbox": self.desk.mailbox_name})
-            self.health.failed(str(e))
-            self.flush()  # an alert mail may be waiting
+            self.health.failed(self._describe(e), database_fault=database)
+            if not database:
+                self.flush()  # an alert mail may be waiting
             return
         if self.failures:
             log.info("poll works again after %d failed tries", self.failures)
@@ -116,8 +129,8 @@ class Daemon:
         if r.fetch.stored or r.process.processed or r.process.quarantined:
             log.info("poll: %d stored, %d processed, %d quarantined", r.fetch.stored, r.process.processed,
                      r.process.quarantined)
-        if r.process.processed:
-            self.flush_soon()
+        if r.process.processed or r.skipped:
+            self.flush_soon()  # replies, or an alert about a skipped folder
 
     def flush_soon(self) -> None:
         """Replies were committed: send them from a thread of our own, beside the processing.
@@ -185,16 +198,41 @@ class Daemon:
         log.info("mailbot running: polling %s every %ss%s", self.desk.config.mailbox.source, s.poll_seconds,
                  " (and waiting in IDLE)" if self.desk.config.mailbox.idle else "")
         with self.desk.daemon_lock():
-            m = self.desk.config.metrics
-            if m.port:
-                metrics.serve(self.desk.engine, m.address, m.port)
-                log.info("metrics on http://%s:%s/metrics", m.address, m.port)
-            self.idle.start()
-            self.scheduler.start()
-            flusher = self.flusher
-            if flusher is not None:
-                flusher.join(timeout=60)  # it stops between two mails once `stopping` is set
+            self.health.start()
+            heart = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+            heart.start()
+            try:
+                m = self.desk.config.metrics
+                if m.port:
+                    metrics.serve(self.desk.engine, m.address, m.port)
+                    log.info("metrics on http://%s:%s/metrics", m.address, m.port)
+                self.idle.start()
+                self.scheduler.start()
+                flusher = self.flusher
+                if flusher is not None:
+                    flusher.join(timeout=60)  # it stops between two mails once `stopping` is set
+            finally:
+                self.stopping.set()
+                heart.join(timeout=10)
+                try:
+                    self.health.stop()
+                except Exception as e:
+                    log.error("could not record that this daemon stops: %s", self._describe(e))
         log.info("mailbot stopped")
+
+    def _heartbeat(self) -> None:
+        """Tell `mailbot status` this daemon still runs, whatever its jobs are doing."""
+        interval = heartbeat_seconds(self.desk.config)
+        failing = False
+        while not self.stopping.wait(interval):
+            try:
+                self.health.beat()
+            except Exception as e:
+                if not failing:  # once per outage: the failed polls say the rest
+                    log.error("heartbeat not written: %s", self._describe(e))
+                failing = True
+            else:
+                failing = False
 
 
 def _now() -> datetime:

@@ -2,12 +2,18 @@
 
 SQLite runs with `synchronous=FULL` and WAL so that a commit is on disk
 before mailbot tells the mail server a message is done.
+
+`is_fault` tells a fault of the database itself (corruption, a lost or
+refused connection, a full disk) from an error caused by what was asked of
+it (a constraint, a value too long): a fault is never a message's fault,
+and every command reports it as one line naming the database (`fault_line`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -20,6 +26,83 @@ from mailbot import models  # noqa: F401  (registers the tables)
 
 class DatabaseError(Exception):
     """The database cannot be reached or used; the message names it (no password)."""
+
+
+# SQLite's primary result codes that say the database itself is unusable, not the statement:
+# BUSY, LOCKED, READONLY, PERM, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB
+_SQLITE_FAULTS = {5, 6, 8, 3, 10, 11, 13, 14, 15, 26}
+_SQLITE_DAMAGED = {11, 26}
+# PostgreSQL SQLSTATE classes of the same kind: connection exception, insufficient resources,
+# operator intervention (shutdown, crash recovery), system error (I/O), internal error (corruption)
+_PG_FAULT_CLASSES = ("08", "53", "57", "58", "XX")
+_PG_DAMAGED = ("XX001", "XX002")
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return exc.orig
+    return exc
+
+
+def is_fault(exc: BaseException) -> bool:
+    """Whether `exc` says the database itself is unusable (damaged, unreachable, out of space),
+    as opposed to refusing one statement because of the data in it."""
+    from sqlalchemy.exc import DBAPIError, DisconnectionError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, DatabaseError | DisconnectionError | PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    orig = _driver_error(exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_FAULTS
+    if type(orig).__module__.startswith("psycopg"):
+        state = getattr(orig, "sqlstate", None)
+        if state is None:  # raised by the client: a connection that failed or was closed
+            return type(orig).__name__ in ("OperationalError", "InterfaceError") or "connection" in str(orig).lower()
+        return str(state)[:2] in _PG_FAULT_CLASSES
+    return False
+
+
+def is_damaged(exc: BaseException) -> bool:
+    """Whether `exc` says the database is damaged (corrupt pages, not a database file)."""
+    orig = _driver_error(exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_DAMAGED
+    return getattr(orig, "sqlstate", None) in _PG_DAMAGED
+
+
+def where(url: str) -> str:
+    """The database for a person: the SQLite file's path, or PostgreSQL user@host:port/dbname
+    (never the password)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+    except Exception:
+        return "<unparseable database url>"
+    if u.get_backend_name() == "sqlite":
+        if not u.database or u.database == ":memory:":
+            return "SQLite in memory"
+        return f"SQLite {Path(u.database).resolve()}"
+    user = f"{u.username}@" if u.username else ""
+    return f"PostgreSQL {user}{u.host or 'localhost'}:{u.port or 5432}/{u.database or ''}"
+
+
+def fault_line(url: str, exc: BaseException) -> str:
+    """One line for a database fault: which database, and what is wrong with it."""
+    if isinstance(exc, DatabaseError):
+        return " ".join(str(exc).split())
+    detail = " ".join(str(_driver_error(exc)).split())[:300] or exc.__class__.__name__
+    if is_damaged(exc):
+        return (f"database {where(url)} is damaged ({detail}): stop mailbot, and restore it from a backup "
+                "(`mailbot check` runs the integrity check)")
+    return f"database {where(url)} cannot be used: {detail}"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -58,11 +141,14 @@ def create_schema(engine: Engine) -> None:
     """Bring the database to the newest schema (Alembic migrations)."""
     from mailbot.schema import upgrade
 
+    url = engine.url.render_as_string(hide_password=False)
     try:
         upgrade(engine)
     except SQLAlchemyError as e:
-        detail = getattr(e, "orig", None) or e
-        raise DatabaseError(f"database {safe_url(str(engine.url))}: {detail}") from None
+        if is_fault(e):
+            raise DatabaseError(fault_line(url, e)) from None
+        detail = " ".join(str(getattr(e, "orig", None) or e).split())[:300]
+        raise DatabaseError(f"database {where(url)}: {detail}") from None
 
 
 @contextmanager

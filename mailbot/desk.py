@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
-from mailbot import digest, faults, sla
+from mailbot import digest, faults, folder_health, sla
 from mailbot.config import Config, database_url
 from mailbot.db import create_schema, make_engine, transaction
 from mailbot.intake import FetchResult, fetch
@@ -29,7 +29,7 @@ from mailbot.outbox import FlushResult, flush
 from mailbot.process import Processor, ProcessResult
 from mailbot.render import Renderer
 from mailbot.sla import SweepResult
-from mailbot.source import Outcome, SourceSession
+from mailbot.source import Outcome, SourceError, SourceSession
 from mailbot.transports import Transport, make_transport
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class PollResult:
     fetch: FetchResult
     process: ProcessResult
     marked: int
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Folders besides the inbox (sent folders) that could not be read: folder -> error."""
 
 
 class Desk:
@@ -130,13 +132,23 @@ class Desk:
 
         fetched = fetch(self.engine, source, self.config.mailbox.batch_size, should_stop, since=since,
                         after_batch=batch_stored)
+        skipped: dict[str, str] = {}
         if sent:
             for folder in self.config.mailbox.sent_folders:
-                self._fetch_sent(folder, should_stop)
+                # a sent folder that cannot be read is reported and skipped: the inbox goes on
+                try:
+                    self._fetch_sent(folder, should_stop)
+                except SourceError as e:
+                    skipped[folder] = str(e)
+                    folder_health.failed(self.engine, self.config, self.renderer, folder,
+                                         self._folder_name(source, folder), str(e))
+                else:
+                    folder_health.ok(self.engine, self.config, self.renderer, folder,
+                                     self._folder_name(source, folder))
         # what the batches left: sent-folder mail, retries, and mail an earlier poll stored
         processed.add(self.processor.run(should_stop, failed=failed))
         marked += self.mark_done(source)
-        return PollResult(fetched, processed, marked)
+        return PollResult(fetched, processed, marked, skipped)
 
     @property
     def mailbox_name(self) -> str:
@@ -195,8 +207,15 @@ class Desk:
         return marked
 
     def _done_mailboxes(self, source: SourceSession) -> list[str]:
-        base = source.name.rsplit("/", 1)[0]
-        return [source.name, *(f"{base}/{f}" for f in self.config.mailbox.sent_folders)]
+        return [source.name, *(self._folder_name(source, f) for f in self.config.mailbox.sent_folders)]
+
+    def _folder_name(self, source: SourceSession, folder: str) -> str:
+        """The name the messages of `folder`, in `source`'s mailbox, are stored under (as
+        `open_source(folder)` names it; the inbox's own name may hold a "/" of a subfolder)."""
+        m = self.config.mailbox
+        if m.source == "imap":
+            return f"imap://{m.user}@{m.host}:{m.port}/{folder}"
+        return f"{source.name.rsplit('/', 1)[0]}/{folder}"
 
     def flush(self, should_stop: Callable[[], bool] = lambda: False) -> FlushResult:
         return flush(self.engine, self.transport(), self.config.outgoing, should_stop)

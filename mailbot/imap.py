@@ -172,12 +172,30 @@ def _why(e: BaseException) -> str:
     return f"{e.__class__.__name__}: {e}"[:300]
 
 
-def probe(config: MailboxConfig) -> dict[str, object]:
-    """For `mailbot check`: log in, look at the folder and the capabilities."""
+def probe(config: MailboxConfig, folders: tuple[str, ...] = ()) -> dict[str, Any]:
+    """For `mailbot check`: log in, look at the folder and the capabilities, and try to select
+    (read-only) each of `folders`: "folders" maps each to None (selectable) or what is wrong."""
     s = ImapSession(config)
     try:
         caps = s.client.capabilities()
-        return {"uidvalidity": s.uidvalidity, "move": s.can_move, "idle": b"IDLE" in caps,
-                "messages": len(s.client.search(["ALL"]))}
+        info: dict[str, Any] = {"uidvalidity": s.uidvalidity, "move": s.can_move, "idle": b"IDLE" in caps,
+                                "messages": len(s.client.search(["ALL"]))}
+        info["folders"] = {name: _folder_problem(s.client, name) for name in folders}
+        return info
+    except (IMAPClientError, OSError) as e:
+        raise s._wrap("probe failed", e) from None
     finally:
         s.close()
+
+
+def _folder_problem(client: Any, name: str) -> str | None:
+    try:
+        client.select_folder(name, readonly=True)
+        return None
+    except IMAPClientError as e:
+        why = _why(e)
+    try:
+        exists = bool(client.folder_exists(name))
+    except IMAPClientError:
+        exists = True
+    return f"cannot be selected ({why})" if exists else "does not exist"

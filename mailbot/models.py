@@ -214,6 +214,25 @@ class DaemonHealth(SQLModel, table=True):
     failing_since: datetime | None = None
     alert_open: bool = False
     """An alert mail went out and no "recovered" mail yet."""
+    heartbeat_at: datetime | None = None
+    """Written every `heartbeat_seconds` while the daemon runs: an old one means it is gone."""
+    heartbeat_seconds: float | None = None
+    stopped_at: datetime | None = None
+    """Set when the daemon exits cleanly."""
+
+
+class FolderHealth(SQLModel, table=True):
+    """A folder the desk reads besides the inbox (a sent folder) that cannot be read: it is
+    skipped, and staff get one alert and one "recovered" mail for it. One row per failing
+    folder, whichever daemon reads it; the row goes when the folder is read again."""
+
+    __tablename__ = "folder_health"
+    mailbox: str = Field(primary_key=True, sa_type=Text)
+    """imap://user@host:port/FOLDER, as the folder's stored messages name it."""
+    failing_since: datetime
+    last_error: str = Field(sa_type=Text)
+    last_error_at: datetime
+    alert_open: bool = False
 
 
 def format_ref(ticket_id: int) -> str:

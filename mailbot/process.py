@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,7 +27,7 @@ from mailbot import clock, faults, followup, inbound, metrics, replyguard, ticke
 from mailbot.bounces import attach_bounce
 from mailbot.clock import local
 from mailbot.config import Config
-from mailbot.db import is_postgres, transaction
+from mailbot.db import is_fault, is_postgres, transaction
 from mailbot.extraction import Extraction, extract
 from mailbot.identity import person
 from mailbot.locks import MessageClaims
@@ -179,6 +179,12 @@ class Processor:
         try:
             outcome, done = self._commit(ids)
         except Exception as e:
+            if is_fault(e):
+                # the database failed, not these messages: the attempt is not theirs, and the poll fails
+                with suppress(Exception), transaction(self.engine) as session:
+                    session.execute(update(StoredMessage).where(col(StoredMessage.id).in_(ids))
+                                    .values(attempts=StoredMessage.attempts - 1))
+                raise
             if len(ids) > 1:
                 log.warning("a batch of %d messages failed; doing them one by one", len(ids), exc_info=True)
                 for mid in ids:

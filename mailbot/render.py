@@ -60,6 +60,7 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "list_cap": 500, "kind": "failing", "daemon": "mx1:4242",
     "mailbox": "delist@example.org@imap.example.org:993/INBOX",
     "error": "IMAP server imap.example.org:993 (user delist@example.org): login refused", "minutes": 30,
+    "database": "SQLite /var/lib/mailbot/mailbot.db", "folder": "Sent",
 }
 """Data every shipped template renders with, for `mailbot check` and previews."""
 
@@ -68,7 +69,8 @@ class TemplateError(Exception):
     """A template is missing or does not render; names the template."""
 
 
-AUTOMATIC_TEMPLATES = frozenset({"ack", "needs_info", "redirect", "closed", "sla_notice", "digest", "poll_alert"})
+AUTOMATIC_TEMPLATES = frozenset({"ack", "needs_info", "redirect", "closed", "sla_notice", "digest", "poll_alert",
+                                 "database_alert", "folder_alert"})
 """The mails mailbot writes by itself, each filled with data of its own; never a staff reply.
 Every other template (the shipped `delisted` and `declined`, and any an operator adds) is one."""
 

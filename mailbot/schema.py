@@ -2,7 +2,7 @@
 
 `upgrade(engine)` brings a database to the newest schema; it runs when a
 desk starts and as `mailbot db upgrade`. On PostgreSQL it holds an advisory
-lock, so daemons starting together migrate once.
+lock, on SQLite the write lock, so processes starting together migrate once.
 """
 
 from __future__ import annotations
@@ -40,4 +40,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
+        elif conn.dialect.name == "sqlite":
+            # SQLite's write lock first: two processes starting on a new file (the daemon and a
+            # `mailbot status`) migrate one after the other, each migration all or nothing
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         command.upgrade(_config(conn), revision)

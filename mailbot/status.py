@@ -1,4 +1,9 @@
-"""`mailbot status`: what a person on call wants to know, in one screen."""
+"""`mailbot status`: what a person on call wants to know, in one screen.
+
+Daemons are shown as they are, not as their rows last said: one whose
+heartbeat stopped is "stopped" (`health.is_running`), and a folder the desk
+skips because it cannot be read is listed with its error.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,12 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from mailbot import folder_health
+from mailbot.health import is_running
 from mailbot.models import DaemonHealth, MailboxCursor, OutboxMail, StoredMessage, Ticket
+
+RECENT = timedelta(days=1)
+"""Stopped daemons are listed for this long after their last heartbeat."""
 
 
 def gather(engine: Engine, now: datetime, soon_hours: float) -> dict[str, Any]:
@@ -30,8 +40,24 @@ def gather(engine: Engine, now: datetime, soon_hours: float) -> dict[str, Any]:
         messages = {state: count(select(func.count()).select_from(StoredMessage).where(StoredMessage.state == state))
                     for state in ("stored", "quarantined")}
         cursors = [{"mailbox": c.mailbox, "last_poll_at": c.last_poll_at} for c in s.exec(select(MailboxCursor))]
-        daemons = [{"name": d.name, "started_at": d.started_at, "last_poll_ok_at": d.last_poll_ok_at,
-                    "errors_since_start": d.errors, "last_error": d.last_error, "last_error_at": d.last_error_at,
-                    "failing_since": d.failing_since, "alert_open": d.alert_open}
-                   for d in s.exec(select(DaemonHealth).order_by(col(DaemonHealth.started_at).desc()))]
-    return {"outbox": outbox, "tickets": tickets, "messages": messages, "mailboxes": cursors, "daemons": daemons}
+        daemons = []
+        for d in s.exec(select(DaemonHealth).order_by(col(DaemonHealth.started_at).desc())):
+            running = is_running(d, now)
+            last_seen = d.stopped_at or d.heartbeat_at or d.started_at
+            if not running and _aware(last_seen, now) < now - RECENT:
+                continue
+            daemons.append({
+                "name": d.name, "state": "running" if running else "stopped", "started_at": d.started_at,
+                "heartbeat_at": d.heartbeat_at, "stopped_at": None if running else last_seen,
+                "last_poll_ok_at": d.last_poll_ok_at, "errors_since_start": d.errors, "last_error": d.last_error,
+                "last_error_at": d.last_error_at, "failing_since": d.failing_since, "alert_open": d.alert_open})
+        daemons.sort(key=lambda d: d["state"] != "running")  # stable: running first, newest first
+        folders = [{"mailbox": f.mailbox, "failing_since": f.failing_since, "last_error": f.last_error,
+                    "last_error_at": f.last_error_at, "alert_open": f.alert_open}
+                   for f in folder_health.failing(s)]
+    return {"outbox": outbox, "tickets": tickets, "messages": messages, "mailboxes": cursors,
+            "skipped_folders": folders, "daemons": daemons}
+
+
+def _aware(dt: datetime, now: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=now.tzinfo)

@@ -72,14 +72,15 @@ def test_the_demo_runs_the_whole_desk_without_a_mail_server(tmp_path: Path) -> N
 
 def test_check_prints_one_line_per_check_and_fails_when_one_fails(
         tmp_path: Path, dovecot: Any, smtp_server: Any, database_url: str) -> None:
-    path = imap_toml(tmp_path, dovecot, smtp_server, database_url)
+    path = imap_toml(tmp_path, dovecot, smtp_server, database_url, desk={"staff": ["support@example.org"]},
+                     replies={"authserv_ids": ["mx.example.org"]})
     env_ok = {"MAILBOT_MAILBOX_PASSWORD": dovecot.password}
     r = subprocess.run([sys.executable, "-m", "mailbot", "-c", str(path), "check"], capture_output=True, text=True,
                        env={**os.environ, **env_ok}, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
-    assert [ln.split()[1] for ln in lines] == ["config", "database", "mailbox", "outgoing", "templates"]
-    assert all(ln.startswith("ok") for ln in lines)
+    assert [ln.split()[1] for ln in lines] == ["config", "database", "mailbox", "folders", "outgoing", "templates"]
+    assert all(ln.startswith("ok") for ln in lines), r.stdout
     assert "MOVE, IDLE" in lines[2]
 
     r = subprocess.run([sys.executable, "-m", "mailbot", "-c", str(path), "check"], capture_output=True, text=True,
