@@ -294,6 +294,8 @@ class _Intake:
         except Exception as e:  # the connection broke, the server refused, it did not fit in memory, ...
             self._fetch_failed(items, alone, e)
             return
+        if faults.armed():
+            faults.point("while_fetching", " ".join(identity_of(f.raw[:HEADER_BYTES])[0] or "" for f in fetched))
         try:
             dup_done = self._store(items, fetched)
         except Exception as e:  # the database refused it, or ran out of memory

@@ -83,6 +83,7 @@ def state_at_death(w: World) -> dict[str, object]:
 
 # What is durable at the moment each crash point kills the process (two forwards in the inbox).
 AT_DEATH: dict[str, dict[str, object]] = {
+    "while_fetching": {"stored": 0, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
     "after_fetch": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
     "after_parse": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
     "after_queue": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
@@ -320,3 +321,30 @@ def test_a_message_that_kills_the_process_three_times_is_quarantined_and_the_nex
     [ticket] = w.tickets()
     assert ticket.ip == "203.0.113.20"
     assert [r.rcpt_tos for r in w.smtp.messages] == [["bob@two.example"]]
+
+
+def test_a_message_that_kills_the_process_while_it_is_fetched_is_quarantined_after_three_deaths(
+        cli_desk: Callable[..., CliDesk]) -> None:
+    desk = cli_desk()
+    w = desk.world
+    w.deliver(forward("203.0.113.10", "healthy-1", "ann@one.example"))
+    w.deliver(forward("203.0.113.20", "poison-1", "eve@three.example"))
+    w.deliver(forward("203.0.113.30", "healthy-2", "bob@two.example"))
+    fault = "while_fetching:poison"
+
+    # the batch of three dies (counted against none of them); then each is fetched alone, the
+    # least-tried first: the healthy ones land, the poison one dies alone three times
+    for _ in range(4):
+        died = desk.poll_once(fault=fault)
+        assert died.returncode == KILLED, died.stdout + died.stderr
+    assert sorted(m.message_id or "" for m in w.messages()) == ["<healthy-1@forwarder.example>",
+                                                                 "<healthy-2@forwarder.example>"]
+    survived = desk.poll_once(fault=fault)  # still armed: the message is not fetched again
+    assert survived.returncode == 0, survived.stderr
+    assert "quarantined 1" in survived.stdout
+    [poison] = [m for m in w.messages() if m.state == "quarantined"]
+    assert poison.outcome == "quarantined: fetching failed 3 times: the process died while fetching it"
+    assert poison.message_id == "<poison-1@forwarder.example>" and poison.truncated  # its headers, for the listing
+    assert w.imap.uids("INBOX") == [] and len(w.imap.uids("Quarantine")) == 1 and len(w.imap.uids("Processed")) == 2
+    assert sorted(t.ip or "" for t in w.tickets()) == ["203.0.113.10", "203.0.113.30"]
+    assert sorted(r.rcpt_tos[0] for r in w.smtp.wait_for(2)) == ["ann@one.example", "bob@two.example"]
