@@ -12,6 +12,7 @@ would not hand those messages over; the connection is still good).
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
 from collections.abc import Sequence
@@ -67,6 +68,11 @@ class ImapSession:
                               " (set mailbox.ca_file, or tls_verify = false for a test server)") from None
         except (OSError, IMAPClientError) as e:
             raise SourceError(f"{who}: cannot connect: {_why(e)}") from None
+        if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
+            # imapclient turns imaplib's debug output on to feed that logger, and imaplib then
+            # formats every response it reads (the repr of each message's bytes) into a string,
+            # logged or not: a 25 MB message cost 60 MB more memory, and the time to format it.
+            client._imap.debug = 0
         try:
             if c.security == "starttls":
                 client.starttls(self._context())

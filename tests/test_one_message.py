@@ -7,6 +7,11 @@ through the command line an operator runs.
 
 from __future__ import annotations
 
+import base64
+import os
+import resource
+import subprocess
+import sys
 from collections.abc import Callable
 
 from app import World, forward
@@ -104,3 +109,72 @@ def test_a_message_the_database_refuses_is_stored_without_the_field_or_quarantin
     assert third.state == "processed"
     assert world.imap.uids("INBOX") == [] and len(world.imap.uids("Quarantine")) == 1
     assert sorted(r.rcpt_tos[0] for r in world.smtp.wait_for(2)) == ["ann@one.example", "bob@two.example"]
+
+
+# -- memory is bounded by configuration, not by the mail ------------------------------------------
+
+MiB = 1024 * 1024
+HEADROOM = 200 * MiB
+"""Address space the limited polls get above what a poll of ordinary mail peaks at."""
+PEAK = ("import atexit, runpy, sys\n"
+        "atexit.register(lambda: sys.stderr.write('\\nVmPeak ' + next(l.split()[1] for l in open('/proc/self/status')"
+        " if l.startswith('VmPeak')) + '\\n'))\n"
+        "sys.argv = ['mailbot', *sys.argv[1:]]\n"
+        "runpy.run_module('mailbot', run_name='__main__')\n")
+
+
+def large_forward(ip: str, tag: str, sender: str, size: int) -> bytes:
+    """A 5.7.511 forward with a base64 attachment making it about `size` bytes."""
+    blob = base64.encodebytes(os.urandom(size * 3 // 4)).replace(b"\n", b"\r\n")
+    raw = forward(ip, tag, sender)
+    return raw.replace(b"--=_fwd_4814c9673ed3c6617e191ea7--",
+                       b"--=_fwd_4814c9673ed3c6617e191ea7\nContent-Type: application/octet-stream; name=\"logs.bin\"\n"
+                       b"Content-Transfer-Encoding: base64\n\n" + blob + b"\n--=_fwd_4814c9673ed3c6617e191ea7--")
+
+
+def limited_poll(desk: CliDesk, limit: int) -> subprocess.CompletedProcess[str]:
+    """`mailbot poll --once` in a process whose address space is capped at `limit` bytes."""
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "mailbot", "-c", str(desk.path), "poll", "--once"],
+                          capture_output=True, text=True, timeout=300, preexec_fn=cap,
+                          env={**os.environ, **desk.env()})
+
+
+def test_under_an_address_space_limit_large_mail_flows_and_a_message_too_large_to_fetch_is_quarantined(
+        cli_desk: Callable[..., CliDesk]) -> None:
+    desk = cli_desk(mailbox={"max_message_bytes": 512 * MiB})  # the cap lets the huge one be fetched whole
+    w = desk.world
+    # what a poll of ordinary mail peaks at, in this environment
+    w.deliver(forward("203.0.113.1", "first-1", "first@one.example"))
+    calibrate = subprocess.run([sys.executable, "-c", PEAK, "-c", str(desk.path), "poll", "--once"],
+                               capture_output=True, text=True, timeout=120, env={**os.environ, **desk.env()})
+    assert calibrate.returncode == 0, calibrate.stderr
+    limit = int(calibrate.stderr.rsplit("VmPeak ", 1)[1].split()[0]) * 1024 + HEADROOM
+
+    senders = ["first@one.example"]
+    for i in range(12):  # 96 MB of large mail, more than the headroom several times over once in memory
+        senders.append(f"large{i}@big.example")
+        w.deliver(large_forward(f"198.51.100.{i + 1}", f"large-{i}", senders[-1], 8 * MiB))
+        if i % 4 == 3:
+            senders.append(f"small{i}@small.example")
+            w.deliver(forward(f"192.0.2.{i + 1}", f"small-{i}", senders[-1]))
+    huge = w.deliver(large_forward("203.0.113.99", "huge-1", "huge@big.example", 256 * MiB))
+    senders.append("after@small.example")
+    w.deliver(forward("192.0.2.99", "after-1", senders[-1]))
+
+    for poll in (1, 2, 3):
+        r = limited_poll(desk, limit)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "Traceback" not in r.stderr
+        if poll == 1:  # everything else was taken in, answered and moved at once
+            assert w.imap.uids("INBOX") == [huge]
+            assert sorted(rcpt for m in w.smtp.wait_for(len(senders)) for rcpt in m.rcpt_tos) == sorted(senders)
+            assert len(w.tickets()) == len(senders)
+    # the one that cannot be fetched: tried alone once a poll, quarantined after three, kept on the server
+    [row] = [m for m in w.messages() if m.state == "quarantined"]
+    assert row.message_id == "<huge-1@forwarder.example>" and row.size > 256 * MiB
+    assert row.outcome is not None and "fetching failed 3 times: MemoryError" in row.outcome
+    assert w.imap.uids("INBOX") == [] and len(w.imap.uids("Quarantine")) == 1
+    assert "quarantined 1" in r.stdout
