@@ -14,10 +14,9 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from app import World, forward
+from app import CliDesk, World, forward
 from sqlalchemy import text
 from sqlmodel import Session, select
-from test_crash import CliDesk, cli_desk  # noqa: F401  (the fixture)
 
 from mailbot.models import StoredMessage
 
