@@ -45,6 +45,8 @@ class StoredMessage(SQLModel, table=True):
         # marking done on the server: the few finished messages not marked yet, after every batch
         Index("ix_message_unmarked", "server_done", "mailbox"),
         Index("ix_message_message_id", "message_id", postgresql_using="hash"),
+        # a Maildir source's waiting files, looked up by name at each poll
+        Index("ix_message_location", "mailbox", "location"),
     )
     id: int | None = Field(default=None, primary_key=True)
     mailbox: str = Field(max_length=500, index=True)

@@ -13,7 +13,9 @@ still recognised.
 
 `fetch_attempt` counts the failed fetches of each message (quarantined
 after three) and `mailbox_cursor.fetching` names the batch being fetched,
-so a batch that kills the process is found at the next poll (issue #12).
+so a batch that kills the process is found at the next poll; a Maildir
+source's waiting files are looked up by name (`ix_message_location`)
+before any is read (issue #12).
 
 On SQLite the altered tables are rebuilt (Alembic batch mode): upgrading a
 large database takes a while and needs free space about the size of the
@@ -60,6 +62,7 @@ def upgrade() -> None:
                 t.alter_column(column, type_=sa.Text(), existing_type=sa.String(length), existing_nullable=nullable)
     for name, table, column in HASHED:
         op.create_index(name, table, [column], postgresql_using="hash")
+    op.create_index("ix_message_location", "message", ["mailbox", "location"])
     with op.batch_alter_table("mailbox_cursor") as c:
         c.add_column(sa.Column("fetching", sa.Text(), nullable=True))
     op.create_table(
@@ -94,6 +97,7 @@ def _rekey_long_identities() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_message_location", "message")
     op.drop_table("fetch_attempt")
     with op.batch_alter_table("mailbox_cursor") as c:
         c.drop_column("fetching")
