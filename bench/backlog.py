@@ -12,6 +12,13 @@ batch, not the backlog). The last line is one JSON object of the figures.
 
 Usage: .venv/bin/python bench/backlog.py [--small 2000] [--large 20000] [--source imap|maildir]
        [--timeout SECONDS]
+       .venv/bin/python bench/backlog.py --big 30 [--big-mb 24] [--good 10]
+
+`--big N` runs the other case instead (issue #12): N messages of --big-mb MB each (a
+forward with a large attachment) interleaved with --good ordinary forwards, and reports
+the peak RSS against the configured bound: the most message bytes mailbot may hold at
+once, max(mailbox.batch_bytes, mailbox.max_message_bytes) (before batch_bytes existed,
+batch_size x max_message_bytes).
 While a run goes, its RSS and progress (read from the SQLite file) are sampled from
 outside every 5 s. The large run is stopped after --timeout seconds (default 360): the
 peak is then the peak over the stages it reached, and the output says so.
@@ -24,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -172,6 +180,73 @@ def run_size(server: Any, copier: Any, n: int, source: str, tmp: Path, timeout: 
     return result
 
 
+def big_message(copy: bytes, i: int, tag: str, blob: bytes) -> bytes:
+    """A forward of `copy` (attached as message/rfc822) with a large attachment of logs after it."""
+    m = re.search(rb"^From:[^\r\n]*", copy, re.MULTILINE | re.IGNORECASE)
+    sender = m.group(0) if m else b"From: dana.ops@mailops.example"
+    head = (sender + b"\r\nTo: delist@example.org\r\nSubject: Fwd: undeliverable (with our logs)\r\n"
+            + f"Message-ID: <big.{tag}.{i}@forwarder.example>\r\n".encode()
+            + b"Date: Tue, 03 Jun 2025 11:24:03 +0000\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=\"=_big_\"\r\n\r\n")
+    return (head + b"--=_big_\r\nContent-Type: text/plain\r\n\r\nPlease delist us; the bounce and our logs are "
+            b"attached.\r\n--=_big_\r\nContent-Type: message/rfc822\r\n\r\n" + copy
+            + b"\r\n--=_big_\r\nContent-Type: application/octet-stream; name=\"logs.bin\"\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + blob + b"--=_big_--\r\n")
+
+
+def run_big(server: Any, copier: Any, big: int, size_mb: float, good: int, tmp: Path, timeout: float,
+            tag: str) -> dict[str, Any]:
+    """`big` large messages with `good` ordinary forwards between them, drained by a subprocess."""
+    import base64
+
+    import _servers as S
+
+    blob = base64.encodebytes(os.urandom(int(size_mb * 1024 * 1024 * 3 / 4))).replace(b"\n", b"\r\n")
+    every = max(1, big // max(good, 1))
+
+    def messages() -> Any:
+        g = 0
+        for i in range(big):
+            yield big_message(copier.copy(i), i, tag, blob)
+            if good and i % every == every - 1 and g < good:
+                yield copier.copy(100_000 + g)
+                g += 1
+        for j in range(g, good):
+            yield copier.copy(100_000 + j)
+
+    t0 = time.perf_counter()
+    box, n = S.fill_mailbox(server, messages(), prefix="big-")
+    load_s = time.perf_counter() - t0
+    work = tmp / "big"
+    work.mkdir()
+    data = S.config_data(box, f"sqlite:///{work / 'mailbot.db'}", outgoing_maildir=work / "sent")
+    cfg = work / "config.json"
+    cfg.write_text(json.dumps({"config": data}))
+    total_mb = (big * len(blob) + good * 3000) / 1024 / 1024
+    print(f"{big} messages of {size_mb:g} MB and {good} ordinary forwards ({n} in all, {total_mb:.0f} MB): loaded in "
+          f"{load_s:.1f} s; running mailbot in a subprocess ...", flush=True)
+    out_path = work / "child.out"
+    with out_path.open("w") as out:
+        proc = subprocess.Popen([sys.executable, __file__, "--child", str(cfg)], stdout=out)
+    start = time.monotonic()
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    samples: list[dict[str, Any]] = []
+    sampler = threading.Thread(target=_sample, args=(proc.pid, work / "mailbot.db", start, samples), daemon=True)
+    sampler.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    killer.cancel()
+    sampler.join()
+    code = os.waitstatus_to_exitcode(status)
+    lines = out_path.read_text().splitlines()
+    result: dict[str, Any] = {"big": big, "big_mb": size_mb, "good": good, "messages": n,
+                              "wall_s": round(time.monotonic() - start, 1), "maxrss_kb": usage.ru_maxrss,
+                              "exit": code, "timed_out": code == -9}
+    if lines and lines[-1].startswith("{"):
+        result.update(json.loads(lines[-1]))
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -180,11 +255,18 @@ def main() -> None:
     ap.add_argument("--source", choices=("imap", "maildir"), default="imap")
     ap.add_argument("--timeout", type=float, default=360,
                     help="stop the large run after this many seconds and report the peak so far (default 360)")
+    ap.add_argument("--big", type=int, default=0, help="the large-message case: this many large messages")
+    ap.add_argument("--big-mb", type=float, default=24.0, help="size of each large message in MB (default 24)")
+    ap.add_argument("--good", type=int, default=10, help="ordinary forwards among the large ones (default 10)")
     args = ap.parse_args()
     if args.child:
         child(args.child)
         return
     import _servers as S
+
+    if args.big:
+        big_main(args)
+        return
 
     templates = S.load_forwards()
     copier = S.Copier(templates, tag=f"{time.time_ns():x}")
@@ -212,6 +294,33 @@ def main() -> None:
     results.update(small=small, large=large, large_partial=large["timed_out"], ratio=round(ratio, 3),
                    growth_ratio=round(above, 3) if above is not None else None, target_met=ratio < TARGET)
     print(json.dumps(results))
+
+
+def big_main(args: argparse.Namespace) -> None:
+    import _servers as S
+
+    from mailbot.config import MailboxConfig
+
+    tag = f"{time.time_ns():x}"
+    copier = S.Copier(S.load_forwards(), tag=tag)
+    with tempfile.TemporaryDirectory(prefix="mailbot-backlog-") as tmpdir, S.dovecot() as server:
+        r = run_big(server, copier, args.big, args.big_mb, args.good, Path(tmpdir), max(args.timeout, 1800), tag)
+    m = MailboxConfig(source="maildir", maildir_path="x")  # the defaults, as the bench config uses them
+    batch_bytes = getattr(m, "batch_bytes", None)
+    bound = max(batch_bytes, m.max_message_bytes) if batch_bytes else m.batch_size * m.max_message_bytes
+    start_kb = r.get("rss_start_kb", 0)
+    growth = r["maxrss_kb"] * 1024 - start_kb * 1024
+    mib = 1024 * 1024
+    print(f"exit {r['exit']}{' (killed: timeout)' if r['timed_out'] else ''}: {r.get('done', '?')} of "
+          f"{r['messages']} messages done, {r.get('sent', '?')} replies, {r.get('left', '?')} left in INBOX, "
+          f"{r.get('elapsed_s', '?')} s")
+    print(f"peak RSS {r['maxrss_kb'] / 1024:.0f} MiB ({start_kb / 1024:.0f} MiB after start-up, growth "
+          f"{growth / mib:.0f} MiB); configured bound on message bytes held at once: {bound / mib:.0f} MiB "
+          f"(batch_bytes {batch_bytes and batch_bytes / mib}, max_message_bytes {m.max_message_bytes / mib:.0f} MiB, "
+          f"batch_size {m.batch_size}); growth / bound = {growth / bound:.2f}")
+    print(json.dumps({"bench": "backlog-big", **r, "bound_bytes": bound, "batch_bytes": batch_bytes,
+                      "max_message_bytes": m.max_message_bytes, "batch_size": m.batch_size,
+                      "growth_bytes": growth, "growth_over_bound": round(growth / bound, 3)}))
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,21 +142,6 @@ class StageTimer:
                 self.calls[name] += 1
         return timed
 
-    def wrap_iter(self, name: str, fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-        def timed(*a: Any, **k: Any) -> Iterator[Any]:
-            it = fn(*a, **k)
-            while True:
-                t0 = time.perf_counter()
-                try:
-                    item = next(it)
-                except StopIteration:
-                    return
-                finally:
-                    self.seconds[name] += time.perf_counter() - t0
-                self.calls[name] += 1
-                yield item
-        return timed
-
     def instrument(self, desk: Desk) -> Callable[[], None]:
         """Wrap the stages of `desk`; returns a function that undoes the module-level wrap."""
         orig_fetch = getattr(desk_module, "fetch", None)
@@ -169,7 +154,8 @@ class StageTimer:
 
         def timed_source() -> Any:
             src = self.wrap("imap_connect", open_source)()
-            src.batches = self.wrap_iter("imap_fetch", src.batches)
+            src.listing = self.wrap("imap_fetch", src.listing)  # the sizes, asked first
+            src.fetch = self.wrap("imap_fetch", src.fetch)
             src.mark_done_many = self.wrap("imap_mark", src.mark_done_many)
             return src
 

@@ -75,6 +75,7 @@ class MailboxConfig(_TlsClient):
     sent_folders: tuple[str, ...] = ()
     maildir_path: str = ""
     batch_size: int = Field(100, ge=1, le=5000)
+    batch_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024)
     process_batch: int = Field(50, ge=1, le=1000)
     idle: bool = True
     idle_seconds: float = Field(600.0, ge=10, le=1680)

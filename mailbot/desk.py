@@ -131,7 +131,8 @@ class Desk:
             marked += self.mark_done(source)
 
         fetched = fetch(self.engine, source, self.config.mailbox.batch_size, should_stop, since=since,
-                        after_batch=batch_stored)
+                        after_batch=batch_stored, batch_bytes=self.config.mailbox.batch_bytes)
+        processed.quarantined += fetched.quarantined  # given up on at fetch: reported like the rest
         skipped: dict[str, str] = {}
         if sent:
             for folder in self.config.mailbox.sent_folders:
@@ -166,7 +167,8 @@ class Desk:
             return
         sent = self.open_source(folder)
         try:
-            fetch(self.engine, sent, self.config.mailbox.batch_size, should_stop, folder_kind="sent")
+            fetch(self.engine, sent, self.config.mailbox.batch_size, should_stop, folder_kind="sent",
+                  batch_bytes=self.config.mailbox.batch_bytes)
         finally:
             sent.close()
 

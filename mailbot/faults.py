@@ -8,6 +8,7 @@ so a test can make one message kill the process again and again.
 
 The points, in the order a message meets them:
 
+- `while_fetching`  a batch's bytes are read from the server, not stored (key: the batch's Message-IDs)
 - `after_fetch`     a batch of raw messages is committed, nothing parsed yet
 - `after_parse`     inside the processing transaction (a batch of fresh messages, or one retry),
                     one message's effects written, not committed
@@ -23,8 +24,13 @@ from __future__ import annotations
 
 import os
 
-POINTS = ("after_fetch", "after_parse", "after_queue", "after_commit", "before_mark", "after_mark",
+POINTS = ("while_fetching", "after_fetch", "after_parse", "after_queue", "after_commit", "before_mark", "after_mark",
           "after_smtp_250")
+
+
+def armed() -> bool:
+    """A crash point is set (so a key worth computing may be asked for)."""
+    return bool(os.environ.get("MAILBOT_FAULT"))
 
 
 def point(name: str, key: str | None = None) -> None:

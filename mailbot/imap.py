@@ -1,29 +1,35 @@
 """The IMAP source. The only module that imports imapclient.
 
-Fetches by UID in batches, checks RFC822.SIZE before fetching a body, and
-marks a message done with MOVE (or `\\Seen` + `$Mailbot` where the server
-has no MOVE). It never deletes mail. Every imapclient or socket error
-becomes a `SourceError` naming host:port and user, never the password.
+Lists messages by UID with their RFC822.SIZE before any body is fetched
+(intake decides how many bytes to ask for at once), fetches the UIDs it is
+given, and marks a message done with MOVE (or `\\Seen` + `$Mailbot` where
+the server has no MOVE). It never deletes mail. A socket error or a broken
+connection becomes a `SourceError` naming host:port and user, never the
+password; a NO or BAD for a FETCH becomes a `MessageError` (the server
+would not hand those messages over; the connection is still good).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from mailbot import oauth
 from mailbot.config import MailboxConfig
-from mailbot.source import Fetched, Outcome, SourceError
+from mailbot.source import HEADER_BYTES, Fetched, Listed, MessageError, Outcome, SourceError
 
 DONE_FLAG = b"$Mailbot"
 QUARANTINE_FLAG = b"$MailbotQuarantine"
+SIZE_CHUNK = 1000
+"""UIDs per RFC822.SIZE request."""
 
 
 class ImapSession:
@@ -32,6 +38,7 @@ class ImapSession:
         self.server = f"{config.host}:{config.port}"
         self.name = f"imap://{config.user}@{config.host}:{config.port}/{config.folder}"
         self.client: Any = None
+        self._factory = client_factory
         try:
             self.client = self._connect(client_factory)
             info = self.client.select_folder(config.folder)
@@ -61,6 +68,11 @@ class ImapSession:
                               " (set mailbox.ca_file, or tls_verify = false for a test server)") from None
         except (OSError, IMAPClientError) as e:
             raise SourceError(f"{who}: cannot connect: {_why(e)}") from None
+        if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
+            # imapclient turns imaplib's debug output on to feed that logger, and imaplib then
+            # formats every response it reads (the repr of each message's bytes) into a string,
+            # logged or not: a 25 MB message cost 60 MB more memory, and the time to format it.
+            client._imap.debug = 0
         try:
             if c.security == "starttls":
                 client.starttls(self._context())
@@ -93,35 +105,69 @@ class ImapSession:
     def _wrap(self, what: str, e: BaseException) -> SourceError:
         return SourceError(f"IMAP server {self.server} (user {self.config.user}): {what}: {_why(e)}")
 
-    def batches(self, after_uid: int, batch_size: int, since: date | None = None) -> Iterator[list[Fetched]]:
+    def listing(self, after_uid: int, since: date | None = None, also: Sequence[int] = ()) -> list[Listed]:
         try:
             if since is not None:  # backfill: by arrival date, whatever the cursor says
-                uids = sorted(self.client.search(["SINCE", since]))
+                uids = set(self.client.search(["SINCE", since]))
             else:
                 # `n:*` always matches the highest UID, even below n: filter it out.
-                uids = sorted(u for u in self.client.search(["UID", f"{after_uid + 1}:*", "UNKEYWORD", "$Mailbot"])
-                              if u > after_uid)
+                uids = {u for u in self.client.search(["UID", f"{after_uid + 1}:*", "UNKEYWORD", "$Mailbot"])
+                        if u > after_uid}
         except (IMAPClientError, OSError) as e:
             raise self._wrap("search failed", e) from None
+        wanted = sorted(uids | set(also))
         cap = self.config.max_message_bytes
-        for i in range(0, len(uids), batch_size):
-            chunk = uids[i:i + batch_size]
+        out: list[Listed] = []
+        # in chunks: the UID list is on the command line, whose length servers limit
+        for i in range(0, len(wanted), SIZE_CHUNK):
+            chunk = wanted[i:i + SIZE_CHUNK]
             try:
-                sizes = {u: int(d.get(b"RFC822.SIZE", 0)) for u, d in self.client.fetch(chunk, ["RFC822.SIZE"]).items()}
-                small = [u for u in chunk if sizes.get(u, 0) <= cap and u in sizes]
-                large = [u for u in chunk if sizes.get(u, 0) > cap]
-                bodies = self.client.fetch(small, ["BODY.PEEK[]"]) if small else {}
-                heads = self.client.fetch(large, ["BODY.PEEK[HEADER]"]) if large else {}
+                sizes = self.client.fetch(chunk, ["RFC822.SIZE"])
             except (IMAPClientError, OSError) as e:
-                raise self._wrap(f"fetch of UIDs {chunk[0]}..{chunk[-1]} failed", e) from None
-            out = []
+                raise self._wrap(f"size of UIDs {chunk[0]}..{chunk[-1]} failed", e) from None
             for u in chunk:
-                if u in bodies and b"BODY[]" in bodies[u]:
-                    out.append(Fetched(u, None, bytes(bodies[u][b"BODY[]"]), sizes[u]))
-                elif u in heads:
-                    raw = bytes(heads[u].get(b"BODY[HEADER]", b""))
-                    out.append(Fetched(u, None, raw, sizes[u], truncated=True))
-            yield out
+                if u in sizes and b"RFC822.SIZE" in sizes[u]:  # a UID in `also` may be gone
+                    size = int(sizes[u][b"RFC822.SIZE"])
+                    out.append(Listed(u, None, size, truncated=size > cap))
+        return out
+
+    def fetch(self, items: Sequence[Listed], headers_only: bool = False) -> list[Fetched]:
+        whole = [i.uid for i in items if i.uid is not None and not (i.truncated or headers_only)]
+        heads = [i.uid for i in items if i.uid is not None and (i.truncated or headers_only)]
+        what = f"fetch of UIDs {items[0].uid}..{items[-1].uid}" if items else "fetch"
+        try:
+            bodies = self.client.fetch(whole, ["BODY.PEEK[]"]) if whole else {}
+            headers = self.client.fetch(heads, [f"BODY.PEEK[HEADER]<0.{HEADER_BYTES}>"]) if heads else {}
+        except IMAPClientAbortError as e:
+            raise self._wrap(f"{what} failed", e) from None
+        except IMAPClientError as e:  # a NO or BAD for these messages: the connection is fine
+            raise MessageError(f"{what}: the server refused: {_why(e)}") from None
+        except OSError as e:
+            raise self._wrap(f"{what} failed", e) from None
+        out: list[Fetched] = []
+        for i in items:
+            if i.uid in bodies and b"BODY[]" in bodies[i.uid]:
+                out.append(Fetched(i.uid, None, bytes(bodies[i.uid].pop(b"BODY[]")), i.size))
+            elif i.uid in headers:
+                out.append(Fetched(i.uid, None, bytes(headers[i.uid].get(b"BODY[HEADER]<0>", b"")), i.size,
+                                   truncated=True))
+        return out
+
+    def reset(self) -> None:
+        self.close()
+        try:
+            self.client = self._connect(self._factory)
+            info = self.client.select_folder(self.config.folder)
+        except SourceError:
+            self.close()
+            raise
+        except (IMAPClientError, OSError) as e:
+            self.close()
+            raise self._wrap(f"reconnecting to folder {self.config.folder}", e) from None
+        if int(info[b"UIDVALIDITY"]) != self.uidvalidity:
+            self.close()
+            raise SourceError(f"IMAP server {self.server} (user {self.config.user}), folder {self.config.folder}: "
+                              "UIDVALIDITY changed during the poll; the next poll re-reads the folder")
 
     def _ensure_folders(self) -> None:
         if self._folders_ready or not self.can_move:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import mailbox
 import os
-from collections.abc import Iterator
+from collections.abc import Sequence
 from datetime import date, datetime, time
 from pathlib import Path
 
-from mailbot.source import Fetched, Outcome, SourceError
+from mailbot.source import HEADER_BYTES, Fetched, Listed, MessageError, Outcome, SourceError
 
 
 class MaildirSession:
@@ -43,29 +43,40 @@ class MaildirSession:
             out.extend(f"{sub}/{n}" for n in names)
         return out
 
-    def batches(self, after_uid: int, batch_size: int, since: date | None = None) -> Iterator[list[Fetched]]:
-        pending = self._pending()
-        if since is not None:
-            cutoff = datetime.combine(since, time.min).timestamp()
-            pending = [p for p in pending if (self.path / p).stat().st_mtime >= cutoff]
-        for i in range(0, len(pending), batch_size):
-            out: list[Fetched] = []
-            for loc in pending[i:i + batch_size]:
-                p = self.path / loc
-                try:
-                    size = p.stat().st_size
-                    with open(p, "rb") as f:
-                        raw = f.read(self.max_bytes + 1)
-                except FileNotFoundError:
-                    continue  # taken by someone else meanwhile
-                except OSError as e:
-                    raise SourceError(f"Maildir {self.path}: cannot read {loc}: {e.strerror}") from None
-                if size > self.max_bytes:
-                    head = raw.split(b"\n\n", 1)[0]
-                    out.append(Fetched(None, loc, head, size, truncated=True))
-                else:
-                    out.append(Fetched(None, loc, raw, size))
-            yield out
+    def listing(self, after_uid: int, since: date | None = None, also: Sequence[int] = ()) -> list[Listed]:
+        """Every file waiting in new/ and cur/ (Maildir has no cursor; `also` has no meaning here)."""
+        cutoff = datetime.combine(since, time.min).timestamp() if since is not None else None
+        out: list[Listed] = []
+        for loc in self._pending():
+            try:
+                st = (self.path / loc).stat()
+            except FileNotFoundError:
+                continue  # taken by someone else meanwhile
+            except OSError as e:
+                raise SourceError(f"Maildir {self.path}: cannot look at {loc}: {e.strerror}") from None
+            if cutoff is None or st.st_mtime >= cutoff:
+                out.append(Listed(None, loc, st.st_size, truncated=st.st_size > self.max_bytes))
+        return out
+
+    def fetch(self, items: Sequence[Listed], headers_only: bool = False) -> list[Fetched]:
+        out: list[Fetched] = []
+        for item in items:
+            assert item.location is not None
+            try:
+                with open(self.path / item.location, "rb") as f:
+                    if item.truncated or headers_only:
+                        head = f.read(HEADER_BYTES)
+                        out.append(Fetched(None, item.location, _header_part(head), item.size, truncated=True))
+                    else:
+                        out.append(Fetched(None, item.location, f.read(), item.size))
+            except FileNotFoundError:
+                continue  # taken by someone else meanwhile
+            except OSError as e:
+                raise MessageError(f"Maildir {self.path}: cannot read {item.location}: {e.strerror}") from None
+        return out
+
+    def reset(self) -> None:
+        pass  # no connection to lose
 
     def mark_done(self, uid: int | None, location: str | None, outcome: Outcome) -> None:
         if not location:
@@ -85,3 +96,12 @@ class MaildirSession:
 
     def close(self) -> None:
         pass
+
+
+def _header_part(head: bytes) -> bytes:
+    """The header block at the start of `head` (all of it when no blank line ends it there)."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = head.find(sep)
+        if i >= 0:
+            return head[: i + len(sep)]
+    return head

@@ -3,6 +3,8 @@
 - `MailboxCursor`: per mailbox, the UIDVALIDITY seen and the last UID stored.
 - `StoredMessage`: every inbound message's raw bytes with its coordinates,
   stored before anything parses it; its processing outcome.
+- `FetchAttempt`: a message that could not be fetched or stored yet, with
+  its failed attempts (quarantined after three).
 - `Ticket`, `TicketEvent`: the desk's work and its history; `TicketSender`:
   who may act on a ticket, and what each of them forwarded.
 - `OutboxMail`: every outgoing mail, rendered once (Message-ID fixed), sent
@@ -17,6 +19,10 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+# Whatever comes from a message (its headers, addresses, Message-ID) goes into unbounded
+# text: no column length may decide whether mail is processed. Where such a value is indexed,
+# PostgreSQL gets a hash index (a btree refuses entries over 2,704 bytes); SQLite has no limit.
+
 
 class MailboxCursor(SQLModel, table=True):
     __tablename__ = "mailbox_cursor"
@@ -24,6 +30,10 @@ class MailboxCursor(SQLModel, table=True):
     uidvalidity: int | None = Field(default=None, sa_type=BigInteger)
     last_uid: int = Field(default=0, sa_type=BigInteger)
     last_poll_at: datetime | None = None
+    fetching: str | None = Field(default=None, sa_type=Text)
+    """The keys of the batch being fetched (JSON), set before the fetch and cleared by the commit
+    that stores it: found set at the next poll, that batch killed the process, and its messages
+    are then fetched one at a time, each attempt counted (`FetchAttempt`)."""
 
 
 class StoredMessage(SQLModel, table=True):
@@ -35,6 +45,9 @@ class StoredMessage(SQLModel, table=True):
         Index("ix_message_claim", "state", "attempts", "id"),
         # marking done on the server: the few finished messages not marked yet, after every batch
         Index("ix_message_unmarked", "server_done", "mailbox"),
+        Index("ix_message_message_id", "message_id", postgresql_using="hash"),
+        # a Maildir source's waiting files, looked up by name at each poll
+        Index("ix_message_location", "mailbox", "location"),
     )
     id: int | None = Field(default=None, primary_key=True)
     mailbox: str = Field(max_length=500, index=True)
@@ -43,8 +56,10 @@ class StoredMessage(SQLModel, table=True):
     location: str | None = Field(default=None, max_length=500)
     """Where the message sits in a Maildir source (its key); None for IMAP."""
     identity: str = Field(max_length=600)
-    """Message-ID (normalised), or a content hash where it has none or it collides."""
-    message_id: str | None = Field(default=None, max_length=1000, index=True)
+    """Message-ID (a hash of it when long), or a content hash where it has none or it collides:
+    bounded by construction (`intake.identity_key`), so the unique key always fits."""
+    message_id: str | None = Field(default=None, sa_type=Text)
+    """As written, whole."""
     digest: str = Field(max_length=80, index=True)
     """sha256 of the raw bytes."""
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
@@ -58,7 +73,7 @@ class StoredMessage(SQLModel, table=True):
     processed_at: datetime | None = None
     server_done: bool = False
     """The move/flag on the mail server happened (only ever after the commit)."""
-    sender: str | None = Field(default=None, max_length=500)
+    sender: str | None = Field(default=None, sa_type=Text)
     subject: str | None = Field(default=None, sa_type=Text)
     outcome: str | None = Field(default=None, sa_type=Text)
     findings: str | None = Field(default=None, sa_type=Text)
@@ -68,14 +83,34 @@ class StoredMessage(SQLModel, table=True):
     """inbox (mail to the desk) or sent (the shared mailbox's sent folder: staff answers)."""
 
 
+class FetchAttempt(SQLModel, table=True):
+    """A message whose fetch or store failed: fetched alone from then on, each attempt counted
+    before it is made (so one that kills the process counts too), quarantined after three.
+    The row goes when the message is stored."""
+
+    __tablename__ = "fetch_attempt"
+    __table_args__ = (UniqueConstraint("mailbox", "uidvalidity", "key", name="uq_fetch_attempt"),)
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str = Field(max_length=500)
+    uidvalidity: int = Field(default=0, sa_type=BigInteger)
+    """The UIDVALIDITY its UID belongs to (0 for a Maildir source)."""
+    key: str = Field(max_length=600)
+    """`Listed.key`: uid:N, or loc:<Maildir file>."""
+    attempts: int = 0
+    """Attempts of this message alone (a batch that failed around it counts none)."""
+    last_error: str | None = Field(default=None, sa_type=Text)
+    updated_at: datetime
+
+
 class Ticket(SQLModel, table=True):
     __tablename__ = "ticket"
     # the SLA sweep's query: open tickets at a given notice stage, by due time
-    __table_args__ = (Index("ix_ticket_sla", "state", "sla_stage", "due_at"),)
+    __table_args__ = (Index("ix_ticket_sla", "state", "sla_stage", "due_at"),
+                      Index("ix_ticket_sender", "sender", postgresql_using="hash"))
     id: int | None = Field(default=None, primary_key=True)
     state: str = Field(max_length=20, index=True)
     """open | answered | closed | redirected | needs_info."""
-    sender: str | None = Field(default=None, max_length=500, index=True)
+    sender: str | None = Field(default=None, sa_type=Text)
     ip: str | None = Field(default=None, max_length=64, index=True)
     reply_code: str | None = Field(default=None, max_length=8)
     status: str | None = Field(default=None, max_length=16)
@@ -114,7 +149,8 @@ class TicketEvent(SQLModel, table=True):
     ticket_id: int = Field(foreign_key="ticket.id", index=True)
     at: datetime
     kind: str = Field(max_length=40)
-    actor: str = Field(max_length=200)
+    actor: str = Field(sa_type=Text)
+    """Who: a sender's or staff address (as long as the mail had it), "mailbot", "cli:user"."""
     detail: str | None = Field(default=None, sa_type=Text)
 
 
@@ -130,11 +166,13 @@ class OutboxMail(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
     kind: str = Field(max_length=40)
-    dedupe_key: str | None = Field(default=None, max_length=300, unique=True)
+    dedupe_key: str | None = Field(default=None, sa_type=Text, unique=True)
+    """kind:ticket:recipient; the recipient passed `sanitize.mailbox_address` (at most 1,000
+    characters of ASCII), so the btree entry stays well under PostgreSQL's limit."""
     envelope_from: str = Field(max_length=500)
     recipients: str = Field(sa_type=Text)
     """Envelope recipients, comma separated (already validated addresses)."""
-    rcpt_domain: str | None = Field(default=None, max_length=255)
+    rcpt_domain: str | None = Field(default=None, sa_type=Text)
     """The (first) recipient's domain, lower case."""
     rcpt_person: str | None = Field(default=None, sa_type=Text)
     """The (first) recipient as a person (`identity.person`): what the per-recipient cap counts."""

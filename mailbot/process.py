@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,6 +62,7 @@ class Processor:
         self.policy = Policy(config.policy)
         self.claims = MessageClaims(engine)
         self.batch_size = config.mailbox.process_batch
+        self.batch_bytes = config.mailbox.batch_bytes
         self.after_commit: Callable[[], None] = lambda: None
         """Called after each commit that may have queued replies (the daemon starts sending them)."""
         self._counts: list[Callable[[], None]] = []
@@ -75,13 +76,13 @@ class Processor:
         process is counted against each of its messages (each is then retried on its own)."""
         while True:
             with transaction(self.engine) as session:
-                stmt = (select(StoredMessage.id)
+                stmt = (select(StoredMessage.id, StoredMessage.size, StoredMessage.truncated)
                         .where(StoredMessage.state == "stored", col(StoredMessage.id) > after,
                                col(StoredMessage.attempts) == 0)
                         .order_by(col(StoredMessage.id)).limit(limit))
                 if is_postgres(self.engine):
                     stmt = stmt.with_for_update(skip_locked=True)
-                found = [i for i in session.exec(stmt).all() if i is not None]
+                found = self._within_bytes(session.exec(stmt).all())
                 if not found:
                     return []
                 mine = self.claims.take_many(found)
@@ -91,6 +92,18 @@ class Processor:
                                     .execution_options(synchronize_session=False))
                     return mine
                 after = found[-1]  # all taken by other daemons
+
+    def _within_bytes(self, rows: Sequence[tuple[int | None, int, bool]]) -> list[int]:
+        """The first rows whose bytes fit `mailbox.batch_bytes` (at least one): a batch's messages
+        are in memory together, so their size bounds the batch as it bounds a fetch."""
+        out: list[int] = []
+        held = 0
+        for mid, size, truncated in rows:
+            held += 0 if truncated else size  # a truncated message holds its headers only
+            if mid is None or (out and held > self.batch_bytes):
+                break
+            out.append(mid)
+        return out
 
     def _claim_retry(self, skip: set[int]) -> int | None:
         """The next stored message whose earlier attempt failed or died, claimed alone. Fresh mail

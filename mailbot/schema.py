@@ -37,11 +37,29 @@ def current(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
-        elif conn.dialect.name == "sqlite":
-            # SQLite's write lock first: two processes starting on a new file (the daemon and a
-            # `mailbot status`) migrate one after the other, each migration all or nothing
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        command.upgrade(_config(conn), revision)
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:
+            # A migration that rebuilds a table others refer to (Alembic's batch mode on SQLite)
+            # drops the old table first, which SQLite refuses with foreign keys on. They are off
+            # while migrating (the pragma is ignored inside a transaction) and checked before
+            # the commit.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
+                elif sqlite:
+                    # SQLite's write lock first: two processes starting on a new file (the daemon and a
+                    # `mailbot status`) migrate one after the other, each migration all or nothing
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                command.upgrade(_config(conn), revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"schema upgrade left {len(broken)} broken references, e.g. {broken[0]}")
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()

@@ -14,7 +14,7 @@ import pytest
 from corpus import corpus_dir
 from sqlmodel import Session, col, select
 
-from mailbot.config import Config, parse
+from mailbot.config import Config, load, parse
 from mailbot.desk import Desk
 from mailbot.models import OutboxMail, StoredMessage, Ticket, TicketEvent
 
@@ -140,3 +140,40 @@ def make_world(tmp_path: Path, dovecot: Any, smtp_server: Any, database_url: str
 @pytest.fixture
 def world(make_world: Callable[..., World]) -> World:
     return make_world()
+
+
+class CliDesk:
+    """The config file the CLI runs with, and a World on the same database to look at the outcome."""
+
+    def __init__(self, path: Path, world: World) -> None:
+        self.path, self.world = path, world
+        self.password = world.imap.password
+
+    def env(self, fault: str | None = None) -> dict[str, str]:
+        env = {"MAILBOT_MAILBOX_PASSWORD": self.password}
+        if fault:
+            env["MAILBOT_FAULT"] = fault
+        return env
+
+    def poll_once(self, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+        return mailbot_cli("-c", str(self.path), "poll", "--once", env=self.env(fault), timeout=120)
+
+    def start_daemon(self, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen([sys.executable, "-m", "mailbot", "-c", str(self.path), "run"],
+                                    stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env()})
+
+
+@pytest.fixture
+def cli_desk(tmp_path: Path, dovecot: Any, smtp_server: Any, database_url: str) -> Iterator[Callable[..., CliDesk]]:
+    made: list[Desk] = []
+
+    def make(**sections: dict[str, Any]) -> CliDesk:
+        path = imap_toml(tmp_path, dovecot, smtp_server, database_url, **sections)
+        desk = Desk(load(path, environ={"MAILBOT_MAILBOX_PASSWORD": dovecot.password}))
+        made.append(desk)
+        return CliDesk(path, World(desk, dovecot, smtp_server))
+
+    yield make
+    for desk in made:
+        desk.engine.dispose()

@@ -1,6 +1,6 @@
 """Shared fixtures: the real servers of tests/servers.py (Dovecot, SMTP, databases)."""
 
-from app import make_world, world  # noqa: F401  (mailbot wired to those servers)
+from app import cli_desk, make_world, world  # noqa: F401  (mailbot wired to those servers)
 from servers import (  # noqa: F401  (fixtures are found by name)
     database_url,
     dovecot,

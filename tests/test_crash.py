@@ -14,60 +14,20 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from app import World, forward, imap_toml, mailbot_cli
+from app import CliDesk, World, forward
 
-from mailbot.config import load
-from mailbot.desk import Desk
 from mailbot.faults import POINTS
 from mailbot.outbox import flush
 
 KILLED = 137
-
-
-class CliDesk:
-    """The config file the CLI runs with, and a World on the same database to look at the outcome."""
-
-    def __init__(self, path: Path, world: World) -> None:
-        self.path, self.world = path, world
-        self.password = world.imap.password
-
-    def env(self, fault: str | None = None) -> dict[str, str]:
-        env = {"MAILBOT_MAILBOX_PASSWORD": self.password}
-        if fault:
-            env["MAILBOT_FAULT"] = fault
-        return env
-
-    def poll_once(self, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-        return mailbot_cli("-c", str(self.path), "poll", "--once", env=self.env(fault), timeout=120)
-
-    def start_daemon(self, log: Path) -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            return subprocess.Popen([sys.executable, "-m", "mailbot", "-c", str(self.path), "run"],
-                                    stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env()})
-
-
-@pytest.fixture
-def cli_desk(tmp_path: Path, dovecot: Any, smtp_server: Any, database_url: str) -> Iterator[Callable[..., CliDesk]]:
-    made: list[Desk] = []
-
-    def make(**sections: dict[str, Any]) -> CliDesk:
-        path = imap_toml(tmp_path, dovecot, smtp_server, database_url, **sections)
-        desk = Desk(load(path, environ={"MAILBOT_MAILBOX_PASSWORD": dovecot.password}))
-        made.append(desk)
-        return CliDesk(path, World(desk, dovecot, smtp_server))
-
-    yield make
-    for desk in made:
-        desk.engine.dispose()
 
 
 def state_at_death(w: World) -> dict[str, object]:
@@ -83,6 +43,7 @@ def state_at_death(w: World) -> dict[str, object]:
 
 # What is durable at the moment each crash point kills the process (two forwards in the inbox).
 AT_DEATH: dict[str, dict[str, object]] = {
+    "while_fetching": {"stored": 0, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
     "after_fetch": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
     "after_parse": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
     "after_queue": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
@@ -320,3 +281,30 @@ def test_a_message_that_kills_the_process_three_times_is_quarantined_and_the_nex
     [ticket] = w.tickets()
     assert ticket.ip == "203.0.113.20"
     assert [r.rcpt_tos for r in w.smtp.messages] == [["bob@two.example"]]
+
+
+def test_a_message_that_kills_the_process_while_it_is_fetched_is_quarantined_after_three_deaths(
+        cli_desk: Callable[..., CliDesk]) -> None:
+    desk = cli_desk()
+    w = desk.world
+    w.deliver(forward("203.0.113.10", "healthy-1", "ann@one.example"))
+    w.deliver(forward("203.0.113.20", "poison-1", "eve@three.example"))
+    w.deliver(forward("203.0.113.30", "healthy-2", "bob@two.example"))
+    fault = "while_fetching:poison"
+
+    # the batch of three dies (counted against none of them); then each is fetched alone, the
+    # least-tried first: the healthy ones land, the poison one dies alone three times
+    for _ in range(4):
+        died = desk.poll_once(fault=fault)
+        assert died.returncode == KILLED, died.stdout + died.stderr
+    assert sorted(m.message_id or "" for m in w.messages()) == ["<healthy-1@forwarder.example>",
+                                                                 "<healthy-2@forwarder.example>"]
+    survived = desk.poll_once(fault=fault)  # still armed: the message is not fetched again
+    assert survived.returncode == 0, survived.stderr
+    assert "quarantined 1" in survived.stdout
+    [poison] = [m for m in w.messages() if m.state == "quarantined"]
+    assert poison.outcome == "quarantined: fetching failed 3 times: the process died while fetching it"
+    assert poison.message_id == "<poison-1@forwarder.example>" and poison.truncated  # its headers, for the listing
+    assert w.imap.uids("INBOX") == [] and len(w.imap.uids("Quarantine")) == 1 and len(w.imap.uids("Processed")) == 2
+    assert sorted(t.ip or "" for t in w.tickets()) == ["203.0.113.10", "203.0.113.30"]
+    assert sorted(r.rcpt_tos[0] for r in w.smtp.wait_for(2)) == ["ann@one.example", "bob@two.example"]

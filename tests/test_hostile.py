@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import mailbox
+import signal
 import time
 from email import message_from_bytes
 
@@ -66,12 +67,50 @@ def replies_to(world: World, address: str) -> list[object]:
     return [r for r in world.smtp.messages if address in r.rcpt_tos]
 
 
-def test_2000_nested_messages_are_read_to_a_depth_and_get_a_needs_info_ticket(world: World) -> None:
+def nested_2000() -> bytes:
     inner = b"From: x@y.example\r\nSubject: leaf\r\n\r\n550 5.7.511 banned sender[203.0.113.9]\r\n"
     for _ in range(2000):
         inner = b"Subject: level\r\nContent-Type: message/rfc822\r\n\r\n" + inner
-    row = run_with_next(world, mail(PLAIN + "Subject: nested\nMIME-Version: 1.0\nContent-Type: message/rfc822",
-                                    inner))
+    return mail(PLAIN + "Subject: nested\nMIME-Version: 1.0\nContent-Type: message/rfc822", inner)
+
+
+def encoded_words_32000() -> bytes:
+    return mail(PLAIN + "Subject: " + " ".join(["=?UTF-8?Q?a?="] * 32000))
+
+
+def broken_to() -> bytes:
+    return forward("203.0.113.7", "broken-to", "ann@one.example").replace(b"To: delist@example.org\n", b'To: "\n', 1)
+
+
+def outlook_message_id() -> bytes:
+    return forward("203.0.113.7", "x", "ann@one.example").replace(b"<x@forwarder.example>", b"<[abc==@microsoft.com]>")
+
+
+def huge_50_mb() -> bytes:
+    blob = base64.encodebytes(bytes(range(256)) * (38 * 1024 * 1024 // 256))
+    return mail(PLAIN + "Subject: huge\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"",
+                b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                + blob.replace(b"\n", b"\r\n") + b"--b--\r\n")
+
+
+def bcc_in_subject() -> bytes:
+    return forward("203.0.113.7", "inject-1", "ann@one.example").replace(
+        b"Subject: Fwd: Undelivered Mail Returned to Sender", b"Subject: =?UTF-8?Q?x=0ABcc:_victim@example.org?=", 1)
+
+
+def ambiguous_from() -> bytes:
+    return forward("203.0.113.7", "ambiguous-1", "x@x.example").replace(
+        b"From: Dana Ops <x@x.example>", b"From: alice@example.org)<bob@example.org>", 1)
+
+
+def markup_subject() -> bytes:
+    return forward("203.0.113.7", "script-1", "ann@one.example").replace(
+        b"Subject: Fwd: Undelivered Mail Returned to Sender",
+        b"Subject: <script>alert(1)</script> [bold red]x[/bold red] \x1b[31mred", 1)
+
+
+def test_2000_nested_messages_are_read_to_a_depth_and_get_a_needs_info_ticket(world: World) -> None:
+    row = run_with_next(world, nested_2000())
 
     assert row.state == "processed"
     ticket = next(t for t in world.tickets() if t.id == row.ticket_id)
@@ -81,8 +120,7 @@ def test_2000_nested_messages_are_read_to_a_depth_and_get_a_needs_info_ticket(wo
 
 
 def test_a_subject_of_32000_encoded_words_is_quarantined_with_its_reason(world: World) -> None:
-    subject = " ".join(["=?UTF-8?Q?a?="] * 32000)
-    row = run_with_next(world, mail(PLAIN + f"Subject: {subject}"))
+    row = run_with_next(world, encoded_words_32000())
 
     assert row.state == "quarantined"
     assert row.outcome is not None and "cap" in row.outcome and "header" in row.outcome
@@ -90,8 +128,7 @@ def test_a_subject_of_32000_encoded_words_is_quarantined_with_its_reason(world: 
 
 
 def test_a_broken_to_header_does_not_matter(world: World) -> None:
-    raw = forward("203.0.113.7", "broken-to", "ann@one.example").replace(
-        b"To: delist@example.org\n", b'To: "\n', 1)
+    raw = broken_to()
     assert b'To: "\n' in raw
     row = run_with_next(world, raw)
 
@@ -100,9 +137,7 @@ def test_a_broken_to_header_does_not_matter(world: World) -> None:
 
 
 def test_outlooks_bracketed_message_id_is_kept_as_written_and_never_copied_into_a_header(world: World) -> None:
-    raw = forward("203.0.113.7", "x", "ann@one.example").replace(
-        b"<x@forwarder.example>", b"<[abc==@microsoft.com]>")
-    row = run_with_next(world, raw)
+    row = run_with_next(world, outlook_message_id())
 
     assert (row.state, row.message_id) == ("processed", "<[abc==@microsoft.com]>")
     [ack] = replies_to(world, "ann@one.example")
@@ -171,10 +206,7 @@ def test_nul_bytes_from_a_maildir_source_are_stored_as_they_are_and_kept_out_of_
 
 
 def test_a_50_mb_message_is_quarantined_from_its_headers_without_fetching_the_body(world: World) -> None:
-    blob = base64.encodebytes(bytes(range(256)) * (38 * 1024 * 1024 // 256))
-    raw = mail(PLAIN + "Subject: huge\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"",
-               b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-               + blob.replace(b"\n", b"\r\n") + b"--b--\r\n")
+    raw = huge_50_mb()
     assert len(raw) > 50 * 1024 * 1024
     row = run_with_next(world, raw)
 
@@ -217,10 +249,7 @@ def test_a_msg_that_is_not_ole_gets_a_needs_info_ticket(world: World) -> None:
 
 
 def test_a_subject_hiding_a_bcc_header_cannot_add_a_recipient_or_a_header(world: World) -> None:
-    raw = forward("203.0.113.7", "inject-1", "ann@one.example").replace(
-        b"Subject: Fwd: Undelivered Mail Returned to Sender",
-        b"Subject: =?UTF-8?Q?x=0ABcc:_victim@example.org?=", 1)
-    row = run_with_next(world, raw)
+    row = run_with_next(world, bcc_in_subject())
 
     assert row.state == "processed"
     [ack] = replies_to(world, "ann@one.example")
@@ -233,9 +262,7 @@ def test_a_subject_hiding_a_bcc_header_cannot_add_a_recipient_or_a_header(world:
 
 
 def test_an_ambiguous_from_gets_no_reply_to_either_address(world: World) -> None:
-    raw = forward("203.0.113.7", "ambiguous-1", "x@x.example").replace(
-        b"From: Dana Ops <x@x.example>", b"From: alice@example.org)<bob@example.org>", 1)
-    row = run_with_next(world, raw)
+    row = run_with_next(world, ambiguous_from())
 
     assert row.state == "processed"
     ticket = next(t for t in world.tickets() if t.id == row.ticket_id)
@@ -247,10 +274,7 @@ def test_an_ambiguous_from_gets_no_reply_to_either_address(world: World) -> None
 
 def test_markup_in_a_subject_is_shown_as_text_in_show_and_escaped_in_html_mail(
         world: World, tmp_path, dovecot, smtp_server, database_url) -> None:  # type: ignore[no-untyped-def]
-    raw = forward("203.0.113.7", "script-1", "ann@one.example").replace(
-        b"Subject: Fwd: Undelivered Mail Returned to Sender",
-        b"Subject: <script>alert(1)</script> [bold red]x[/bold red] \x1b[31mred", 1)
-    row = run_with_next(world, raw)
+    row = run_with_next(world, markup_subject())
     ticket = next(t for t in world.tickets() if t.id == row.ticket_id)
     assert ticket.subject is not None and "<script>" in ticket.subject
 
@@ -262,3 +286,50 @@ def test_markup_in_a_subject_is_shown_as_text_in_show_and_escaped_in_html_mail(
 
     _, _, html = digest.render(world.desk.engine, world.desk.config, world.desk.renderer)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html
+
+
+def test_every_hostile_message_through_the_daemon_gets_an_outcome_and_the_ordinary_mail_flows(
+        cli_desk, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """All of the above, with a 700-character Message-ID and a 220-character From, to `mailbot run`
+    (SQLite and PostgreSQL): each ends processed or quarantined with its reason, every ordinary forward
+    between them is acknowledged, no poll fails and the daemon keeps running."""
+    from test_crash import wait_for_line
+    from test_one_message import LONG_FROM, LONG_ID
+
+    desk = cli_desk(schedule={"poll_seconds": 1, "flush_seconds": 1})
+    w = desk.world
+    hostile = [nested_2000(), encoded_words_32000(), broken_to(), outlook_message_id(), mail(NUL_HEADERS, NUL_BODY),
+               huge_50_mb(), attachment("application/ms-tnef", "winmail.dat", b"\x78\x9f\x3e\x22\x01\x00" * 3),
+               attachment("application/vnd.ms-outlook", "ndr.msg", b"not an OLE file at all" * 40),
+               bcc_in_subject(), ambiguous_from(), markup_subject(),
+               forward("203.0.113.8", "long-id", "long@one.example").replace(b"<long-id@forwarder.example>",
+                                                                              LONG_ID.encode()),
+               forward("203.0.113.9", "long-from", LONG_FROM)]
+    ordinary = [f"ordinary{i}@s{i}.example" for i in range(len(hostile))]
+    for i, raw in enumerate(hostile):
+        w.deliver(raw)
+        w.deliver(forward(f"198.51.100.{i + 1}", f"ordinary-{i}", ordinary[i]))
+
+    log = tmp_path / "daemon.log"
+    proc = desk.start_daemon(log)
+    try:
+        wait_for_line(log, "mailbot running", 1, proc)
+        deadline = time.monotonic() + 120
+        while w.imap.uids("INBOX") or len({r.rcpt_tos[0] for r in w.smtp.messages} & set(ordinary)) < len(ordinary):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert proc.poll() is None  # still running
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    text = log.read_text(errors="replace")
+    assert "poll failed" not in text and "Traceback" not in text, text[-3000:]
+    messages = w.messages()
+    assert len(messages) == 2 * len(hostile)
+    assert all(m.state in ("processed", "quarantined") and m.outcome for m in messages)
+    quarantined = sorted(m.outcome or "" for m in messages if m.state == "quarantined")
+    assert len(quarantined) == 2  # the 32,000 encoded words and the 50 MB message, with their reasons
+    assert "header" in quarantined[0] and "over the cap of 26214400" in quarantined[1]
+    assert LONG_FROM in {r.rcpt_tos[0] for r in w.smtp.messages}

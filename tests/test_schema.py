@@ -3,6 +3,7 @@ released schema with its data intact, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
@@ -78,4 +79,57 @@ def test_a_database_of_the_previous_release_upgrades_with_its_queue_and_backlog_
         assert (msg.identity, msg.attempts, msg.raw) == ("<waiting@b>", 0, b"abc")
         [mail] = s.exec(select(OutboxMail).where(OutboxMail.state == "queued")).all()
         assert (mail.recipients, mail.message_id, mail.raw) == ("ann@one.example", "<q@example.org>", b"mail")
+    engine.dispose()
+
+
+def test_0007_makes_mail_text_unbounded_and_keeps_the_data_and_its_references(database_url: str) -> None:
+    """0005 is what the last landing shipped. SQLite took long values all along (it ignores lengths):
+    a long Message-ID stored then is re-keyed as the new code keys it, so the same mail fetched
+    again is still recognised."""
+    from sqlalchemy import inspect
+
+    from mailbot.intake import _store_batch, identity_key
+    from mailbot.models import StoredMessage, TicketEvent
+    from mailbot.source import Fetched
+
+    engine = make_engine(database_url)
+    schema.upgrade(engine, "0005")
+    at = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    long_id = "<" + "x" * 300 + "@forwarder.example>"
+    raw = f"Message-ID: {long_id}\r\nFrom: ann@one.example\r\n\r\nhi\r\n".encode()
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO ticket (state, sender, opened_at, updated_at, verified, clock, sla_stage) "
+            "VALUES ('open', 'ann@one.example', :o, :o, :v, 1, 0)"), {"o": at, "v": True})
+        conn.execute(text(
+            "INSERT INTO ticket_event (ticket_id, at, kind, actor, detail) VALUES (1, :o, 'opened', 'ann@one.example',"
+            " 'x')"), {"o": at})
+        conn.execute(text(
+            "INSERT INTO message (mailbox, uidvalidity, uid, identity, message_id, digest, raw, size, truncated,"
+            " fetched_at, state, attempts, server_done, folder_kind, ticket_id) VALUES ('m', 7, 1, :i, :mid, :d,"
+            " :raw, 3, :f, :o, 'processed', 1, :t, 'inbox', 1)"),
+            {"i": long_id if sqlite else "<short@b>", "mid": long_id if sqlite else "<short@b>",
+             "d": hashlib.sha256(raw).hexdigest(), "raw": raw, "f": False, "o": at, "t": True})
+    schema.upgrade(engine)
+    assert schema.current(engine) == schema.head()
+    columns = {(t, c["name"]): c["type"] for t in ("message", "ticket", "ticket_event", "outbox")
+               for c in inspect(engine).get_columns(t)}
+    for key in (("message", "message_id"), ("message", "sender"), ("ticket", "sender"), ("ticket_event", "actor"),
+                ("outbox", "dedupe_key"), ("outbox", "rcpt_domain")):
+        assert getattr(columns[key], "length", None) is None, key  # TEXT: no length
+    if not sqlite:  # a btree entry may not exceed 2,704 bytes; a hash index has no such limit
+        with engine.connect() as conn:
+            defs = dict(conn.execute(text("SELECT indexname, indexdef FROM pg_indexes WHERE indexname IN "
+                                          "('ix_message_message_id', 'ix_ticket_sender')")).all())
+        assert len(defs) == 2 and all("USING hash" in d for d in defs.values()), defs
+    with Session(engine) as s:
+        [msg] = s.exec(select(StoredMessage)).all()
+        [event] = s.exec(select(TicketEvent)).all()
+        assert (msg.ticket_id, event.ticket_id, msg.raw) == (1, 1, raw)
+        if sqlite:
+            assert msg.identity == identity_key(long_id) != long_id and msg.message_id == long_id
+            # fetched again (e.g. after a UIDVALIDITY reset): a duplicate, not a second message
+            stored, dups = _store_batch(s, "m", 8, [Fetched(5, None, raw, len(raw))])
+            assert (stored, len(dups)) == (0, 1)
     engine.dispose()
