@@ -131,6 +131,10 @@ def test_the_flags_a_real_setup_needs_give_a_config_that_check_accepts(
     assert (config.database.url, config.desk.staff, config.desk.name) == (
         "sqlite:///desk.db", ("ann@example.org",), "Example Desk")
     secrets = {"MAILBOT_MAILBOX_PASSWORD": dovecot.password, "MAILBOT_OUTGOING_PASSWORD": smtp_server.password}
+    missing = mailbot("check", cwd=tmp_path, env=secrets)  # check selects every folder it was told of
+    assert missing.returncode == 1 and "sent folder 'Sent Items' does not exist" in missing.stdout
+    dovecot.create_folder("Sent")
+    dovecot.create_folder("Sent Items")
     check = mailbot("check", cwd=tmp_path, env=secrets)
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"{dovecot.host}:{dovecot.port}" in check.stdout and f"smtp {smtp_server.host}:{smtp_server.port} (none)" \
