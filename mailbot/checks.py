@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import smtplib
 from collections.abc import Callable
 
 from mailbot.config import Config, ConfigError, database_url, load
@@ -70,12 +69,9 @@ def check_outgoing(config: Config, echo: Callable[[str], None]) -> bool:
         return _line(echo, True, "outgoing", f"maildir {config.path(o.maildir_path)}")
     from mailbot.transports import DeliveryError, SmtpTransport
 
-    t = SmtpTransport(o)
     try:
-        conn = t._connect()
-        conn.noop()
-        conn.quit()
-    except (DeliveryError, OSError, smtplib.SMTPException) as e:
+        SmtpTransport(o).probe()
+    except (DeliveryError, ConfigError) as e:
         return _line(echo, False, "outgoing", str(e))
     return _line(echo, True, "outgoing", f"smtp {o.host}:{o.port} ({o.security})"
                                          + (f" as {o.user}" if o.user else ""))

@@ -58,6 +58,10 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "list_cap": 500, "kind": "failing", "daemon": "mx1:4242",
     "mailbox": "delist@example.org@imap.example.org:993/INBOX",
     "error": "IMAP server imap.example.org:993 (user delist@example.org): login refused", "minutes": 30,
+    # the outgoing-server alert (send_alert) and the digest's failed outgoing mail
+    "server": "smtp.example.org:587", "duration": "2h 5m", "held": 12, "tries": 9,
+    "failed_mail": [], "failed_total": 0, "new_total": 1, "answered_total": 0, "redirected_total": 0,
+    "needs_info_total": 0, "quarantined_total": 0, "open_states": ["open"],
 }
 """Data every shipped template renders with, for `mailbot check` and previews."""
 
