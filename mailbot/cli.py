@@ -96,6 +96,9 @@ def main(ctx: click.Context, config_path: str, verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("apscheduler", "imapclient", "mailparser"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        # a command prints an outgoing outage as its own one line; the log's longer account is the daemon's
+        logging.getLogger("mailbot.sendhealth").setLevel(logging.CRITICAL)
 
 
 @main.command()
@@ -111,6 +114,7 @@ def run(ctx: click.Context) -> None:
     from mailbot.daemon import Daemon
     from mailbot.logs import setup
 
+    logging.getLogger("mailbot.sendhealth").setLevel(logging.NOTSET)
     desk = _desk(ctx)
     setup(desk.config.log.format, "DEBUG" if ctx.find_root().obj.get("verbose") else desk.config.log.level)
     Daemon(desk).run()
