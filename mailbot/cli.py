@@ -553,7 +553,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     t, o, msg = data["tickets"], data["outbox"], data["messages"]
     click.echo(f"tickets   {t['open']} open, {t['overdue']} overdue, {t['due_soon']} due within "
                f"{desk.config.sla.escalate_before:g} h, {t['needs_info']} waiting for information")
-    click.echo(f"outbox    {o['queued']} queued, {o['failed']} failed")
+    click.echo(f"outbox    {o['queued']} queued, {o['failed']} failed"
+               + (f"; sending FAILING since {clock.local(o['failing_since'], zone)}: {o['last_error']}"
+                  if o["failing_since"] else ""))
     click.echo(f"messages  {msg['stored']} waiting to be processed, {msg['quarantined']} quarantined")
 
 

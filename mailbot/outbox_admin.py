@@ -8,7 +8,6 @@ servers: everything printed passes `printable` first.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,22 +23,11 @@ from mailbot import clock
 from mailbot.db import transaction
 from mailbot.models import OutboxMail, OutgoingHealth, TicketEvent, format_ref
 from mailbot.sla import human_delta
+from mailbot.textsafe import printable
 
 log = logging.getLogger(__name__)
 STATES = ("queued", "failed", "bounced", "sent")
 SHOWN_BY_DEFAULT = ("queued", "failed", "bounced")
-
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]+")
-
-
-def printable(text: str | None) -> str:
-    """Text safe to print on a terminal, on one line: no control characters (C0, C1, ESC, DEL)
-    and no bidirectional overrides, each run of them one space.
-
-    A local stand-in for `mailbot.sanitize.printable`, which the lead is adding; swap the
-    import when it lands."""
-    return _UNPRINTABLE.sub(" ", text or "")
-
 
 @dataclass
 class OutboxFilter:

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from mailbot import oauth
 from mailbot.config import ConfigError, OutgoingConfig
+from mailbot.textsafe import printable
 
 
 class DeliveryError(Exception):
@@ -176,8 +177,7 @@ class SmtpTransport:
             self._classify(code, text, "RCPT")
 
     def _classify(self, code: int, text: bytes | str, stage: str) -> None:
-        detail = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-        msg = f"{self.who} answered {code} {detail[:200]} at {stage}"
+        msg = f"{self.who} answered {_reply(code, text)} at {stage}"
         if 500 <= code < 600:
             self._reset()
             raise PermanentFailure(msg)
@@ -207,8 +207,9 @@ def _quiet_close(conn: smtplib.SMTP | None) -> None:
 
 
 def _reply(code: int, text: bytes | str) -> str:
+    """A server's answer as one printable line: it is remote text, and it reaches logs and terminals."""
     detail = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-    return f"{code} {' '.join(detail.split())}"[:200]
+    return f"{code} {' '.join(printable(detail).split())}"[:220]
 
 
 def _why(e: BaseException, timeout: float) -> str:

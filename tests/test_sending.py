@@ -136,6 +136,12 @@ def test_a_refused_login_holds_the_queue_and_once_the_password_is_fixed_every_ma
     assert len(errors) == 1 and "outgoing mail stopped" in errors[0].getMessage()
     assert "10 mail(s) held" in errors[0].getMessage()
 
+    # an operator sees the outage where they look: status, and the outbox listing
+    status = s.cli("status")
+    assert "10 queued, 0 failed; sending FAILING since" in status.stdout and "login refused (535" in status.stdout
+    listing = s.cli("outbox").stdout
+    assert listing.startswith("outgoing mail FAILING since") and listing.count(" queued ") == 10
+
     # the daemon waits between tries of a broken server (no hammering a wrong password)
     tried = w.smtp.auth_attempts
     assert w.desk.flush(patient=True).fault == r.fault and w.smtp.auth_attempts == tried
