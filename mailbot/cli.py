@@ -146,6 +146,9 @@ def poll(ctx: click.Context, once: bool) -> None:
 def flush(ctx: click.Context) -> None:
     """Send the outbox mail that is due.
 
+    Exits 3 with one line naming the server, user and setting when the SMTP
+    server cannot be used; the mail stays queued, none is failed.
+
     \b
     Example:
       mailbot flush
@@ -535,6 +538,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """
     from mailbot import clock
     from mailbot.status import gather
+    from mailbot.textsafe import printable
 
     desk = _desk(ctx)
     now = clock.utcnow()
@@ -554,7 +558,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"tickets   {t['open']} open, {t['overdue']} overdue, {t['due_soon']} due within "
                f"{desk.config.sla.escalate_before:g} h, {t['needs_info']} waiting for information")
     click.echo(f"outbox    {o['queued']} queued, {o['failed']} failed"
-               + (f"; sending FAILING since {clock.local(o['failing_since'], zone)}: {o['last_error']}"
+               + (f"; sending FAILING since {clock.local(o['failing_since'], zone)}: {printable(o['last_error'])}"
                   if o["failing_since"] else ""))
     click.echo(f"messages  {msg['stored']} waiting to be processed, {msg['quarantined']} quarantined")
 

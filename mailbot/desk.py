@@ -212,6 +212,8 @@ class Desk:
             self.sending.failed(result.fault, result.held)
         elif (result.sent or result.retried or result.failed) and self.sending.works():
             result.add(flush(self.engine, self.transport(), self.config.outgoing, should_stop))
+            if result.fault is not None:  # down again already: the alert waits with the rest
+                self.sending.failed(result.fault, result.held)
         return result
 
     def sweep(self) -> SweepResult:

@@ -200,6 +200,10 @@ def test_a_closed_port_is_one_line_naming_the_server_the_user_and_the_settings(
                 "(check outgoing.host and outgoing.port)")
     assert flushed.stderr.strip() == f"mailbot: {expected}; 2 mail(s) held in the outbox, none failed: " \
                                      "they go out when the server works again"
+    # a command that only queues mail succeeds, and says the mail waits
+    digest = s.cli("digest", "--send")
+    assert digest.returncode == 0 and digest.stderr.strip() == f"mailbot: not sent yet: {expected}; 3 mail(s) " \
+        "held in the outbox, none failed: they go out when the server works again"
     checked = mailbot_cli("-c", str(s.path), "check", env=env)
     assert checked.returncode == 1
     [line] = [ln for ln in checked.stdout.splitlines() if "outgoing" in ln]
