@@ -8,7 +8,6 @@ warnings alone leave the exit status 0.
 
 from __future__ import annotations
 
-import smtplib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -160,12 +159,9 @@ def check_outgoing(config: Config, echo: Echo) -> bool:
         return _line(echo, "ok", "outgoing", f"maildir {config.path(o.maildir_path)}")
     from mailbot.transports import DeliveryError, SmtpTransport
 
-    t = SmtpTransport(o)
     try:
-        conn = t._connect()
-        conn.noop()
-        conn.quit()
-    except (DeliveryError, OSError, smtplib.SMTPException) as e:
+        SmtpTransport(o).probe()
+    except (DeliveryError, ConfigError) as e:
         return _line(echo, "FAIL", "outgoing", str(e))
     return _line(echo, "ok", "outgoing", f"smtp {o.host}:{o.port} ({o.security})"
                                          + (f" as {o.user}" if o.user else ""))

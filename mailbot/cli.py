@@ -68,6 +68,18 @@ def _configured_database() -> str:
         return ""
 
 
+def _held(r: Any) -> str:
+    """One line for a flush the outgoing server stopped: the server, user and setting, and what waits."""
+    return (f"{r.fault}; {r.held} mail(s) held in the outbox, none failed: they go out when the server "
+            "works again")
+
+
+def _warn_held(r: Any) -> None:
+    """After a command that queued mail: say so when it could not be sent yet (the command still succeeded)."""
+    if r.fault:
+        click.echo(f"mailbot: not sent yet: {_held(r)}", err=True)
+
+
 def _config(ctx: click.Context) -> Config:
     path = ctx.obj["config_path"]
     return load(path)
@@ -102,6 +114,9 @@ def main(ctx: click.Context, config_path: str, verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("apscheduler", "imapclient", "mailparser"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        # a command prints an outgoing outage as its own one line; the log's longer account is the daemon's
+        logging.getLogger("mailbot.sendhealth").setLevel(logging.CRITICAL)
 
 
 @main.command()
@@ -117,6 +132,7 @@ def run(ctx: click.Context) -> None:
     from mailbot.daemon import Daemon
     from mailbot.logs import setup
 
+    logging.getLogger("mailbot.sendhealth").setLevel(logging.NOTSET)
     desk = _desk(ctx)
     setup(desk.config.log.format, "DEBUG" if ctx.find_root().obj.get("verbose") else desk.config.log.level)
     Daemon(desk).run()
@@ -141,6 +157,7 @@ def poll(ctx: click.Context, once: bool) -> None:
     click.echo(f"fetched {polled.fetch.stored} new ({polled.fetch.duplicates} already stored), "
                f"processed {polled.process.processed}, quarantined {polled.process.quarantined}, "
                f"sent {flushed.sent}, retry later {flushed.retried}, failed {flushed.failed}")
+    _warn_held(flushed)
 
 
 @main.command()
@@ -149,12 +166,17 @@ def poll(ctx: click.Context, once: bool) -> None:
 def flush(ctx: click.Context) -> None:
     """Send the outbox mail that is due.
 
+    Exits 3 with one line naming the server, user and setting when the SMTP
+    server cannot be used; the mail stays queued, none is failed.
+
     \b
     Example:
       mailbot flush
     """
     r = _desk(ctx).flush()
     click.echo(f"sent {r.sent}, retry later {r.retried}, failed {r.failed}")
+    if r.fault:
+        _fail(_held(r), EXIT_UNREACHABLE)
 
 
 @main.command()
@@ -334,6 +356,7 @@ def reply(ctx: click.Context, ref: str, template: str, note: str | None) -> None
     sent_to = _staff_action(lambda: staff.reply(desk.engine, desk.config, desk.renderer, ref, template, _actor(), note))
     r = desk.flush()
     click.echo(f"{ref}: {template} reply queued to {', '.join(sent_to)}; sent {r.sent}, retry later {r.retried}")
+    _warn_held(r)
 
 
 @main.command()
@@ -364,6 +387,7 @@ def digest(ctx: click.Context, preview: str | None, send_now: bool) -> None:
             _fail("no digest sent: desk.staff is empty", EXIT_FAILED)
         r = desk.flush()
         click.echo(f"digest sent to {', '.join(desk.config.desk.staff)} (sent {r.sent}, retry later {r.retried})")
+        _warn_held(r)
 
 
 @main.command()
@@ -381,6 +405,7 @@ def sweep(ctx: click.Context) -> None:
     f = desk.flush()
     click.echo(f"escalated {len(r.escalated)} {' '.join(r.escalated)}; breached {len(r.breached)} "
                f"{' '.join(r.breached)}; sent {f.sent}")
+    _warn_held(f)
 
 
 def _progress(label: str, total: int) -> Callable[[Any], Any]:
@@ -411,6 +436,7 @@ def backfill(ctx: click.Context, since: Any, folder: str | None) -> None:
     f = desk.flush()
     click.echo(f"backfill since {since:%Y-%m-%d}: stored {r.fetch.stored} ({r.fetch.duplicates} already stored), "
                f"processed {r.process.processed}, quarantined {r.process.quarantined}, sent {f.sent}")
+    _warn_held(f)
 
 
 @main.command()
@@ -444,6 +470,96 @@ def reprocess(ctx: click.Context, ref: str | None, since: Any) -> None:
     f = desk.flush()
     click.echo(f"reprocessed {r.messages} messages: {r.changed} read differently, "
                f"{r.tickets_updated} tickets updated, {f.sent} mails sent")
+    _warn_held(f)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--state", "states", multiple=True, type=click.Choice(["queued", "failed", "bounced", "sent"]),
+              help="Only mail in this state (repeat for several; default: queued, failed and bounced).")
+@click.option("--ticket", "ref", help="Only mail of this ticket, e.g. DL-000123.")
+@click.option("--recipient", help="Recipient address contains this.")
+@click.option("--kind", help="Only this kind: ack, redirect, needs_info, staff_reply, digest, sla_notice, ...")
+@click.option("--older-than", "older_than", type=float, metavar="HOURS", help="Queued at least HOURS ago.")
+@click.option("--limit", type=int, default=100, show_default=True, help="At most this many, oldest first.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+@click.pass_context
+@operator_errors
+def outbox(ctx: click.Context, states: tuple[str, ...], ref: str | None, recipient: str | None, kind: str | None,
+           older_than: float | None, limit: int, as_json: bool) -> None:
+    """List outgoing mail that is queued, failed or bounced: by ticket, recipient, age.
+
+    \b
+    Example:
+      mailbot outbox
+      mailbot outbox --state failed --ticket DL-000123
+      mailbot outbox --older-than 2 --json | jq -r '.[].to'
+      mailbot outbox retry --all
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from datetime import timedelta
+
+    from mailbot import clock, outbox_admin, sendhealth
+
+    tid = _ticket_id(ref)
+    desk = _desk(ctx)
+    now = clock.utcnow()
+    f = outbox_admin.OutboxFilter(states=states or outbox_admin.SHOWN_BY_DEFAULT, ticket_id=tid,
+                                  recipient=recipient, kind=kind, limit=limit,
+                                  older_than=timedelta(hours=older_than) if older_than is not None else None)
+    with Session(desk.engine) as session:
+        rows = outbox_admin.find(session, f, now)
+        if as_json:
+            click.echo(json.dumps([outbox_admin.mail_dict(m, now) for m in rows], indent=1))
+            return
+        outbox_admin.print_outbox(rows, outbox_admin.counts(session), sendhealth.current(session),
+                                  desk.config.desk.zone, now, click.echo)
+
+
+def _ticket_id(ref: str | None) -> int | None:
+    from mailbot.models import parse_ref
+
+    if ref is None:
+        return None
+    tid = parse_ref(ref)
+    if tid is None:
+        _fail(f"{ref} is not a ticket reference (like DL-000123)", EXIT_FAILED)
+    return tid
+
+
+@outbox.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "every", is_flag=True, help="Every failed mail.")
+@click.option("--ticket", "ref", help="The failed mail of this ticket.")
+@click.pass_context
+@operator_errors
+def outbox_retry(ctx: click.Context, ids: tuple[int, ...], every: bool, ref: str | None) -> None:
+    """Put failed mail back in the queue and send what is due (recorded on each ticket).
+
+    Mail fails for good when a server refuses it (5xx) or after outgoing.max_attempts
+    temporary failures; once the cause is fixed, retry it.
+
+    \b
+    Example:
+      mailbot outbox retry 12 13
+      mailbot outbox retry --ticket DL-000123
+      mailbot outbox retry --all
+    """
+    from mailbot import outbox_admin
+
+    if sum((bool(ids), every, ref is not None)) != 1:
+        _fail("say which failed mail: IDs (from mailbot outbox), --ticket REF, or --all", EXIT_FAILED)
+    tid = _ticket_id(ref)
+    desk = _desk(ctx)
+    r = outbox_admin.requeue(desk.engine, _actor(), ids=ids, ticket_id=tid, every=every)
+    for line in r.refused:
+        click.echo(f"mailbot: {line}", err=True)
+    if not r.requeued:
+        _fail("no failed mail matched: nothing requeued", EXIT_FAILED)
+    f = desk.flush()
+    click.echo(f"requeued {len(r.requeued)}: {' '.join(str(m.id) for m in r.requeued)}; "
+               f"sent {f.sent}, retry later {f.retried}, failed {f.failed}")
+    _warn_held(f)
 
 
 @main.command()
@@ -459,6 +575,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
       mailbot status --json | jq .tickets.overdue
     """
     from mailbot import clock
+    from mailbot.sanitize import printable
     from mailbot.status import gather
 
     desk = _desk(ctx)
@@ -487,7 +604,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     t, o, msg = data["tickets"], data["outbox"], data["messages"]
     click.echo(f"tickets   {t['open']} open, {t['overdue']} overdue, {t['due_soon']} due within "
                f"{desk.config.sla.escalate_before:g} h, {t['needs_info']} waiting for information")
-    click.echo(f"outbox    {o['queued']} queued, {o['failed']} failed")
+    click.echo(f"outbox    {o['queued']} queued, {o['failed']} failed"
+               + (f"; sending FAILING since {clock.local(o['failing_since'], zone)}: {printable(o['last_error'], True)}"
+                  if o["failing_since"] else ""))
     click.echo(f"messages  {msg['stored']} waiting to be processed, {msg['quarantined']} quarantined")
 
 

@@ -158,7 +158,7 @@ class Daemon:
                 return
 
     def flush(self) -> None:
-        r = self.desk.flush(self.stopping.is_set)
+        r = self.desk.flush(self.stopping.is_set, patient=True)
         metrics.ACKS.labels("sent").inc(r.sent)
         metrics.ACKS.labels("failed").inc(r.failed)
         if r.sent or r.retried or r.failed:

@@ -28,6 +28,7 @@ from mailbot.models import StoredMessage
 from mailbot.outbox import FlushResult, flush
 from mailbot.process import Processor, ProcessResult
 from mailbot.render import Renderer
+from mailbot.sendhealth import SendHealth
 from mailbot.sla import SweepResult
 from mailbot.source import Outcome, SourceError, SourceSession
 from mailbot.transports import Transport, make_transport
@@ -57,6 +58,7 @@ class Desk:
         override = config.path(config.templates.dir) if config.templates.dir else None
         self.renderer = Renderer(override, config.templates.language)
         self.processor = Processor(config, self.engine, self.renderer)
+        self.sending = SendHealth(self.engine, config, self.renderer)
 
     def open_source(self, folder: str | None = None) -> SourceSession:
         m = self.config.mailbox
@@ -219,8 +221,21 @@ class Desk:
             return f"imap://{m.user}@{m.host}:{m.port}/{folder}"
         return f"{source.name.rsplit('/', 1)[0]}/{folder}"
 
-    def flush(self, should_stop: Callable[[], bool] = lambda: False) -> FlushResult:
-        return flush(self.engine, self.transport(), self.config.outgoing, should_stop)
+    def flush(self, should_stop: Callable[[], bool] = lambda: False, *, patient: bool = False) -> FlushResult:
+        """Send what is due. A server that cannot be used holds the queue (`FlushResult.fault`);
+        `patient` (the daemon) skips the server while this process's wait after such a fault
+        runs, where a person's command tries at once. The first flush that gets through ends
+        the outage and sends staff its one alert."""
+        if patient and self.sending.should_wait():
+            return FlushResult(fault=self.sending.last_fault)
+        result = flush(self.engine, self.transport(), self.config.outgoing, should_stop)
+        if result.fault is not None:
+            self.sending.failed(result.fault, result.held)
+        elif (result.sent or result.retried or result.failed) and self.sending.works():
+            result.add(flush(self.engine, self.transport(), self.config.outgoing, should_stop))
+            if result.fault is not None:  # down again already: the alert waits with the rest
+                self.sending.failed(result.fault, result.held)
+        return result
 
     def sweep(self) -> SweepResult:
         """Escalation and breach notices for tickets crossing their points (see sla.py)."""

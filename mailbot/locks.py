@@ -129,3 +129,45 @@ class MessageClaims:
 
     def release(self, message_id: int) -> None:
         self.release_many([message_id])
+
+
+class SendLock:
+    """Who may send the next outbox mail, on SQLite: one sender at a time per database file.
+
+    PostgreSQL claims an outbox row with `FOR UPDATE SKIP LOCKED`, a lock that
+    lasts while the mail is sent and dies with the sender. SQLite has no row
+    locks, and its write lock, held across an SMTP conversation, would stall
+    every other writer (processing, `mailbot reply`) for as long as a slow
+    server takes. So every SQLite sender (the daemon, `mailbot flush`, `reply`,
+    `digest --send`, in any process) takes this lock on a file beside the
+    database around each mail's claim, send and commit: the claim is atomic
+    among senders, and the database stays free for the others meanwhile. It is
+    an flock: the kernel lets go when the holder dies, so a killed sender's mail
+    is taken over at once. A no-op on PostgreSQL and for in-memory databases.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        database = engine.url.database
+        self.path: Path | None = None
+        if engine.dialect.name == "sqlite" and database and database != ":memory:":
+            self.path = Path(database).resolve().with_suffix(".send.lock")
+        self.fd: int | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the lock for one mail (waits while another sender has it)."""
+        if self.path is None:
+            yield
+            return
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailbot import clock
-from mailbot.models import DaemonHealth, OutboxMail, Ticket
+from mailbot.models import DaemonHealth, OutboxMail, OutgoingHealth, Ticket
 
 REGISTRY = CollectorRegistry()
 FETCHED = Counter("mailbot_messages_fetched", "Messages stored from the mailbox", registry=REGISTRY)
@@ -45,8 +45,12 @@ class DatabaseGauges(Collector):
             failed = s.exec(select(func.count()).select_from(OutboxMail).where(OutboxMail.state == "failed")).one()
             open_n = s.exec(select(func.count()).select_from(Ticket).where(Ticket.state == "open",
                                                                            col(Ticket.due_at) <= now)).one()
+            outgoing = s.get(OutgoingHealth, "outgoing")
+            failing = outgoing is not None and outgoing.failing_since is not None
         yield GaugeMetricFamily("mailbot_outbox_depth", "Outgoing mails waiting to be sent", value=float(depth))
         yield GaugeMetricFamily("mailbot_outbox_failed", "Outgoing mails that failed permanently", value=float(failed))
+        yield GaugeMetricFamily("mailbot_outgoing_failing", "1 while the outgoing server cannot be used "
+                                "(the queue is held; see mailbot status)", value=1.0 if failing else 0.0)
         yield GaugeMetricFamily("mailbot_oldest_open_ticket_age_seconds", "Age of the oldest open ticket",
                                 value=(now - oldest).total_seconds() if oldest else 0)
         yield GaugeMetricFamily("mailbot_overdue_tickets", "Open tickets past the SLA mark", value=float(open_n))

@@ -273,6 +273,26 @@ class FolderHealth(SQLModel, table=True):
     alert_open: bool = False
 
 
+class OutgoingHealth(SQLModel, table=True):
+    """Whether the outgoing server can be used, shared by every sender: one row, "outgoing".
+
+    `failing_since` is set by the first sender that finds the server unusable and
+    cleared by the first that sends again; that pair makes the staff alert once
+    per outage, however many senders saw it.
+    """
+
+    __tablename__ = "outgoing_health"
+    name: str = Field(primary_key=True, max_length=40)
+    failing_since: datetime | None = None
+    last_error: str | None = Field(default=None, sa_type=Text)
+    last_error_at: datetime | None = None
+    tries: int = 0
+    """Failed tries in the current outage."""
+    held: int = 0
+    """Due mails held back at the last failed try."""
+    recovered_at: datetime | None = None
+
+
 def format_ref(ticket_id: int) -> str:
     return f"DL-{ticket_id:06d}"
 

@@ -5,6 +5,15 @@ and its acknowledgement commit together). `flush` sends due rows one by
 one: each row is claimed, sent, and marked sent in one transaction, so a
 duplicate can only come from a crash between the server's 250 and that
 commit, and then carries the same Message-ID.
+
+The claim is exclusive however many senders run: PostgreSQL locks the row
+(`FOR UPDATE SKIP LOCKED`, held while it is sent); on SQLite every sender
+holds `locks.SendLock` around claim, send and commit (see there why not
+SQLite's write lock). When the server cannot be used at all (a
+`TransportFault`: cannot connect, login refused), the flush stops at once,
+the mail it had claimed stays as it was (no attempt counted), and the
+result says how many due mails are held and why; `sendhealth` turns that
+into one alert.
 """
 
 from __future__ import annotations
@@ -26,10 +35,11 @@ from mailbot import clock, faults
 from mailbot.config import OutgoingConfig, RepliesConfig
 from mailbot.db import is_postgres, transaction
 from mailbot.identity import person
+from mailbot.locks import SendLock
 from mailbot.models import OutboxMail, Ticket, TicketEvent, format_ref
 from mailbot.render import Composed
 from mailbot.replyguard import RecentReplies
-from mailbot.transports import PermanentFailure, TemporaryFailure, Transport
+from mailbot.transports import PermanentFailure, TemporaryFailure, Transport, TransportFault
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +108,16 @@ class FlushResult:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    held: int = 0
+    """Due mails left queued, uncounted, because the server could not be used (see `fault`)."""
+    fault: str | None = None
+    """Why the server could not be used: one line naming it, its user, and the likely wrong setting."""
+
+    def add(self, other: FlushResult) -> None:
+        self.sent += other.sent
+        self.retried += other.retried
+        self.failed += other.failed
+        self.held, self.fault = other.held, other.fault  # the later flush knows the server's state
 
 
 _OUT = OutboxMail.__table__.c  # type: ignore[attr-defined]
@@ -134,9 +154,9 @@ def backoff(config: OutgoingConfig, attempts: int) -> timedelta:
 
 
 _FLUSHING = threading.Lock()
-"""One flush at a time per process. The daemon flushes after a poll and on its own
-schedule, in two threads; on SQLite nothing else stops both from claiming the same
-row and sending it twice (PostgreSQL's SKIP LOCKED does, across daemons too)."""
+"""One flush at a time per process: the daemon flushes after a poll and on its own
+schedule, in two threads, and their work would only interleave. Across processes
+the claim itself is what keeps a mail from going twice (see the module docstring)."""
 
 
 def flush(engine: Engine, transport: Transport, config: OutgoingConfig,
@@ -151,25 +171,42 @@ def _flush(engine: Engine, transport: Transport, config: OutgoingConfig,
     # Sent and failed rows leave the queue, and a retry is due later: only a row retried
     # in this very flush (a tiny backoff) needs skipping, so the list stays short.
     skip: set[int] = set()
+    lock = SendLock(engine)
     try:
         for _ in range(limit):
             if should_stop():
                 break
-            with transaction(engine) as session:
+            with lock.held(), transaction(engine) as session:
                 now = clock.utcnow()
                 due = _claim(session, engine, now, skip)
                 if due is None:
                     break
-                if _send_one(session, due, transport, config, now, result):
-                    skip.add(due.id)
+                try:
+                    if _send_one(session, due, transport, config, now, result):
+                        skip.add(due.id)
+                except TransportFault as e:
+                    # Nothing was written for this mail: the commit only ends the claim.
+                    result.fault = str(e)
+                    break
     finally:
+        lock.close()
         transport.close()
+    if result.fault is not None:
+        with Session(engine) as session:
+            result.held = held_count(session, clock.utcnow())
     return result
+
+
+def held_count(session: Session, now: datetime) -> int:
+    """Queued mails that are due now (what a broken server holds back)."""
+    return int(session.exec(select(func.count()).select_from(OutboxMail).where(
+        OutboxMail.state == "queued", col(OutboxMail.next_attempt_at) <= now)).one())
 
 
 def _send_one(session: Session, due: Row[Any], transport: Transport, config: OutgoingConfig,
               now: datetime, result: FlushResult) -> bool:
-    """Send one claimed mail; whether it stays queued (a retry later)."""
+    """Send one claimed mail; whether it stays queued (a retry later). A `TransportFault`
+    passes through with nothing written: it is the server's fault, not this mail's."""
     attempts = due.attempts + 1
     try:
         transport.send(due.envelope_from, due.recipients.split(","), due.raw)

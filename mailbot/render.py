@@ -61,6 +61,10 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "mailbox": "delist@example.org@imap.example.org:993/INBOX",
     "error": "IMAP server imap.example.org:993 (user delist@example.org): login refused", "minutes": 30,
     "database": "SQLite /var/lib/mailbot/mailbot.db", "folder": "Sent",
+    # the outgoing-server alert (send_alert) and the digest's failed outgoing mail
+    "server": "smtp.example.org:587", "duration": "2h 5m", "held": 12, "tries": 9,
+    "failed_mail": [], "failed_total": 0, "new_total": 1, "answered_total": 0, "redirected_total": 0,
+    "needs_info_total": 0, "quarantined_total": 0, "open_states": ["open"],
 }
 """Data every shipped template renders with, for `mailbot check` and previews."""
 
@@ -70,7 +74,7 @@ class TemplateError(Exception):
 
 
 AUTOMATIC_TEMPLATES = frozenset({"ack", "needs_info", "redirect", "closed", "sla_notice", "digest", "poll_alert",
-                                 "database_alert", "folder_alert"})
+                                 "database_alert", "folder_alert", "send_alert"})
 """The mails mailbot writes by itself, each filled with data of its own; never a staff reply.
 Every other template (the shipped `delisted` and `declined`, and any an operator adds) is one."""
 

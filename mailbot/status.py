@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from mailbot import folder_health
 from mailbot.health import is_running
-from mailbot.models import DaemonHealth, MailboxCursor, OutboxMail, StoredMessage, Ticket
+from mailbot.models import DaemonHealth, MailboxCursor, OutboxMail, OutgoingHealth, StoredMessage, Ticket
 
 RECENT = timedelta(days=1)
 """Stopped daemons are listed for this long after their last heartbeat."""
@@ -27,8 +27,12 @@ def gather(engine: Engine, now: datetime, soon_hours: float) -> dict[str, Any]:
         return int(s.exec(stmt).one())
 
     with Session(engine) as s:
-        outbox = {state: count(select(func.count()).select_from(OutboxMail).where(OutboxMail.state == state))
-                  for state in ("queued", "failed")}
+        outbox: dict[str, Any] = {
+            state: count(select(func.count()).select_from(OutboxMail).where(OutboxMail.state == state))
+            for state in ("queued", "failed")}
+        health = s.get(OutgoingHealth, "outgoing")  # see sendhealth: set while the server cannot be used
+        outbox["failing_since"] = health.failing_since if health else None
+        outbox["last_error"] = health.last_error if health and health.failing_since else None
         is_open = Ticket.state == "open"
         tickets = {
             "open": count(select(func.count()).select_from(Ticket).where(is_open)),

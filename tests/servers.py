@@ -13,7 +13,8 @@ Fixtures (imported by ``tests/conftest.py``):
     ``IMAPClient``.  Clients it handed out are closed after the test.
 ``smtp_server`` (function)
     A :class:`SMTPServer` (aiosmtpd in a thread) recording every message, with
-    scripted replies for fault tests and optional AUTH.  Stopped after the test.
+    scripted replies for fault tests, optional or required AUTH, and an optional
+    delay before each DATA answer (a slow server).  Stopped after the test.
 ``database_url`` (function, parametrized ``sqlite`` / ``postgresql``)
     A SQLAlchemy URL of an empty database, dropped afterwards.
     ``MAILBOT_TEST_DATABASES=sqlite`` (comma-separated) restricts the backends;
@@ -601,6 +602,8 @@ class _Handler:
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str,
         mail_options: list[str],
     ) -> str:
+        if self.server.require_auth and not session.authenticated:
+            return "530 5.7.0 Authentication required"
         reply = self._next(self.server.mail_responses)
         if reply == DROP:
             await self._drop(smtp)
@@ -622,6 +625,9 @@ class _Handler:
         return reply or "250 OK"
 
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.server.delay:
+            # other sessions go on meanwhile (one event loop): senders overlap as on a real server
+            await asyncio.sleep(self.server.delay)
         reply = self._next(self.server.data_responses) or "250 OK"
         login = session.auth_data.decode() if isinstance(session.auth_data, bytes) else None
         self.server._record(
@@ -646,8 +652,11 @@ class SMTPServer:
     ``mail_responses``, ``rcpt_responses`` or ``data_responses`` (e.g. "451 4.3.0 try
     later", or ``DROP`` to close the connection without replying); each is used once,
     then "250 OK" again.
-    AUTH PLAIN/LOGIN is offered (no TLS needed) and accepts ``user``/``password``;
-    authenticating is optional.
+    AUTH PLAIN/LOGIN is offered (no TLS needed) and accepts ``user``/``password``
+    (set ``password`` on the instance to change it); authenticating is optional
+    unless ``require_auth`` is set (then MAIL gets "530 5.7.0 Authentication
+    required" before a successful AUTH). ``auth_attempts`` counts AUTH commands.
+    ``delay`` (seconds) makes the server wait before answering each DATA.
     """
 
     host = HOST
@@ -661,6 +670,9 @@ class SMTPServer:
         self.mail_responses: deque[str] = deque()
         self.rcpt_responses: deque[str] = deque()
         self.data_responses: deque[str] = deque()
+        self.require_auth = False
+        self.auth_attempts = 0
+        self.delay = 0.0
         self._arrived = threading.Condition()
         self._controller = Controller(
             _Handler(self), hostname=HOST, port=self.port,
@@ -671,6 +683,7 @@ class SMTPServer:
     def _authenticate(
         self, smtp: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
     ) -> AuthResult:
+        self.auth_attempts += 1
         ok = (
             isinstance(auth_data, LoginPassword)
             and auth_data.login == self.user.encode()

@@ -41,7 +41,8 @@ def test_the_digest_lists_counts_and_open_tickets_by_time_left(make_world: Any) 
         subject, text, html = digest.render(w.desk.engine, w.desk.config, w.desk.renderer)
     assert subject == "[Example Delist Desk] Digest: 2 open, 1 due soon"
     assert re.search(r"open\s+2\n\s+needs_info\s+1\n\s+answered\s+0\n\s+redirected\s+1\n\s+closed\s+0", text)
-    assert re.search(r"5\.7\.511\s+2\n\s+none\s+1", text)
+    # "open" is the one definition: the needs_info ticket (DL-3) waits for its sender, not for staff
+    assert re.search(r"OPEN TICKETS BY CODE FAMILY\n\s+5\.7\.511\s+2\n\n", text)
     open_part = text.split("OPEN, BY TIME LEFT")[1].split("NEW SINCE")[0]
     assert open_part.index("DL-000001") < open_part.index("DL-000004")  # least time left first
     assert "6h 0m left" in open_part and "36h 0m left" not in open_part and "1d 12h 0m left" in open_part
@@ -118,3 +119,46 @@ def test_an_unknown_template_is_refused_with_the_list_of_templates(make_world: A
     w.run()
     with pytest.raises(staff.StaffError, match=r"no template 'nope'.*delisted"):
         staff.reply(w.desk.engine, w.desk.config, w.desk.renderer, "DL-000001", "nope", "ann", None)
+
+
+def test_the_digest_agrees_with_itself_and_shows_no_clock_for_tickets_nobody_waits_on(make_world: Any) -> None:
+    """Four 5.7.511 tickets answered, one open, one acknowledgement refused by the server: the
+    digest said "0 open" beside "5.7.511: 4 waiting" and "1d 23h 57m left" for answered tickets."""
+    from app import forward
+
+    w: World = make_world(**STAFF)
+    w.smtp.rcpt_responses.append("550 5.1.1 no such user")  # the first acknowledgement fails for good
+    with time_machine.travel(T0, tick=False) as clock:
+        for i in range(5):
+            w.deliver(forward(f"203.0.113.{10 + i}", f"digest-{i}", f"sender{i}@s{i}.example"))
+        w.run()
+        clock.shift(timedelta(minutes=3))
+        for ref in ("DL-000001", "DL-000002", "DL-000003", "DL-000004"):
+            staff.answer(w.desk.engine, ref, "ann", "answered by phone")
+        subject, text, html = digest.render(w.desk.engine, w.desk.config, w.desk.renderer)
+
+    assert subject == "[Example Delist Desk] Digest: 1 open, 1 outgoing failed"
+    assert re.search(r"TICKETS BY STATE\n\s+open\s+1\n\s+needs_info\s+0\n\s+answered\s+4\n", text)
+    assert re.search(r"OPEN TICKETS BY CODE FAMILY\n\s+5\.7\.511\s+1\n\n", text)
+    assert re.search(r"OPEN, BY TIME LEFT \(1\)\n\s+\[[#.]+\] DL-000005 ", text)
+    assert "ANSWERED SINCE THE LAST DIGEST (4)" in text and "NEW SINCE THE LAST DIGEST (5)" in text
+    answered = [f"DL-00000{i}" for i in range(1, 5)]
+    for line in text.splitlines():
+        if any(ref in line for ref in answered):
+            assert " left" not in line and "overdue" not in line, line
+    failed = text.split("OUTGOING MAIL THAT FAILED (1)\n")[1].split("\n\n")[0]
+    assert "DL-000001  ack to sender0@s0.example" in failed and "550 5.1.1 no such user" in failed
+    assert "mailbot outbox retry" in failed
+
+    # the HTML says the same: its headline, and no time left beside a ticket that waits for nobody
+    assert "<strong>1 open</strong>" in html and "1 outgoing failed" in html
+    assert "Open tickets by code family: <strong>5.7.511</strong> 1</p>" in html
+    cells = re.findall(r"<strong>(DL-\d+)</strong></td><td[^>]*>([^<]*)</td>", html)
+    assert {ref for ref, _ in cells} >= set(answered)
+    for ref, time_cell in cells:
+        if ref in answered:
+            assert time_cell == "no clock (answered)", (ref, time_cell)
+        else:
+            assert time_cell.endswith(" left"), (ref, time_cell)
+    failed_html = html.split('id="failed-mail">')[1].split("</ul>")[0]
+    assert "<strong>DL-000001</strong> ack to sender0@s0.example" in failed_html and "550 5.1.1" in failed_html

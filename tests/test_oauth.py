@@ -15,7 +15,7 @@ from servers import free_port
 
 from mailbot import oauth
 from mailbot.config import parse
-from mailbot.transports import PermanentFailure, SmtpTransport
+from mailbot.transports import SmtpTransport, TransportFault
 
 
 class XOAuth2Handler:
@@ -67,14 +67,15 @@ def test_smtp_sends_with_the_token_the_command_prints(tmp_path: Path, xoauth_ser
     assert handler.mail and handler.seen == ["user=delist@example.org\x01auth=Bearer tok-123\x01\x01"]
 
 
-def test_a_refused_token_is_a_permanent_failure_naming_server_and_user_but_not_the_token(
+def test_a_refused_token_is_a_fault_of_the_transport_naming_server_and_user_but_not_the_token(
         tmp_path: Path, xoauth_server: Any) -> None:
+    # not a failure of the mail: the outbox holds the queue until a token is accepted
     _handler, port = xoauth_server
     t = SmtpTransport(smtp_config(tmp_path, port, script(tmp_path, "print('expired-tok')")))
-    with pytest.raises(PermanentFailure) as e:
+    with pytest.raises(TransportFault) as e:
         t.send("delist@example.org", ["erik@contoso.example"], b"Subject: x\r\n\r\nhi\r\n")
-    assert f"127.0.0.1:{port} refused the OAuth2 token for user delist@example.org" in str(e.value)
-    assert "expired-tok" not in str(e.value)
+    assert f"127.0.0.1:{port} (user delist@example.org): OAuth2 token refused (535" in str(e.value)
+    assert "outgoing.token_command" in str(e.value) and "expired-tok" not in str(e.value)
 
 
 def test_a_failing_token_command_names_the_key(tmp_path: Path) -> None:

@@ -67,15 +67,16 @@ def test_a_connection_dropped_after_data_is_retried_with_the_same_message_id(wor
     assert first.message["Message-ID"] == second.message["Message-ID"]
 
 
-def test_an_unreachable_smtp_server_is_a_temporary_failure(make_world) -> None:  # type: ignore[no-untyped-def]
+def test_an_unreachable_smtp_server_holds_the_mail_without_counting_an_attempt(make_world) -> None:  # type: ignore[no-untyped-def]
     from servers import free_port
 
     w = make_world(outgoing={"port": free_port()})
     w.deliver(sample("01-banned-sender-attached.eml"))
     _, flushed = w.run()
-    assert flushed.retried == 1
+    assert (flushed.sent, flushed.retried, flushed.failed, flushed.held) == (0, 0, 0, 1)
+    assert "cannot connect: connection refused" in (flushed.fault or "")
     [row] = w.outbox()
-    assert row.state == "queued" and "cannot connect" in (row.last_error or "")
+    assert (row.state, row.attempts, row.last_error) == ("queued", 0, None)
 
 
 def test_smtp_auth_logs_in_with_the_configured_user(make_world) -> None:  # type: ignore[no-untyped-def]
