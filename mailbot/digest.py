@@ -52,6 +52,15 @@ def _bar(due_at: datetime | None, now: datetime, hours: float) -> dict[str, Any]
     return {"used": pct, "colour": colour, "ascii": "[" + "#" * filled + "." * (20 - filled) + "]"}
 
 
+ATTENTION = {
+    "closed_follow_up": "the sender wrote to the closed ticket (no new rejection; told once how to reopen it)",
+    "cited": "cited by someone who is not its sender: changed nothing there",
+    "unverified_staff": "mail from a staff address that the trusted Authentication-Results do not vouch for: "
+                        "not counted as an answer",
+}
+"""Event kinds the digest lists for a person to look at, with what each means."""
+
+
 def build(session: Session, config: Config, now: datetime, since: datetime) -> dict[str, Any]:
     """Everything the digest shows. Each section's count is the number of tickets in it (the
     list may stop at LIST_CAP), and "open" is `WAITING_FOR_STAFF` everywhere."""
@@ -108,6 +117,12 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
         .where(OutboxMail.state == "failed").order_by(col(OutboxMail.id).desc()).limit(FAILED_MAIL_CAP)).all()
     failed_total = session.exec(select(func.count()).select_from(OutboxMail)
                                 .where(OutboxMail.state == "failed")).one()
+    # What mailbot refused to act on, or kept without acting: a person should look (fail closed, and tell)
+    looks = session.exec(select(TicketEvent.ticket_id, TicketEvent.kind, TicketEvent.actor, TicketEvent.at)
+                         .where(col(TicketEvent.kind).in_(list(ATTENTION)), col(TicketEvent.at) >= since)
+                         .order_by(col(TicketEvent.id)).limit(LIST_CAP)).all()
+    looks_total = session.exec(select(func.count()).select_from(TicketEvent).where(
+        col(TicketEvent.kind).in_(list(ATTENTION)), col(TicketEvent.at) >= since)).one()
     repeat_ips = session.exec(select(Ticket.ip, func.count()).where(col(Ticket.ip).is_not(None))
                               .group_by(col(Ticket.ip)).having(func.count() > 1)
                               .order_by(func.count().desc()).limit(20)).all()
@@ -135,6 +150,9 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
                          "to": m.recipients, "error": (m.last_error or "")[:160],
                          "queued_local": clock.local(m.created_at, zone)} for m in failed_mail],
         "failed_total": failed_total,
+        "attention": [{"ref": format_ref(tid), "what": ATTENTION[kind], "who": actor or "-",
+                       "at_local": clock.local(at, zone)} for tid, kind, actor, at in looks],
+        "attention_total": looks_total,
         "repeat_ips": [{"ip": ip, "count": n} for ip, n in repeat_ips],
         "repeat_senders": [{"sender": s, "count": n} for s, n in repeat_senders],
     }

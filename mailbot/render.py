@@ -63,7 +63,9 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "database": "SQLite /var/lib/mailbot/mailbot.db", "folder": "Sent",
     # the outgoing-server alert (send_alert) and the digest's failed outgoing mail
     "server": "smtp.example.org:587", "duration": "2h 5m", "held": 12, "tries": 9,
-    "failed_mail": [], "failed_total": 0, "new_total": 1, "answered_total": 0, "redirected_total": 0,
+    "failed_mail": [], "failed_total": 0, "attention_total": 1,
+    "attention": [{"ref": "DL-000122", "what": "the sender wrote to the closed ticket", "who": "erik@contoso.example",
+                   "at_local": "2026-11-29 17:10 CET"}], "new_total": 1, "answered_total": 0, "redirected_total": 0,
     "needs_info_total": 0, "quarantined_total": 0, "open_states": ["open"],
 }
 """Data every shipped template renders with, for `mailbot check` and previews."""

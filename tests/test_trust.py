@@ -281,3 +281,17 @@ def test_terminal_escapes_from_mail_never_reach_the_staff_terminal(
     assert not any(c in text for c in ("\x1b", "\x07", "\x9b", "\u202e"))
     with Session(w.desk.engine) as s:
         assert s.get(Ticket, 2) is not None
+
+
+def test_the_digest_lists_the_mail_that_changed_nothing(make_world: Callable[..., World]) -> None:
+    # fail closed, and tell a person: forged staff mail, a stranger citing a ticket, a note on a closed one
+    w = make_world(desk=DESK)
+    ticket = one_ticket(w)
+    w.deliver(staff_answer())
+    w.deliver(mail(f"From: {STRANGER}", f"Re: [{ticket.ref}] mine now", mid="cite-1@evil.example"))
+    w.run()
+    _, text, html = digest.render(w.desk.engine, w.desk.config, w.desk.renderer)
+    section = " ".join(text.split("TO LOOK AT: MAIL THAT CHANGED NOTHING (2)")[1].split("COULD NOT BE")[0].split())
+    assert f"{ticket.ref}" in section and "ann@example.org" in section and STRANGER in section
+    assert "not counted as an answer" in section and "cited by someone who is not its sender" in section
+    assert "To look at: mail that changed nothing (2)" in html
