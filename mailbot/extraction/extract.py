@@ -61,7 +61,7 @@ def _search(node: Node, budget: Budget, depth: int) -> list[Finding]:
         if budget.expired():
             return []
         cur = stack.pop()
-        found = findings_of(cur)
+        found = findings_of(cur, budget)
         if found:
             return found
         stack.extend(reversed([c for c in cur.children if not c.returned]))
