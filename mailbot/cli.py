@@ -60,7 +60,9 @@ def _config(ctx: click.Context) -> Config:
 def _desk(ctx: click.Context) -> Any:
     from mailbot.desk import Desk
 
-    return Desk(_config(ctx))
+    desk = Desk(_config(ctx))
+    ctx.call_on_close(desk.close)  # its extraction worker ends with the command
+    return desk
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -194,6 +194,7 @@ class Daemon:
             flusher = self.flusher
             if flusher is not None:
                 flusher.join(timeout=60)  # it stops between two mails once `stopping` is set
+        self.desk.close()
         log.info("mailbot stopped")
 
 

@@ -28,6 +28,7 @@ from mailbot.clock import local
 from mailbot.config import Config
 from mailbot.db import is_postgres, transaction
 from mailbot.extraction import Extraction, extract
+from mailbot.extractor import ExtractionOverrun
 from mailbot.locks import MessageClaims
 from mailbot.models import OutboxMail, StoredMessage, Ticket, format_ref
 from mailbot.outbox import attach_bounce, queue, recent_replies
@@ -62,6 +63,9 @@ class Processor:
         self.batch_size = config.mailbox.process_batch
         self.after_commit: Callable[[], None] = lambda: None
         """Called after each commit that may have queued replies (the daemon starts sending them)."""
+        self.extract: Callable[[bytes], Extraction] = extract
+        """Reads a message's NDR; the desk puts its worker here (`Extractor.run`, which may raise
+        ExtractionOverrun: the message is quarantined with the reason, the batch goes on)."""
         self._counts: list[Callable[[], None]] = []
         """Metric increments of the open transaction, applied once it commits (`counting`)."""
 
@@ -259,7 +263,11 @@ class Processor:
             msg.state = "processed"
             msg.processed_at = now
             return
-        extraction = extract(msg.raw)
+        try:
+            extraction = self.extract(msg.raw)
+        except ExtractionOverrun as e:
+            self._quarantine(msg, e.reason)
+            return
         msg.findings = json.dumps(extraction.as_json())
         verdict = replyguard.verdict(head, self.config.own_addresses, self.config.replies)
         bounced = attach_bounce(session, msg.raw, now) if not verdict.allowed else None

@@ -120,11 +120,15 @@ _HEADER_TYPES = ("text/rfc822-headers", "message/global-headers")
 def parse_bytes(raw: bytes, budget: Budget) -> Message | None:
     try:
         return _PARSER.parsebytes(raw)
+    except MemoryError:
+        raise  # the process's owner decides (extract() lets it through)
     except RecursionError:
         # The stdlib parser recurses per nested message; read the top level only.
         budget.note("MIME nesting too deep; nested parts read as text")
         try:
             return _PARSER.parsebytes(raw, headersonly=True)
+        except MemoryError:
+            raise
         except Exception as exc:  # the parser's failure modes are not documented
             budget.note(f"unparseable MIME: {type(exc).__name__}")
             return None
@@ -202,6 +206,8 @@ def _payload_bytes(part: Message, budget: Budget) -> bytes:
             raw: Any = quopri.decodestring(body.encode("ascii", "surrogateescape"))
         else:
             raw = part.get_payload(decode=True)
+    except MemoryError:
+        raise
     except Exception as exc:  # malformed transfer encodings
         budget.note(f"undecodable part: {type(exc).__name__}")
         return b""
