@@ -52,6 +52,10 @@ SHAPES: dict[str, tuple[bytes, Body]] = {
                       + _fill(b"&amp;", n // 2 - 5000) + b"<br>" + REJECTION),
     # A charset whose decoder is quadratic (punycode) is read as an unknown one.
     "punycode": (b"text/plain; charset=punycode", lambda n: b"a-" + _fill(b"b", n) + b"\n" + REJECTION),
+    # Tiny MIME parts: the time is the standard library's parser (one step the budget cannot split).
+    "mime-parts": (b"multipart/mixed; boundary=in", lambda n: _fill(
+        b"--in\r\nContent-Type: text/plain\r\n\r\n550 x\r\n", n) + b"--in\r\nContent-Type: text/plain\r\n\r\n"
+        + REJECTION + b"\r\n--in--"),
     # The hostile part is the Content-Type parameter list, not the text.
     "ct-params": (b'text/plain; a="', lambda n: _fill(b";", n)),
 }
@@ -75,3 +79,10 @@ def build(shape: str, size: int, spread: bool) -> bytes:
     for p in parts:
         out += b"--b0undary\r\n" + p
     return out + b"--b0undary--\r\n"
+
+
+def many_parts(size: int) -> bytes:
+    """A mail of about `size` bytes in parts of 48 bytes: the parser alone takes about 0.5 s a MB."""
+    part = b"--b\r\nContent-Type: text/plain\r\n\r\n550 5.7.511 x\r\n"
+    return (HEAD + b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + part * (size // len(part))
+            + b"--b--\r\n")

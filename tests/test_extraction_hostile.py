@@ -25,7 +25,7 @@ from mailbot.extraction.limits import MAX_TEXT_CHARS, TOTAL_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 # A shape whose hostile text hides the rejection from the caps reports what it can.
-EXPECTED = {"near-miss": None, "dsn-records": "5.1.1"}
+EXPECTED = {"near-miss": None, "dsn-records": "5.1.1", "mime-parts": None}
 
 CHILD = """
 import json, sys, time
