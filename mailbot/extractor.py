@@ -131,9 +131,7 @@ class Extractor:
         if self._proc is not None:
             self._discard()
         ours, theirs = socket.socketpair()
-        env = dict(os.environ)
-        # The worker imports this same package, wherever it was imported from.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        env = _worker_environment()
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mailbot.extractor", str(theirs.fileno()),
@@ -189,6 +187,16 @@ def _stop(proc: subprocess.Popen[bytes], conn: Connection) -> None:
         proc.kill()
         proc.wait()
     conn.close()
+
+
+def _worker_environment() -> dict[str, str]:
+    """The daemon's environment without its configuration and secrets (the worker reads hostile
+    mail and needs neither), and with this package importable wherever it was imported from."""
+    secret = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MAILBOT_") and not any(word in k.upper() for word in secret)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def serve(conn: Connection, memory_bytes: int, seconds: float) -> None:

@@ -135,6 +135,17 @@ def test_ctrl_c_in_the_terminal_does_not_stop_the_worker(extractor: Extractor) -
     assert extractor.pid == pid
 
 
+def test_the_worker_gets_no_configuration_or_secret_from_the_environment(
+        extractor: Extractor, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILBOT_MAILBOX_PASSWORD", "imap-secret")
+    monkeypatch.setenv("PGPASSWORD", "db-secret")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    extractor.run(sample(SAMPLES[0]))
+    environ = Path(f"/proc/{extractor.pid}/environ").read_bytes()
+    assert b"imap-secret" not in environ and b"db-secret" not in environ
+    assert b"LANG=C.UTF-8" in environ
+
+
 def test_close_ends_the_worker_and_so_does_dropping_the_extractor() -> None:
     ex = Extractor(seconds=5, memory_mb=1024)
     ex.run(sample(SAMPLES[0]))

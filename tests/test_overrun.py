@@ -43,7 +43,7 @@ def workers_tagged(tag: str) -> list[int]:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if b"mailbot.extractor" in cmdline and f"MAILBOT_TEST_TAG={tag}".encode() in environ:
+        if b"mailbot.extractor" in cmdline and f"EXTRACTION_TEST_TAG={tag}".encode() in environ:
             found.append(int(entry.name))
     return found
 
@@ -71,7 +71,8 @@ def test_huge_hostile_mail_does_not_hold_up_the_good_forwards_behind_it_in_the_d
     path = imap_toml(tmp_path, dovecot, smtp_server, database_url, schedule={"poll_seconds": 3600})
     proc = subprocess.Popen([sys.executable, "-m", "mailbot", "-c", str(path), "run"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "MAILBOT_MAILBOX_PASSWORD": dovecot.password, "MAILBOT_TEST_TAG": tag})
+                            env={**os.environ, "MAILBOT_MAILBOX_PASSWORD": dovecot.password,
+                                 "EXTRACTION_TEST_TAG": tag})
     try:
         took = wait_for_recipients(smtp_server, GOOD, timeout=60)
         assert workers_tagged(tag), "extraction runs in a worker of the daemon"
@@ -134,7 +135,7 @@ def test_poll_once_leaves_no_extraction_worker_behind(tmp_path: Path, dovecot: A
     tag = uuid.uuid4().hex
     path = imap_toml(tmp_path, dovecot, smtp_server, database_url)
     r = mailbot_cli("-c", str(path), "poll", "--once",
-                    env={"MAILBOT_MAILBOX_PASSWORD": dovecot.password, "MAILBOT_TEST_TAG": tag})
+                    env={"MAILBOT_MAILBOX_PASSWORD": dovecot.password, "EXTRACTION_TEST_TAG": tag})
     assert r.returncode == 0, r.stderr
     assert "processed 1" in r.stdout
     assert workers_tagged(tag) == []
