@@ -25,9 +25,11 @@ Prints the rates, the ratios (b)/(a) and (c)/(a) (target >= 0.5), and where mail
 the Desk's stages (fetch, process, mark_done, flush) timed by wrapping them during
 that same run, with the time spent waiting on IMAP and SMTP inside them.
 `--profile` adds a cProfile run (SQLite) of run_once and prints its top functions.
+`--hop` adds (b) on SQLite with extraction in the bench process instead of the desk's
+worker process, alternately, for what the process hop costs a message.
 The last line is one JSON object of the figures.
 
-Usage: .venv/bin/python bench/ingest.py [N] [--backends sqlite,postgresql] [--no-daemon] [--profile]
+Usage: .venv/bin/python bench/ingest.py [N] [--backends sqlite,postgresql] [--no-daemon] [--hop] [--profile]
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from imapclient import IMAPClient
 import mailbot.desk as desk_module
 from mailbot.config import parse
 from mailbot.desk import Desk
+from mailbot.extraction import extract
 
 TARGET = 0.5
 BATCH = 100
@@ -222,6 +225,7 @@ def measure(name: str, db_url: str, server: Any, copies: list[bytes], sink: S.Sm
     finally:
         undo()
     counts = S.db_counts(desk.engine)
+    desk.close()
     desk.engine.dispose()
     delivered = sink.wait_for(before + counts["outbox_sent"], 10) - before
     rate = n / elapsed
@@ -313,6 +317,32 @@ def measure_daemon(name: str, db_url: str, server: Any, copies: list[bytes], sin
             "daemon_ratio": round(ratio, 4), "daemon_target_met": ratio >= TARGET}
 
 
+def measure_hop(server: Any, copies: list[bytes], sink: S.SmtpSink, tmp: Path, rounds: int = 2) -> dict[str, Any]:
+    """(b) on SQLite with extraction in the desk's worker process, as shipped, and in the bench
+    process itself (`desk.processor.extract = extract`), alternately on fresh users and databases:
+    what the process hop costs a message."""
+    n = len(copies)
+    rates: dict[str, list[float]] = {"worker": [], "inline": []}
+    for r in range(rounds):
+        for mode in ("worker", "inline") if r % 2 == 0 else ("inline", "worker"):
+            box, _ = S.fill_mailbox(server, copies, prefix=f"hop{mode[0]}")
+            data = S.config_data(box, f"sqlite:///{tmp / f'hop-{mode}-{r}.db'}", smtp_port=sink.port)
+            desk = Desk(parse(data, base_dir=str(tmp), environ={}))
+            if mode == "inline":
+                desk.processor.extract = extract
+            elapsed, _ = drain(desk, box)
+            desk.close()
+            desk.engine.dispose()
+            rates[mode].append(n / elapsed)
+    worker, inline = statistics.median(rates["worker"]), statistics.median(rates["inline"])
+    hop_ms = 1000 * (1 / worker - 1 / inline)
+    print(f"sqlite     (b) extraction in its worker: {worker:.1f} msg/s, in the process: {inline:.1f} msg/s "
+          f"(medians of {rounds}, alternating): the hop costs {hop_ms:.3f} ms a message "
+          f"({100 * (inline / worker - 1):.1f}%)")
+    return {"worker_msgs_per_s": round(worker, 1), "inline_msgs_per_s": round(inline, 1),
+            "hop_ms_per_msg": round(hop_ms, 3), "runs": {k: [round(x, 1) for x in v] for k, v in rates.items()}}
+
+
 def profile(server: Any, copies: list[bytes], sink: S.SmtpSink, tmp: Path, top: int = 30) -> list[dict[str, Any]]:
     box, _ = S.fill_mailbox(server, copies, prefix="prof")
     db = tmp / "profile.db"
@@ -321,6 +351,7 @@ def profile(server: Any, copies: list[bytes], sink: S.SmtpSink, tmp: Path, top: 
     prof.enable()
     drain(desk, box)
     prof.disable()
+    desk.close()
     desk.engine.dispose()
     out = io.StringIO()
     stats = pstats.Stats(prof, stream=out)
@@ -342,6 +373,8 @@ def main() -> None:
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--profile", action="store_true", help="also profile one run (SQLite) with cProfile")
     ap.add_argument("--no-daemon", action="store_true", help="skip (c), the `mailbot run` measurement")
+    ap.add_argument("--hop", action="store_true",
+                    help="also (b) on SQLite with extraction in the process instead of its worker (the hop's cost)")
     args = ap.parse_args()
     n = args.n
     templates = S.load_forwards()
@@ -376,6 +409,8 @@ def main() -> None:
                                                     r["baseline_msgs_per_s"]))
             else:
                 raise SystemExit(f"unknown backend {backend!r}")
+        if args.hop:
+            results["extraction_hop"] = measure_hop(server, copies, sink, tmp)
         if args.profile:
             results["profile_top_tottime"] = profile(server, copies, sink, tmp)
     print(json.dumps(results))

@@ -89,7 +89,7 @@ def _desk(ctx: click.Context) -> Any:
     from mailbot.desk import Desk
 
     desk = Desk(_config(ctx))
-    ctx.call_on_close(desk.engine.dispose)  # connections end with the command, not at exit
+    ctx.call_on_close(desk.close)  # its extraction worker and its connections end with the command
     return desk
 
 

@@ -228,6 +228,13 @@ class MetricsConfig(_Section):
     address: str = "127.0.0.1"
 
 
+class ExtractionConfig(_Section):
+    """What reading one message's NDR may cost; a message that costs more is quarantined."""
+
+    seconds: float = Field(5.0, gt=0, le=600)
+    memory_mb: int = Field(1024, ge=64, le=1024 * 1024)
+
+
 class AlertsConfig(_Section):
     poll_failure_minutes: float = Field(30.0, gt=0)
 
@@ -259,6 +266,7 @@ class Config(_Section):
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
     alerts: AlertsConfig = AlertsConfig()
+    extraction: ExtractionConfig = ExtractionConfig()
     base_dir: str = Field(".", exclude=True)
     """Directory of the config file; relative paths in it are taken from there."""
 
@@ -274,7 +282,7 @@ class Config(_Section):
 
 
 SECTIONS = ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "digest", "replies", "templates",
-            "log", "metrics", "alerts")
+            "log", "metrics", "alerts", "extraction")
 
 
 def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:

@@ -218,6 +218,7 @@ class Daemon:
                     self.health.stop()
                 except Exception as e:
                     log.error("could not record that this daemon stops: %s", self._describe(e))
+        self.desk.close()
         log.info("mailbot stopped")
 
     def _heartbeat(self) -> None:

@@ -118,7 +118,7 @@ def simulate_48_hours(config: Config, directory: Path, echo: Callable[[str], Non
     if not dues:
         echo("No open ticket, so no clock to watch.")
         return
-    sim_dir = directory / "simulated"
+    sim_dir = (directory / "simulated").resolve()  # the config resolves relative paths against its own folder
     shutil.rmtree(sim_dir, ignore_errors=True)
     sim_dir.mkdir(parents=True)
     _copy_sqlite(database_url(config), sim_dir / "mailbot.db")

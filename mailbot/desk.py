@@ -22,6 +22,7 @@ from sqlmodel import Session, col
 from mailbot import digest, faults, folder_health, sla
 from mailbot.config import Config, database_url
 from mailbot.db import create_schema, make_engine, transaction
+from mailbot.extractor import Extractor
 from mailbot.intake import FetchResult, fetch
 from mailbot.locks import DaemonLockError, daemon_lock, mailbox_busy, mailbox_lock
 from mailbot.models import StoredMessage
@@ -59,6 +60,14 @@ class Desk:
         self.renderer = Renderer(override, config.templates.language)
         self.processor = Processor(config, self.engine, self.renderer)
         self.sending = SendHealth(self.engine, config, self.renderer)
+        # Extraction runs in a worker that is killed when a message overruns its time or memory.
+        self.extractor = Extractor(config.extraction.seconds, config.extraction.memory_mb)
+        self.processor.extract = self.extractor.run
+
+    def close(self) -> None:
+        """End the extraction worker (the daemon and the commands call this on their way out)."""
+        self.extractor.close()
+        self.engine.dispose()
 
     def open_source(self, folder: str | None = None) -> SourceSession:
         m = self.config.mailbox

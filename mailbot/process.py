@@ -29,6 +29,7 @@ from mailbot.clock import local
 from mailbot.config import Config
 from mailbot.db import is_fault, is_postgres, transaction
 from mailbot.extraction import Extraction, extract
+from mailbot.extractor import ExtractionOverrun, ExtractorUnavailable
 from mailbot.identity import person
 from mailbot.locks import MessageClaims
 from mailbot.models import OutboxMail, StoredMessage, Ticket, format_ref
@@ -65,6 +66,9 @@ class Processor:
         self.batch_bytes = config.mailbox.batch_bytes
         self.after_commit: Callable[[], None] = lambda: None
         """Called after each commit that may have queued replies (the daemon starts sending them)."""
+        self.extract: Callable[[bytes], Extraction] = extract
+        """Reads a message's NDR; the desk puts its worker here (`Extractor.run`, which may raise
+        ExtractionOverrun: the message is quarantined with the reason, the batch goes on)."""
         self._counts: list[Callable[[], None]] = []
         """Metric increments of the open transaction, applied once it commits (`counting`)."""
 
@@ -192,8 +196,9 @@ class Processor:
         try:
             outcome, done = self._commit(ids)
         except Exception as e:
-            if is_fault(e):
-                # the database failed, not these messages: the attempt is not theirs, and the poll fails
+            if is_fault(e) or isinstance(e, ExtractorUnavailable):
+                # the database or the extraction worker failed, not these messages: the attempt is
+                # not theirs, and the poll fails (and alerts), instead of quarantining good mail
                 with suppress(Exception), transaction(self.engine) as session:
                     session.execute(update(StoredMessage).where(col(StoredMessage.id).in_(ids))
                                     .values(attempts=StoredMessage.attempts - 1))
@@ -280,7 +285,11 @@ class Processor:
             msg.state = "processed"
             msg.processed_at = now
             return
-        extraction = extract(msg.raw)
+        try:
+            extraction = self.extract(msg.raw)
+        except ExtractionOverrun as e:
+            self._quarantine(msg, e.reason)
+            return
         msg.findings = json.dumps(extraction.as_json())
         verdict = replyguard.verdict(head, self.config.own_addresses, self.config.replies)
         bounced = attach_bounce(session, msg.raw, now) if not verdict.allowed else None

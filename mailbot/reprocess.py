@@ -6,12 +6,15 @@ when the message is the one they came from. A ticket that waited for
 information and now has what the policy needs moves on (open with a clock,
 or redirected) and its sender gets that reply; every other mail is
 suppressed by the outbox's once-per-ticket-and-recipient keys, so nothing
-is sent twice. One transaction per message.
+is sent twice. One transaction per message. Mail is read by the
+processor's extraction (the desk's worker, within `[extraction]` limits); a
+message that overruns them keeps its findings.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,10 +23,11 @@ from sqlmodel import Session, col, select
 
 from mailbot import clock, inbound, replyguard, tickets
 from mailbot.db import transaction
-from mailbot.extraction import extract
+from mailbot.extractor import ExtractionOverrun
 from mailbot.models import StoredMessage, Ticket
 from mailbot.process import Processor
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class ReprocessResult:
@@ -50,7 +54,11 @@ def reprocess(processor: Processor, ids: list[int], progress: Callable[[Iterator
             if msg is None:
                 continue
             result.messages += 1
-            extraction = extract(msg.raw)
+            try:
+                extraction = processor.extract(msg.raw)  # the desk's worker, with its limits
+            except ExtractionOverrun as e:
+                log.warning("message %s (id %s) not re-read: %s", msg.message_id, mid, e.reason)
+                continue
             findings = json.dumps(extraction.as_json())
             if findings == msg.findings:
                 continue

@@ -134,6 +134,7 @@ def make_world(tmp_path: Path, dovecot: Any, smtp_server: Any, database_url: str
 
     yield make
     for desk in made:
+        desk.close()
         desk.engine.dispose()
 
 

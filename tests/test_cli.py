@@ -211,3 +211,11 @@ def test_the_demo_goes_on_to_the_48_hour_mark_in_simulated_time(tmp_path: Path) 
         assert (count(real, f"select count(*) from {table}"), count(copy, f"select count(*) from {table}")) == (
             0, in_copy), table
     assert len(list((tmp_path / "demo" / "outbox" / "new").iterdir())) == 5
+
+
+def test_the_demo_as_the_readme_runs_it_with_its_default_folder(tmp_path: Path) -> None:
+    # `mailbot demo` with no --dir: every path relative to the working folder
+    r = mailbot("demo", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "SIMULATED TIME" in r.stdout and "----- ESCALATION mail to support@example.org" in r.stdout
+    assert (tmp_path / "mailbot-demo" / "simulated" / "mailbot.db").is_file()

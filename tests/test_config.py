@@ -23,7 +23,8 @@ def test_the_example_config_loads_and_its_values_are_the_defaults() -> None:
     assert config.mailbox.port == 993 and config.sla.hours == 48.0
     assert config.outgoing.from_address == "delist@example.org"
     defaults = parse(MINIMAL, environ={})
-    for section in ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "templates"):
+    for section in ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "templates",
+                    "extraction"):
         ours = getattr(config, section).model_dump()
         theirs = getattr(defaults, section).model_dump()
         assert {k: v for k, v in ours.items() if k not in ("host", "user")} == \

@@ -156,7 +156,7 @@ def test_replies_go_out_while_the_rest_of_a_backlog_is_still_being_processed(
     for i in range(5):
         w.deliver(forward(f"203.0.113.{10 + i}", f"backlog-{i}", f"sender{i}@s{i}.example"))
     gate, reached = threading.Event(), threading.Event()
-    real = process.extract
+    real = w.desk.processor.extract
 
     def extract(raw: bytes) -> process.Extraction:
         if b"backlog-4" in raw:  # the last message waits until the test has seen the first replies
@@ -164,7 +164,7 @@ def test_replies_go_out_while_the_rest_of_a_backlog_is_still_being_processed(
             assert gate.wait(30)
         return real(raw)
 
-    monkeypatch.setattr(process, "extract", extract)
+    monkeypatch.setattr(w.desk.processor, "extract", extract)
     daemon = Daemon(w.desk)
     polling = threading.Thread(target=daemon.poll)
     polling.start()

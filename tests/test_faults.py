@@ -15,16 +15,16 @@ from mailbot import process
 
 
 @pytest.fixture
-def poison_extraction(monkeypatch: pytest.MonkeyPatch) -> None:
+def poison_extraction(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """Extraction raises for any message whose bytes hold "poison"."""
-    real = process.extract
+    real = world.desk.processor.extract
 
     def extract(raw: bytes) -> process.Extraction:
         if b"poison" in raw:
             raise RuntimeError("the parser exploded")
         return real(raw)
 
-    monkeypatch.setattr(process, "extract", extract)
+    monkeypatch.setattr(world.desk.processor, "extract", extract)
 
 
 @pytest.mark.usefixtures("poison_extraction")

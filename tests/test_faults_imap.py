@@ -196,7 +196,7 @@ def test_a_server_that_cannot_be_reached_again_fails_the_poll_naming_it_and_the_
 
 def test_dovecot_restarted_mid_poll_leaves_the_mark_for_the_next_poll(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = process.extract
+    real = world.desk.processor.extract
     restarted: list[bool] = []
 
     def extract_then_restart(raw: bytes) -> process.Extraction:
@@ -205,7 +205,7 @@ def test_dovecot_restarted_mid_poll_leaves_the_mark_for_the_next_poll(
             world.imap.restart_server()  # the poll's IMAP connection is cut while it processes
         return real(raw)
 
-    monkeypatch.setattr(process, "extract", extract_then_restart)
+    monkeypatch.setattr(world.desk.processor, "extract", extract_then_restart)
     world.deliver(forward("203.0.113.62", "r-1", "ann@one.example"))
     world.deliver(forward("203.0.113.63", "r-2", "bob@two.example"))
 

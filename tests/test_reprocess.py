@@ -14,7 +14,7 @@ from mailbot.reprocess import reprocess, selection
 def test_a_needs_info_ticket_moves_on_when_the_better_parser_reads_it(world: World,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as m:
-        m.setattr("mailbot.process.extract", lambda raw: Extraction())  # the old parser read nothing
+        m.setattr(world.desk.processor, "extract", lambda raw: Extraction())  # the old parser read nothing
         world.deliver(sample("01-banned-sender-attached.eml"))
         world.deliver(sample("04-no-code.eml"))
         world.run()

@@ -85,6 +85,8 @@ def _guarded(name: str, data: bytes, reader: Callable[[bytes], str], budget: Bud
         return []
     if "error" in box:
         exc = box["error"]
+        if isinstance(exc, MemoryError):
+            raise exc  # as in the calling thread: the process's owner decides
         budget.note(f"{name}: unreadable ({type(exc).__name__}: {str(exc)[:80]})")
         return []
     text = str(box.get("text") or "")

@@ -1,7 +1,8 @@
 """Combining DSN records and free-text lines of one message into findings.
 
-Contract: `findings_of(node)` returns the rejections of one message (not of
-the messages nested in it), first-reported first. A DSN record's
+Contract: `findings_of(node, budget)` returns the rejections of one message
+(not of the messages nested in it), first-reported first, from the blocks
+read before the budget expired. Linear in the size of the blocks. A DSN record's
 Diagnostic-Code gives the codes, text and IPs; where it carries no enhanced
 code the Status field fills in, so a generic Status (5.0.0) never hides the
 real code in the diagnostic text. A record without a diagnostic code borrows
@@ -13,14 +14,21 @@ recipients are not rejections.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 
 from mailbot.extraction import dsn, rejection
 from mailbot.extraction.findings import Finding
+from mailbot.extraction.limits import Budget
 from mailbot.extraction.mime import Node
 from mailbot.extraction.patterns import find_code, rejection_ips
 
 _ANY_CODE = re.compile(r"[45]\d\d|[245]\.\d{1,3}\.\d")
-_ADDR = re.compile(r"<?([^\s<>;:\"'()\[\]]+@[\w.\-]+\w)>?")
+# The lookbehind starts a candidate only where a run of address characters
+# starts: a later start in the same run can reach no "@" the first could not,
+# and without it every start rescans the run (quadratic on "A" * n).
+_ADDR = re.compile(r"<?(?<![^\s<>;:\"'()\[\]])([^\s<>;:\"'()\[\]]+@[\w.\-]+\w)>?")
+MAX_RECIPIENT_LOOKUPS = 100
+"""Distinct recipients per message matched against its free-text lines; an NDR names a few."""
 
 
 def _clean(text: str) -> str:
@@ -29,10 +37,12 @@ def _clean(text: str) -> str:
     return text.rstrip("'\"").strip()
 
 
-def findings_of(node: Node) -> list[Finding]:
+def findings_of(node: Node, budget: Budget | None = None) -> list[Finding]:
     records: list[tuple[str, dsn.DsnRecord]] = []
     texts: list[tuple[str, rejection.Rejection]] = []
     for block in node.blocks:
+        if budget is not None and budget.expired():
+            break  # what the blocks read so far hold is reported
         if block.kind == "headers":
             continue
         text = "\n".join(block.lines)
@@ -46,8 +56,9 @@ def findings_of(node: Node) -> list[Finding]:
             texts.extend((block.source, r) for r in rejection.scan(block.lines, skip, text))
     records = [(s, r) for s, r in records if _is_failure(r)]
     out: list[Finding] = []
+    lookup = _TextLookup(texts)
     for source, rec in records:
-        f = _from_record(source, rec, texts)
+        f = _from_record(source, rec, lookup)
         if f is not None:
             out.append(f)
     if not out:
@@ -61,7 +72,7 @@ def _is_failure(rec: dsn.DsnRecord) -> bool:
     return not (rec.status or "").startswith("2.")
 
 
-def _from_record(source: str, rec: dsn.DsnRecord, texts: list[tuple[str, rejection.Rejection]]) -> Finding | None:
+def _from_record(source: str, rec: dsn.DsnRecord, lookup: _TextLookup) -> Finding | None:
     code = find_code(rec.diagnostic)
     if code is not None:
         text = _clean(rec.diagnostic[code.start :].lstrip("#"))
@@ -74,7 +85,7 @@ def _from_record(source: str, rec: dsn.DsnRecord, texts: list[tuple[str, rejecti
             source=source,
             line=rec.line,
         )
-    match = _text_for(rec.recipient, texts)
+    match = lookup.text_for(rec.recipient)
     if match is not None:
         tsource, rej = match
         f = _from_text(tsource, rej)
@@ -101,14 +112,43 @@ def _from_record(source: str, rec: dsn.DsnRecord, texts: list[tuple[str, rejecti
     )
 
 
-def _text_for(
-    recipient: str | None, texts: list[tuple[str, rejection.Rejection]]
-) -> tuple[str, rejection.Rejection] | None:
-    if recipient:
-        for item in texts:
-            if recipient.lower() in item[1].context.lower():
-                return item
-    return texts[0] if texts else None
+class _TextLookup:
+    """The free-text line that names a recipient: the first whose line contains it (case-insensitive),
+    else the first line. All lines are searched as one string, each recipient once: hostile
+    reports pair thousands of records with thousands of lines, and a search per pair is quadratic."""
+
+    def __init__(self, texts: list[tuple[str, rejection.Rejection]]) -> None:
+        self.texts = texts
+        self._joined: str | None = None
+        self._starts: list[int] = []
+        self._memo: dict[str, tuple[str, rejection.Rejection] | None] = {}
+
+    def text_for(self, recipient: str | None) -> tuple[str, rejection.Rejection] | None:
+        if not self.texts:
+            return None
+        if recipient:
+            key = recipient.lower()
+            if key not in self._memo and len(self._memo) < MAX_RECIPIENT_LOOKUPS:
+                self._memo[key] = self._search(key)
+            found = self._memo.get(key)
+            if found is not None:
+                return found
+        return self.texts[0]
+
+    def _search(self, needle: str) -> tuple[str, rejection.Rejection] | None:
+        if self._joined is None:
+            # A context is one logical line and a recipient holds no whitespace
+            # (dsn's pattern), so no match spans two contexts.
+            contexts = [item[1].context.lower() for item in self.texts]
+            self._joined = "\n".join(contexts)
+            at = 0
+            for c in contexts:
+                self._starts.append(at)
+                at += len(c) + 1
+        pos = self._joined.find(needle)
+        if pos < 0:
+            return None
+        return self.texts[bisect_right(self._starts, pos) - 1]
 
 
 def _from_text(source: str, rej: rejection.Rejection) -> Finding:

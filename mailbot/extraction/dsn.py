@@ -17,7 +17,8 @@ from dataclasses import dataclass
 _FIELD = re.compile(r"^([A-Za-z][\w\-]{1,40})[ \t]*:[ \t]*(.*)$")
 _TYPE_PREFIX = re.compile(r"^\s*[\w\-]{2,20}\s*;\s*")
 _STATUS = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
-_RECIPIENT = re.compile(r"[^\s<>;\"]+@[^\s<>;\"]+")
+# Starts only where a run of address characters starts (see combine._ADDR): linear on "A" * n.
+_RECIPIENT = re.compile(r"(?<![^\s<>;\"])[^\s<>;\"]+@[^\s<>;\"]+")
 
 
 @dataclass
@@ -34,25 +35,32 @@ class DsnRecord:
 
 def _groups(lines: list[str]) -> list[list[tuple[int, str, str]]]:
     groups: list[list[tuple[int, str, str]]] = []
-    cur: list[tuple[int, str, str]] = []
+    # Field values are collected as parts and joined once: thousands of folded
+    # lines appended to a growing string copy it each time.
+    cur: list[tuple[int, str, list[str]]] = []
+    names: set[str] = set()
+
+    def close() -> None:
+        groups.append([(n, name, " ".join(parts)) for n, name, parts in cur])
+
     for i, line in enumerate(lines):
         if cur and line[:1] in (" ", "\t") and line.strip():
-            n, name, value = cur[-1]
-            cur[-1] = (n, name, f"{value} {line.strip()}")
+            cur[-1][2].append(line.strip())
             continue
         m = _FIELD.match(line)
         if m and not line.startswith(("http:", "https:")):
             name = m.group(1).lower()
-            if name in ("final-recipient", "original-recipient") and any(f[1] == name for f in cur):
-                groups.append(cur)
-                cur = []
-            cur.append((i, name, m.group(2).strip()))
+            if name in ("final-recipient", "original-recipient") and name in names:
+                close()
+                cur, names = [], set()
+            cur.append((i, name, [m.group(2).strip()]))
+            names.add(name)
             continue
         if cur:
-            groups.append(cur)
-            cur = []
+            close()
+            cur, names = [], set()
     if cur:
-        groups.append(cur)
+        close()
     return groups
 
 

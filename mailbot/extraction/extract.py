@@ -1,10 +1,16 @@
 """The extraction stage: raw bytes of one mail in, an `Extraction` out.
 
-Contract: `extract(raw)` never raises and is bounded in time and memory
-(see `limits`). It finds the NDR inside the mail (the mail itself, an
-attached or nested message, an .eml/.msg/winmail.dat attachment, or an
-inline forward) depth-first in document order, and reads its rejections:
-DSN recipient records first (their Diagnostic-Code, with the Status field as
+Contract: `extract(raw)` never raises (but for MemoryError: running out of
+memory is for the process's owner to handle, see mailbot/extractor.py) and is
+linear in the size of the mail, which `limits` bounds; it stops reading at its
+time budget (`seconds`, default `limits.TOTAL_SECONDS`) and reports what it
+found by then. The budget is looked at between units of work, so a caller
+that must be sure of the time runs it where it can be stopped.
+
+It finds the NDR inside the mail (the mail itself, an attached or nested
+message, an .eml/.msg/winmail.dat attachment, or an inline forward)
+depth-first in document order, and reads its rejections: DSN recipient
+records first (their Diagnostic-Code, with the Status field as
 the fallback for the enhanced code), then the free-text rejection lines.
 The first message in document order that yields a rejection is the one
 reported; messages returned inside a report are never read.
@@ -14,15 +20,17 @@ from __future__ import annotations
 
 from mailbot.extraction.combine import findings_of
 from mailbot.extraction.findings import Extraction, Finding
-from mailbot.extraction.limits import MAX_INPUT_BYTES, Budget
+from mailbot.extraction.limits import MAX_INPUT_BYTES, TOTAL_SECONDS, Budget
 from mailbot.extraction.mime import Node, read_message
 
 
-def extract(raw: bytes) -> Extraction:
+def extract(raw: bytes, *, seconds: float = TOTAL_SECONDS) -> Extraction:
     """Read the rejection(s) from one forwarded NDR; faults become values."""
-    budget = Budget()
+    budget = Budget(seconds=seconds)
     try:
         return _extract(raw, budget)
+    except MemoryError:
+        raise
     except RecursionError:
         return Extraction(unreadable="unreadable: structure too deeply nested", notes=tuple(budget.notes))
     except Exception as exc:  # the promise is "never raises": a bug must not kill the daemon
@@ -61,7 +69,7 @@ def _search(node: Node, budget: Budget, depth: int) -> list[Finding]:
         if budget.expired():
             return []
         cur = stack.pop()
-        found = findings_of(cur)
+        found = findings_of(cur, budget)
         if found:
             return found
         stack.extend(reversed([c for c in cur.children if not c.returned]))

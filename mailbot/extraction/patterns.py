@@ -5,7 +5,8 @@ rejection text (reply code and/or RFC 3463 status) with its offset, or None.
 `rejection_ips(text)` returns the IPs a rejection text *names*, in order,
 skipping those that only locate a relay or connection: `host[IP] said:`,
 `Server at host (IP) returned`, `IP:25`, qmail's narration and Yahoo's
-`- 4.16.55.1;` error tag. Pure functions over strings.
+`- 4.16.55.1;` error tag; at most `MAX_IPS` of them. Pure functions over
+strings, linear in their length.
 """
 
 from __future__ import annotations
@@ -93,10 +94,16 @@ def _names_relay(before: str, after: str) -> bool:
     return bool(before.rstrip().endswith(("[", "(")) and _RELAY_AFTER.match(after))
 
 
+MAX_IPS = 32
+"""IPs reported per rejection text: a line names one; junk can name a hundred thousand."""
+
+
 def rejection_ips(text: str) -> list[str]:
-    """IPs named by the rejection text, first-named first, without duplicates."""
+    """IPs named by the rejection text, first-named first, without duplicates, the first `MAX_IPS`."""
     found: list[tuple[int, str]] = []
     for rx in (_V4, _V6):
+        # The first MAX_IPS distinct of each family hold the first MAX_IPS of both.
+        seen: set[str] = set()
         for m in rx.finditer(text):
             ip = _valid(m.group(1))
             if ip is None or (
@@ -107,9 +114,12 @@ def rejection_ips(text: str) -> list[str]:
             after = text[m.end(1) : m.end(1) + 40]
             if _names_relay(before, after):
                 continue
+            if ip not in seen and len(seen) == MAX_IPS:
+                break
+            seen.add(ip)
             found.append((m.start(1), ip))
-    out: list[str] = []
+    # A dict keeps the first-named order; a list's `in` made thousands of IPs quadratic.
+    out: dict[str, None] = {}
     for _, ip in sorted(found):
-        if ip not in out:
-            out.append(ip)
-    return out
+        out.setdefault(ip)
+    return list(out)[:MAX_IPS]

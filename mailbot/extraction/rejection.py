@@ -72,7 +72,17 @@ def _logical(lines: list[str], skip: set[int], first: int, limit: int) -> list[t
 _STARTS_WITH_CODE = re.compile(r"^\s*(?:<<<\s*|>>>\s*)?#?(?:[45]\d\d\b|[45]\.\d{1,3}\.\d)")
 # A line that starts the next recipient's record rather than continuing this one.
 _NEW_RECORD = re.compile(r"^\s*(?:<?[^\s@<>]+@[^\s@<>]+>?:?\s*$|<[^\s@<>]+@[^\s<>]+>|[\w-]+:\s)")
-_OPEN = re.compile(r"[\[(<'\"]([^\])>'\"]*)$")
+_OPENERS = "[(<'\""
+_CLOSERS = "])>'\""
+
+
+def _unclosed(text: str) -> bool:
+    """An opening bracket or quote with no closing one after it: what
+    `[\\[(<'"][^\\])>'"]*$` finds, without rescanning from every opener ("(" * n)."""
+    last = max(text.rfind(c) for c in _CLOSERS)
+    # After the last closer, or from it: a quote closes and opens alike.
+    tail = text[last:] if last >= 0 else text
+    return any(c in tail for c in _OPENERS)
 
 
 def _carries_on(prev: str, nxt: str, base: int) -> bool:
@@ -82,7 +92,7 @@ def _carries_on(prev: str, nxt: str, base: int) -> bool:
     if _STARTS_WITH_CODE.match(nxt):
         return False
     # An unclosed bracket or quote, or a line that ends mid-word-run, continues.
-    if _OPEN.search(prev):
+    if _unclosed(prev):
         return True
     return len(prev) >= 60 and not prev.endswith((".", ":", "!", "?", ";"))
 
