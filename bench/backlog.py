@@ -101,6 +101,26 @@ def child(config_path: str) -> None:
                       "left": inbox_left(), "rss_start_kb": rss_start, "vmhwm_kb": _status_kb("VmHWM")}))
 
 
+def _run_child(work: Path, cfg: Path, timeout: float) -> tuple[int, Any, list[dict[str, Any]], list[str], float]:
+    """Run mailbot on `cfg` in a child process, killed after `timeout` s: its exit code, its own
+    rusage, the progress samples, its output lines and the wall time."""
+    out_path = work / "child.out"
+    with out_path.open("w") as out:
+        proc = subprocess.Popen([sys.executable, __file__, "--child", str(cfg)], stdout=out)
+    start = time.monotonic()
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    samples: list[dict[str, Any]] = []
+    sampler = threading.Thread(target=_sample, args=(proc.pid, work / "mailbot.db", start, samples), daemon=True)
+    sampler.start()
+    # wait4 gives this child's own rusage (RUSAGE_CHILDREN would mix in earlier children)
+    _, status, usage = os.wait4(proc.pid, 0)
+    killer.cancel()
+    sampler.join()
+    return os.waitstatus_to_exitcode(status), usage, samples, out_path.read_text().splitlines(), \
+        time.monotonic() - start
+
+
 def _sample(pid: int, db: Path, start: float, into: list[dict[str, Any]], every: float = 5.0) -> None:
     """From outside the child: its RSS and its progress (read from the SQLite file) every few seconds."""
     status = Path(f"/proc/{pid}/status")
@@ -147,32 +167,17 @@ def run_size(server: Any, copier: Any, n: int, source: str, tmp: Path, timeout: 
     cfg.write_text(json.dumps({"config": data}))
     print(f"{n:>6} messages: loaded into {box.user}'s Maildir and indexed by Dovecot in {load_s:.1f} s; "
           f"running mailbot ({source} source) in a subprocess ...", flush=True)
-    out_path = work / "child.out"
-    with out_path.open("w") as out:
-        proc = subprocess.Popen([sys.executable, __file__, "--child", str(cfg)], stdout=out)
-    start = time.monotonic()
-    killer = threading.Timer(timeout, proc.kill)
-    killer.start()
-    samples: list[dict[str, Any]] = []
-    sampler = threading.Thread(target=_sample, args=(proc.pid, work / "mailbot.db", start, samples), daemon=True)
-    sampler.start()
-    # wait4 gives this child's own rusage (RUSAGE_CHILDREN would mix in earlier children)
-    _, status, usage = os.wait4(proc.pid, 0)
-    killer.cancel()
-    sampler.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    timed_out = proc.returncode == -9
-    lines = out_path.read_text().splitlines()
-    wall = time.monotonic() - start
+    code, usage, samples, lines, wall = _run_child(work, cfg, timeout)
+    timed_out = code == -9
     result: dict[str, Any] = {"n": n, "load_s": round(load_s, 1), "wall_s": round(wall, 1),
-                              "maxrss_kb": usage.ru_maxrss, "exit": proc.returncode, "timed_out": timed_out}
+                              "maxrss_kb": usage.ru_maxrss, "exit": code, "timed_out": timed_out}
     if lines and lines[-1].startswith("{"):
         result.update(json.loads(lines[-1]))
     if samples:
         last = samples[-1]
         result["progress"] = {k: last[k] for k in ("stored", "done", "marked", "sent")}
         result["samples"] = [*samples[:: max(1, len(samples) // 12)], last]
-    print(f"{n:>6} messages: exit {proc.returncode}{' (killed: timeout)' if timed_out else ''}, "
+    print(f"{n:>6} messages: exit {code}{' (killed: timeout)' if timed_out else ''}, "
           f"{result.get('done', '?')} done, {result.get('sent', '?')} replies, {result.get('left', '?')} left in "
           f"INBOX, {result.get('elapsed_s', '?')} s in run_once ({result.get('passes', '?')} pass(es)); "
           f"peak RSS {usage.ru_maxrss / 1024:.1f} MiB (VmHWM {result.get('vmhwm_kb', -1) / 1024:.1f} MiB, "
@@ -225,22 +230,9 @@ def run_big(server: Any, copier: Any, big: int, size_mb: float, good: int, tmp: 
     total_mb = (big * len(blob) + good * 3000) / 1024 / 1024
     print(f"{big} messages of {size_mb:g} MB and {good} ordinary forwards ({n} in all, {total_mb:.0f} MB): loaded in "
           f"{load_s:.1f} s; running mailbot in a subprocess ...", flush=True)
-    out_path = work / "child.out"
-    with out_path.open("w") as out:
-        proc = subprocess.Popen([sys.executable, __file__, "--child", str(cfg)], stdout=out)
-    start = time.monotonic()
-    killer = threading.Timer(timeout, proc.kill)
-    killer.start()
-    samples: list[dict[str, Any]] = []
-    sampler = threading.Thread(target=_sample, args=(proc.pid, work / "mailbot.db", start, samples), daemon=True)
-    sampler.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    killer.cancel()
-    sampler.join()
-    code = os.waitstatus_to_exitcode(status)
-    lines = out_path.read_text().splitlines()
+    code, usage, _samples, lines, wall = _run_child(work, cfg, timeout)
     result: dict[str, Any] = {"big": big, "big_mb": size_mb, "good": good, "messages": n,
-                              "wall_s": round(time.monotonic() - start, 1), "maxrss_kb": usage.ru_maxrss,
+                              "wall_s": round(wall, 1), "maxrss_kb": usage.ru_maxrss,
                               "exit": code, "timed_out": code == -9}
     if lines and lines[-1].startswith("{"):
         result.update(json.loads(lines[-1]))
