@@ -16,14 +16,12 @@ import click
 from sqlmodel import Session
 
 from mailbot import __version__
-from mailbot.config import Config, ConfigError, Security, load
-from mailbot.db import DatabaseError, fault_line, is_fault
-from mailbot.locks import DaemonLockError
-from mailbot.source import SourceError
+from mailbot.config import Config, Security, load
+from mailbot.db import fault_line, is_fault
+from mailbot.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNREACHABLE, MailbotError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_FAILED, EXIT_CONFIG, EXIT_UNREACHABLE = 1, 2, 3
 SECURITY: tuple[Security, ...] = get_args(Security)
 
 
@@ -37,18 +35,10 @@ def operator_errors(fn: F) -> F:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from mailbot.render import TemplateError
-
         try:
             return fn(*args, **kwargs)
-        except ConfigError as e:
-            _fail(f"config error: {e}", EXIT_CONFIG)
-        except (SourceError, DatabaseError) as e:
-            _fail(" ".join(str(e).split()), EXIT_UNREACHABLE)
-        except DaemonLockError as e:
-            _fail(str(e), EXIT_FAILED)
-        except TemplateError as e:
-            _fail(str(e), EXIT_FAILED)
+        except MailbotError as e:
+            _fail(e.operator_line(), e.exit_code)
         except Exception as e:
             # a damaged, unreachable or full database, wherever a command met it: one line, not a traceback
             if not is_fault(e):

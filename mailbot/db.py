@@ -22,9 +22,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 from mailbot import models  # noqa: F401  (registers the tables)
+from mailbot.errors import Unreachable
 
 
-class DatabaseError(Exception):
+class DatabaseError(Unreachable):
     """The database cannot be reached or used; the message names it (no password)."""
 
 
