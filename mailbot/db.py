@@ -138,6 +138,19 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def require_schema(engine: Engine) -> None:
+    """Raise SchemaBehind unless the schema is the newest; a database fault is a DatabaseError."""
+    from mailbot.schema import require
+
+    try:
+        require(engine)
+    except SQLAlchemyError as e:
+        if is_fault(e):
+            raise DatabaseError(fault_line(engine.url.render_as_string(hide_password=False), e)) from None
+        detail = " ".join(str(getattr(e, "orig", None) or e).split())[:300]
+        raise DatabaseError(f"database {where(engine.url.render_as_string(hide_password=False))}: {detail}") from None
+
+
 def create_schema(engine: Engine) -> None:
     """Bring the database to the newest schema (Alembic migrations)."""
     from mailbot.schema import upgrade

@@ -10,7 +10,8 @@ the base class once (`mailbot.cli.operator_errors`), so a new error only has to 
     │   ├── TemplateError           a template is missing or does not render (render.py)
     │   ├── StaffError              a staff action refused (staff.py)
     │   ├── InitError               the config was not written (init.py)
-    │   └── ExtractorUnavailable    no extraction worker could be started (extractor.py)
+    │   ├── ExtractorUnavailable    no extraction worker could be started (extractor.py)
+    │   └── SchemaBehind            a read-only command met an older schema (schema.py)
     ├── ConfigurationError          exit 2: the configuration cannot be used
     │   └── ConfigError             names the key (config.py)
     └── Unreachable                 exit 3: a server or the database cannot be reached or used

@@ -49,7 +49,7 @@ def test_the_branches_carry_the_readme_exit_codes() -> None:
 
 @pytest.mark.parametrize("name, code", [
     ("mailbot.locks.DaemonLockError", 1), ("mailbot.render.TemplateError", 1), ("mailbot.staff.StaffError", 1),
-    ("mailbot.init.InitError", 1), ("mailbot.extractor.ExtractorUnavailable", 1),
+    ("mailbot.init.InitError", 1), ("mailbot.extractor.ExtractorUnavailable", 1), ("mailbot.schema.SchemaBehind", 1),
     ("mailbot.config.ConfigError", 2), ("mailbot.source.SourceError", 3), ("mailbot.db.DatabaseError", 3),
 ])
 def test_each_error_has_its_documented_code(name: str, code: int) -> None:
