@@ -16,14 +16,12 @@ import click
 from sqlmodel import Session
 
 from mailbot import __version__
-from mailbot.config import Config, ConfigError, Security, load
-from mailbot.db import DatabaseError, fault_line, is_fault
-from mailbot.locks import DaemonLockError
-from mailbot.source import SourceError
+from mailbot.config import Config, Security, load
+from mailbot.db import fault_line, is_fault
+from mailbot.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNREACHABLE, MailbotError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_FAILED, EXIT_CONFIG, EXIT_UNREACHABLE = 1, 2, 3
 SECURITY: tuple[Security, ...] = get_args(Security)
 
 
@@ -37,18 +35,10 @@ def operator_errors(fn: F) -> F:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from mailbot.render import TemplateError
-
         try:
             return fn(*args, **kwargs)
-        except ConfigError as e:
-            _fail(f"config error: {e}", EXIT_CONFIG)
-        except (SourceError, DatabaseError) as e:
-            _fail(" ".join(str(e).split()), EXIT_UNREACHABLE)
-        except DaemonLockError as e:
-            _fail(str(e), EXIT_FAILED)
-        except TemplateError as e:
-            _fail(str(e), EXIT_FAILED)
+        except MailbotError as e:
+            _fail(e.operator_line(), e.exit_code)
         except Exception as e:
             # a damaged, unreachable or full database, wherever a command met it: one line, not a traceback
             if not is_fault(e):
@@ -85,10 +75,12 @@ def _config(ctx: click.Context) -> Config:
     return load(path)
 
 
-def _desk(ctx: click.Context) -> Any:
+def _desk(ctx: click.Context, *, migrate: bool = True) -> Any:
+    """The desk of the command's config. Commands that only read pass migrate=False: they
+    never change the schema, and say to run `mailbot db upgrade` when it is behind."""
     from mailbot.desk import Desk
 
-    desk = Desk(_config(ctx))
+    desk = Desk(_config(ctx), migrate=migrate)
     ctx.call_on_close(desk.close)  # its extraction worker and its connections end with the command
     return desk
 
@@ -205,7 +197,7 @@ def tickets(ctx: click.Context, state: str | None, family: str | None, ip: str |
     from mailbot import clock, views
     from mailbot.tickets import TicketFilter, find
 
-    desk = _desk(ctx)
+    desk = _desk(ctx, migrate=False)
     now = clock.utcnow()
     with Session(desk.engine) as session:
         rows = find(session, TicketFilter(state=state, family=family, ip=ip, sender=sender, overdue=overdue,
@@ -231,7 +223,7 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     from mailbot import views
     from mailbot.models import Ticket, parse_ref
 
-    desk = _desk(ctx)
+    desk = _desk(ctx, migrate=False)
     tid = parse_ref(ref)
     with Session(desk.engine) as session:
         ticket = session.get(Ticket, tid) if tid else None
@@ -377,7 +369,7 @@ def digest(ctx: click.Context, preview: str | None, send_now: bool) -> None:
 
     if not preview and not send_now:
         _fail("say --preview FILE.html or --send", EXIT_FAILED)
-    desk = _desk(ctx)
+    desk = _desk(ctx, migrate=bool(send_now))
     if preview:
         subject, _text, html = digest_mod.render(desk.engine, desk.config, desk.renderer)
         Path(preview).write_text(html, encoding="utf-8")
@@ -502,7 +494,7 @@ def outbox(ctx: click.Context, states: tuple[str, ...], ref: str | None, recipie
     from mailbot import clock, outbox_admin, sendhealth
 
     tid = _ticket_id(ref)
-    desk = _desk(ctx)
+    desk = _desk(ctx, migrate=False)
     now = clock.utcnow()
     f = outbox_admin.OutboxFilter(states=states or outbox_admin.SHOWN_BY_DEFAULT, ticket_id=tid,
                                   recipient=recipient, kind=kind, limit=limit,
@@ -578,7 +570,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     from mailbot.sanitize import printable
     from mailbot.status import gather
 
-    desk = _desk(ctx)
+    desk = _desk(ctx, migrate=False)
     now = clock.utcnow()
     data = gather(desk.engine, now, desk.config.sla.escalate_before)
     if as_json:

@@ -22,9 +22,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 from mailbot import models  # noqa: F401  (registers the tables)
+from mailbot.errors import Unreachable
 
 
-class DatabaseError(Exception):
+class DatabaseError(Unreachable):
     """The database cannot be reached or used; the message names it (no password)."""
 
 
@@ -135,6 +136,19 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, pool_pre_ping=True, connect_args={
             "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3})
     return engine
+
+
+def require_schema(engine: Engine) -> None:
+    """Raise SchemaBehind unless the schema is the newest; a database fault is a DatabaseError."""
+    from mailbot.schema import require
+
+    try:
+        require(engine)
+    except SQLAlchemyError as e:
+        if is_fault(e):
+            raise DatabaseError(fault_line(engine.url.render_as_string(hide_password=False), e)) from None
+        detail = " ".join(str(getattr(e, "orig", None) or e).split())[:300]
+        raise DatabaseError(f"database {where(engine.url.render_as_string(hide_password=False))}: {detail}") from None
 
 
 def create_schema(engine: Engine) -> None:

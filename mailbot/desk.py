@@ -21,7 +21,7 @@ from sqlmodel import Session, col
 
 from mailbot import digest, faults, folder_health, sla
 from mailbot.config import Config, database_url
-from mailbot.db import create_schema, make_engine, transaction
+from mailbot.db import create_schema, make_engine, require_schema, transaction
 from mailbot.extractor import Extractor
 from mailbot.intake import FetchResult, fetch
 from mailbot.locks import DaemonLockError, daemon_lock, mailbox_busy, mailbox_lock
@@ -52,10 +52,15 @@ class PollResult:
 
 
 class Desk:
-    def __init__(self, config: Config, engine: Engine | None = None) -> None:
+    def __init__(self, config: Config, engine: Engine | None = None, *, migrate: bool = True) -> None:
+        """`migrate`: bring the schema to the newest first (what writes); False for what only
+        reads: then a schema that is behind raises SchemaBehind and nothing is changed."""
         self.config = config
         self.engine = engine or make_engine(database_url(config))
-        create_schema(self.engine)
+        if migrate:
+            create_schema(self.engine)
+        else:
+            require_schema(self.engine)
         override = config.path(config.templates.dir) if config.templates.dir else None
         self.renderer = Renderer(override, config.templates.language)
         self.processor = Processor(config, self.engine, self.renderer)

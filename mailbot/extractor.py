@@ -40,6 +40,7 @@ import weakref
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from mailbot.errors import CommandFailed
 from mailbot.extraction import Extraction, extract
 from mailbot.extraction.limits import TOTAL_SECONDS
 
@@ -60,7 +61,7 @@ class ExtractionOverrun(Exception):
         self.reason = reason
 
 
-class ExtractorUnavailable(RuntimeError):
+class ExtractorUnavailable(CommandFailed):
     """No extraction worker could be started or fed; not the message's fault."""
 
 

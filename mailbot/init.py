@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailbot.config import ConfigError, Security, load
+from mailbot.errors import CommandFailed
 
 EXAMPLE_FILES = (Path(__file__).parent / "config.example.toml", Path(__file__).parent.parent / "config.example.toml")
 """Where config.example.toml is: inside the installed package (the wheel puts it there), else the source tree."""
@@ -34,7 +35,7 @@ SECURITY_BY_PORT: dict[str, dict[int, Security]] = {
 DEFAULT_SECURITY: dict[str, Security] = {"imap": "tls", "smtp": "starttls"}
 
 
-class InitError(Exception):
+class InitError(CommandFailed):
     """The config was not written; the message says why."""
 
 

@@ -21,8 +21,10 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from mailbot.errors import CommandFailed
 
-class DaemonLockError(Exception):
+
+class DaemonLockError(CommandFailed):
     """Another daemon holds what this one needs; the message says which."""
 
 

@@ -23,7 +23,7 @@ REGISTRY = CollectorRegistry()
 FETCHED = Counter("mailbot_messages_fetched", "Messages stored from the mailbox", registry=REGISTRY)
 PROCESSED = Counter("mailbot_messages_processed", "Messages processed", registry=REGISTRY)
 QUARANTINED = Counter("mailbot_messages_quarantined", "Messages quarantined", registry=REGISTRY)
-EXTRACTION_FAILURES = Counter("mailbot_extraction_failures", "Messages whose NDR could not be read",
+EXTRACTION_FAILURES = Counter("mailbot_extraction_failures", "Messages unreadable or over the extraction limits",
                               registry=REGISTRY)
 TICKETS = Counter("mailbot_tickets_opened", "Tickets opened", ["family"], registry=REGISTRY)
 ACKS = Counter("mailbot_acks", "Replies to senders", ["result"], registry=REGISTRY)  # sent|suppressed|failed

@@ -288,8 +288,11 @@ class Processor:
         try:
             extraction = self.extract(msg.raw)
         except ExtractionOverrun as e:
+            self._counts.append(metrics.EXTRACTION_FAILURES.inc)
             self._quarantine(msg, e.reason)
             return
+        if extraction.unreadable:
+            self._counts.append(metrics.EXTRACTION_FAILURES.inc)
         msg.findings = json.dumps(extraction.as_json())
         verdict = replyguard.verdict(head, self.config.own_addresses, self.config.replies)
         bounced = attach_bounce(session, msg.raw, now) if not verdict.allowed else None

@@ -31,6 +31,7 @@ from typing import Any, cast
 import jinja2
 
 from mailbot import plaintext, sanitize
+from mailbot.errors import CommandFailed
 
 PACKAGED = Path(__file__).parent / "templates"
 SOURCE_TREE = Path(__file__).parent.parent / "templates"
@@ -71,7 +72,7 @@ SAMPLE_CONTEXT: dict[str, Any] = {
 """Data every shipped template renders with, for `mailbot check` and previews."""
 
 
-class TemplateError(Exception):
+class TemplateError(CommandFailed):
     """A template is missing or does not render; names the template."""
 
 

@@ -1,8 +1,11 @@
 """Schema changes go through Alembic migrations (mailbot/migrations/).
 
-`upgrade(engine)` brings a database to the newest schema; it runs when a
-desk starts and as `mailbot db upgrade`. On PostgreSQL it holds an advisory
-lock, on SQLite the write lock, so processes starting together migrate once.
+`upgrade(engine)` brings a database to the newest schema; it runs as
+`mailbot db upgrade`, when the daemon starts and in the commands that write
+(`poll --once`, `flush`, `demo`, the staff actions). On PostgreSQL it holds an
+advisory lock, on SQLite the write lock, so processes starting together migrate once.
+Read-only commands (`show`, `tickets`, `status`, `outbox`, `digest --preview`) never
+migrate: `require(engine)` refuses a schema that is behind, in one line.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+
+from mailbot.errors import CommandFailed
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK = 0x6D61696C  # "mail": the advisory lock key of schema changes
@@ -34,6 +39,18 @@ def head() -> str:
 def current(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+class SchemaBehind(CommandFailed):
+    """The database's schema is not the one this mailbot reads; the message says to upgrade."""
+
+
+def require(engine: Engine) -> None:
+    """Raise SchemaBehind unless the database is at the newest schema; never changes it."""
+    at, newest = current(engine), head()
+    if at != newest:
+        raise SchemaBehind(f"the database schema is {at or 'empty'}, this mailbot reads {newest}: "
+                           "run `mailbot db upgrade` (the daemon also upgrades when it starts)")
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal, Protocol
 
+from mailbot.errors import Unreachable
+
 Outcome = Literal["processed", "quarantined"]
 HEADER_BYTES = 256 * 1024
 """At most this much of the headers of a message over the cap is fetched (inbound parsing's cap)."""
 
 
-class SourceError(Exception):
+class SourceError(Unreachable):
     """The mailbox cannot be read; the message says which server and user."""
 
 

@@ -11,13 +11,14 @@ from sqlmodel import Session, col, select
 from mailbot import clock, sanitize, tickets
 from mailbot.config import Config
 from mailbot.db import transaction
+from mailbot.errors import CommandFailed
 from mailbot.identity import person
 from mailbot.models import StoredMessage, Ticket, TicketSender, parse_ref
 from mailbot.outbox import queue
 from mailbot.render import Renderer, compose
 
 
-class StaffError(Exception):
+class StaffError(CommandFailed):
     """The action cannot be done; the message says why."""
 
 

@@ -119,6 +119,22 @@ def test_a_message_whose_extraction_runs_past_its_time_is_quarantined_and_the_ne
     assert len(w.imap.uids("Quarantine")) == 1 and len(w.imap.uids("Processed")) == 1
 
 
+def test_an_overrun_counts_as_an_extraction_failure_in_the_metrics(make_world: Callable[..., World]) -> None:
+    # docs/operators.md promises mailbot_extraction_failures_total; it stayed at 0 whatever came in
+    from mailbot import metrics
+
+    def failures() -> float:
+        return metrics.REGISTRY.get_sample_value("mailbot_extraction_failures_total") or 0.0
+
+    w = make_world(extraction={"seconds": 0.5})
+    before = failures()
+    w.deliver(hostile(many_parts(5_000_000), "slow-metric"))
+    w.deliver(forward("203.0.113.84", "read-fine", "ann@one.example"))
+    polled, _ = w.run()
+    assert (polled.process.processed, polled.process.quarantined) == (1, 1)
+    assert failures() - before == 1  # the hostile one; the forward that was read does not count
+
+
 def test_a_killed_extraction_worker_is_replaced_and_mail_goes_on(world: World) -> None:
     world.deliver(forward("203.0.113.81", "before-kill", "ann@one.example"))
     world.run()

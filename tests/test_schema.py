@@ -4,12 +4,20 @@ released schema with its data intact, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlmodel import Session, SQLModel, select
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from app import imap_toml, mailbot_cli
 
 from mailbot import schema
 from mailbot.db import make_engine
@@ -132,4 +140,37 @@ def test_0007_makes_mail_text_unbounded_and_keeps_the_data_and_its_references(da
             # fetched again (e.g. after a UIDVALIDITY reset): a duplicate, not a second message
             stored, dups = _store_batch(s, "m", 8, [Fetched(5, None, raw, len(raw))])
             assert (stored, len(dups)) == (0, 1)
+    engine.dispose()
+
+
+READ_ONLY = [["show", "DL-000001"], ["tickets"], ["status"], ["outbox"], ["digest", "--preview", "digest.html"]]
+
+
+@pytest.mark.parametrize("command", READ_ONLY, ids=lambda c: c[0])
+def test_a_read_only_command_leaves_an_older_schema_alone_and_says_to_upgrade(
+        command: list[str], tmp_path: Path, dovecot: Any, smtp_server: Any, database_url: str) -> None:
+    """Building a desk migrated, so even `mailbot show` changed the schema under a daemon of the
+    previous release. A command that only reads refuses in one line instead."""
+    engine = make_engine(database_url)
+    schema.upgrade(engine, "0005")
+    path = imap_toml(tmp_path, dovecot, smtp_server, database_url)
+    r = mailbot_cli("-c", str(path), *command, cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"mailbot: the database schema is 0005, this mailbot reads {schema.head()}: run `mailbot db upgrade` "
+        "(the daemon also upgrades when it starts)"]
+    assert schema.current(engine) == "0005"
+    assert not (tmp_path / "digest.html").exists()
+    engine.dispose()
+
+
+def test_after_db_upgrade_the_read_only_commands_work(tmp_path: Path, dovecot: Any, smtp_server: Any,
+                                                      database_url: str) -> None:
+    engine = make_engine(database_url)
+    schema.upgrade(engine, "0005")
+    path = imap_toml(tmp_path, dovecot, smtp_server, database_url)
+    up = mailbot_cli("-c", str(path), "db", "upgrade")
+    assert up.returncode == 0 and f"schema 0005 -> {schema.head()}" in up.stdout, up.stderr
+    r = mailbot_cli("-c", str(path), "tickets")
+    assert r.returncode == 0, r.stderr
     engine.dispose()

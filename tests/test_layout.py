@@ -1,0 +1,119 @@
+"""Import rules of the package, checked on its source with `ast` so they stay true (issue #14):
+
+- no module imports a private name (`_x`) of another mailbot module, or reaches into one
+  (`module._x`, `Class._x`, `obj._method` where `_method` is defined only in another module);
+- `mailbot/extraction/` is pure: it imports nothing from the rest of mailbot;
+- only the entry points (`cli`, `__main__`) import `mailbot.cli` or `mailbot.daemon`.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mailbot"
+ENTRY_POINTS = {"mailbot.cli", "mailbot.__main__"}
+
+
+@dataclass
+class Module:
+    name: str
+    tree: ast.Module
+    imports: list[tuple[str, str | None, int]] = field(default_factory=list)  # module, name, line
+    private_defs: set[str] = field(default_factory=set)  # private names this module defines
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _load() -> dict[str, Module]:
+    modules: dict[str, Module] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        if "migrations" in rel.parts:  # alembic scripts are loaded by alembic, not imported
+            continue
+        parts = list(rel.parts)
+        is_package = parts[-1] == "__init__"
+        if is_package:
+            parts.pop()
+        mod = Module(".".join(parts), ast.parse(path.read_text(), str(path)))
+        here = parts if is_package else parts[:-1]
+        for node in ast.walk(mod.tree):
+            if isinstance(node, ast.Import):
+                mod.imports += [(a.name, None, node.lineno) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = here[:len(here) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                mod.imports += [(target, a.name, node.lineno) for a in node.names]
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and _private(node.name):
+                mod.private_defs.add(node.name)
+            elif isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.ctx, ast.Store):
+                mod.private_defs.add(node.attr)
+            elif isinstance(node, ast.Name) and _private(node.id) and isinstance(node.ctx, ast.Store):
+                mod.private_defs.add(node.id)
+        modules[mod.name] = mod
+    return modules
+
+
+MODULES = _load()
+
+
+def _ours(target: str) -> bool:
+    return target == "mailbot" or target.startswith("mailbot.")
+
+
+def test_the_walk_sees_the_package() -> None:
+    # A walker that found nothing would pass every rule below.
+    assert {"mailbot.cli", "mailbot.process", "mailbot.extraction.extract"} <= MODULES.keys()
+    assert any(_ours(t) for t, _, _ in MODULES["mailbot.process"].imports)
+
+
+def test_no_module_imports_a_private_name_of_another() -> None:
+    found = [f"{m.name}:{line} imports {name} from {target}"
+             for m in MODULES.values() for target, name, line in m.imports
+             if _ours(target) and target != m.name
+             and (_private(name or "") or any(_private(p) for p in target.split(".")))]
+    assert found == []
+
+
+def test_no_module_reaches_into_a_private_of_another() -> None:
+    """`x._name` where `_name` is private to another mailbot module. `self`/`cls` are the class's
+    own business; a private name that this module defines too is its own (the walker has no
+    types, so a name private in two modules is taken as local)."""
+    elsewhere: dict[str, set[str]] = {}
+    for m in MODULES.values():
+        for name in m.private_defs:
+            elsewhere.setdefault(name, set()).add(m.name)
+    found = []
+    for m in MODULES.values():
+        for node in ast.walk(m.tree):
+            if not (isinstance(node, ast.Attribute) and _private(node.attr)):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            owners = elsewhere.get(node.attr, set())
+            if owners and node.attr not in m.private_defs:
+                found.append(f"{m.name}:{node.lineno} {ast.unparse(node)} (private to {sorted(owners)})")
+    assert found == []
+
+
+def test_extraction_imports_nothing_from_the_rest_of_mailbot() -> None:
+    found = [f"{m.name}:{line} imports {target}"
+             for m in MODULES.values() if m.name.startswith("mailbot.extraction")
+             for target, name, line in m.imports
+             if _ours(target) and not (target == "mailbot.extraction" or target.startswith("mailbot.extraction."))]
+    assert found == []
+
+
+@pytest.mark.parametrize("entry", ["mailbot.cli", "mailbot.daemon"])
+def test_only_entry_points_import_the_cli_or_the_daemon(entry: str) -> None:
+    parent, _, leaf = entry.rpartition(".")
+    found = [f"{m.name}:{line}"
+             for m in MODULES.values() if m.name not in ENTRY_POINTS and m.name != entry
+             for target, name, line in m.imports
+             if target == entry or target.startswith(entry + ".") or (target == parent and name == leaf)]
+    assert found == []
