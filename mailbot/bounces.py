@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 
 from mailbot import sanitize
 from mailbot.models import OutboxMail, TicketEvent, format_ref
+from mailbot.states import EventKind, OutboxState
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,12 @@ def attach_bounce(session: Session, raw: bytes, now: datetime) -> OutboxMail | N
     row = session.exec(select(OutboxMail).where(col(OutboxMail.message_id).in_(ids))).first()
     if row is None:
         return None
-    row.state = "bounced"
+    row.state = OutboxState.BOUNCED
     row.last_error = "returned by the recipient's mail system"
     log.warning("outbox %s to %s bounced", row.message_id, row.recipients,
                 extra={"message_id": row.message_id, "outbox_id": row.id,
                        "ticket": format_ref(row.ticket_id) if row.ticket_id else None})
     if row.ticket_id is not None:
-        session.add(TicketEvent(ticket_id=row.ticket_id, at=now, kind="mail_bounced", actor="mailbot",
+        session.add(TicketEvent(ticket_id=row.ticket_id, at=now, kind=EventKind.MAIL_BOUNCED, actor="mailbot",
                                 detail=f"{row.kind} to {row.recipients} ({row.message_id}) came back undelivered"))
     return row

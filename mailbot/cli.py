@@ -19,6 +19,8 @@ from mailbot import __version__
 from mailbot.config import Config, Security, load
 from mailbot.db import fault_line, is_fault
 from mailbot.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNREACHABLE, MailbotError
+from mailbot.policy import FAMILIES
+from mailbot.states import OutboxState, TicketState
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -172,8 +174,8 @@ def flush(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.option("--state", type=click.Choice(["open", "answered", "closed", "redirected", "needs_info"]))
-@click.option("--family", type=click.Choice(["5.7.511", "5.7.606-649", "other", "none"]), help="Code family.")
+@click.option("--state", type=click.Choice([s.value for s in TicketState]))
+@click.option("--family", type=click.Choice(FAMILIES), help="Code family.")
 @click.option("--ip", help="Exactly this IP.")
 @click.option("--sender", help="Sender address contains this.")
 @click.option("--overdue", is_flag=True, help="Open tickets past the SLA mark.")
@@ -200,8 +202,9 @@ def tickets(ctx: click.Context, state: str | None, family: str | None, ip: str |
     desk = _desk(ctx, migrate=False)
     now = clock.utcnow()
     with Session(desk.engine) as session:
-        rows = find(session, TicketFilter(state=state, family=family, ip=ip, sender=sender, overdue=overdue,
-                                          due_within_hours=due_within, sort=sort, limit=limit), now)
+        rows = find(session, TicketFilter(state=TicketState(state) if state else None, family=family, ip=ip,
+                                          sender=sender, overdue=overdue, due_within_hours=due_within, sort=sort,
+                                          limit=limit), now)
         if as_json:
             click.echo(json.dumps([views.ticket_dict(t, now) for t in rows], indent=1))
         else:
@@ -466,7 +469,7 @@ def reprocess(ctx: click.Context, ref: str | None, since: Any) -> None:
 
 
 @main.group(invoke_without_command=True)
-@click.option("--state", "states", multiple=True, type=click.Choice(["queued", "failed", "bounced", "sent"]),
+@click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in OutboxState]),
               help="Only mail in this state (repeat for several; default: queued, failed and bounced).")
 @click.option("--ticket", "ref", help="Only mail of this ticket, e.g. DL-000123.")
 @click.option("--recipient", help="Recipient address contains this.")

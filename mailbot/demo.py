@@ -33,6 +33,7 @@ from mailbot import clock
 from mailbot.config import Config, database_url, load
 from mailbot.desk import Desk
 from mailbot.models import OutboxMail, Ticket
+from mailbot.states import MailKind, OutboxState, TicketState
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -92,7 +93,8 @@ def run_demo(directory: Path, echo: Callable[[str], None]) -> None:
         echo(f"{'ticket':<10} {'state':<11} {'code':<12} {'ip':<16} sender")
         for t in rows:
             echo(f"{t.ref:<10} {t.state:<11} {t.full_code or '-':<12} {t.ip or '-':<16} {t.sender or '-'}")
-        sent = session.exec(select(OutboxMail).where(OutboxMail.state == "sent").order_by(col(OutboxMail.id))).all()
+        sent = session.exec(select(OutboxMail).where(OutboxMail.state == OutboxState.SENT)
+                            .order_by(col(OutboxMail.id))).all()
         echo(f"\nReplies ({len(sent)}) are in the Maildir outbox {directory / 'outbox' / 'new'}:")
         for o in sent:
             echo(f"  to {o.recipients:<40} {o.subject}")
@@ -102,7 +104,7 @@ def run_demo(directory: Path, echo: Callable[[str], None]) -> None:
     echo(f"Next:   {_command()} -c {config_path} show DL-000001")
 
 
-STAFF_MAIL = ("sla_notice", "digest")
+STAFF_MAIL = (MailKind.SLA_NOTICE, MailKind.DIGEST)
 """The outbox kinds of the mails staff get."""
 
 
@@ -114,7 +116,7 @@ def simulate_48_hours(config: Config, directory: Path, echo: Callable[[str], Non
              'staff = ["support@example.org"] there and run the demo again.')
         return
     with Session(Desk(config).engine) as session:
-        dues = [t.due_at for t in session.exec(select(Ticket).where(Ticket.state == "open")) if t.due_at]
+        dues = [t.due_at for t in session.exec(select(Ticket).where(Ticket.state == TicketState.OPEN)) if t.due_at]
     if not dues:
         echo("No open ticket, so no clock to watch.")
         return
@@ -144,7 +146,7 @@ def simulate_48_hours(config: Config, directory: Path, echo: Callable[[str], Non
             mails = session.exec(select(OutboxMail).where(col(OutboxMail.kind).in_(STAFF_MAIL))
                                  .order_by(col(OutboxMail.id))).all()
             for o in mails:
-                what = "ESCALATION" if o.kind == "sla_notice" else "DIGEST"
+                what = "ESCALATION" if o.kind == MailKind.SLA_NOTICE else "DIGEST"
                 echo(f"----- {what} mail to {o.recipients}, sent at {clock.local(o.sent_at, zone)} "
                      f"(simulated time) -----")
                 echo(_as_text(o.raw))

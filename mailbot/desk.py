@@ -32,6 +32,7 @@ from mailbot.render import Renderer
 from mailbot.sendhealth import SendHealth
 from mailbot.sla import SweepResult
 from mailbot.source import Outcome, SourceError, SourceSession
+from mailbot.states import MessageState
 from mailbot.transports import Transport, make_transport
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ class Desk:
                           StoredMessage.location, StoredMessage.state, StoredMessage.mailbox)
                 .where(col(StoredMessage.mailbox).in_(self._done_mailboxes(source)),
                        col(StoredMessage.server_done) == false(),  # `=`, not IS: indexable
-                       StoredMessage.state != "stored")
+                       StoredMessage.state != MessageState.STORED)
                 .order_by(col(StoredMessage.id))
             ).all()
             todo = [tuple(r) for r in rows]
@@ -212,7 +213,7 @@ class Desk:
                     continue  # a sent folder: read, never moved
                 if uid is not None and uidvalidity != source.uidvalidity:
                     continue  # its UID means nothing now; the duplicate check marks its new copy
-                by_outcome["processed" if state == "processed" else "quarantined"].append((uid, location))
+                by_outcome["processed" if state == MessageState.PROCESSED else "quarantined"].append((uid, location))
             for outcome, items in by_outcome.items():
                 if items:
                     faults.point("before_mark")

@@ -46,6 +46,7 @@ from mailbot.inbound import header_block
 from mailbot.models import FetchAttempt, MailboxCursor, StoredMessage
 from mailbot.sanitize import db_text
 from mailbot.source import HEADER_BYTES, Fetched, Listed, SourceError, SourceSession
+from mailbot.states import MessageState
 
 log = logging.getLogger(__name__)
 
@@ -399,7 +400,7 @@ class _Intake:
                 mailbox=self.source.name, uidvalidity=self.source.uidvalidity, uid=item.uid,
                 location=item.location, identity=f"unfetched:{self.uv}:{item.key}"[:600], message_id=db_text(mid),
                 digest=digest, raw=head, size=item.size, truncated=True, fetched_at=now,
-                folder_kind=self.folder_kind, state="quarantined", attempts=attempts,
+                folder_kind=self.folder_kind, state=MessageState.QUARANTINED, attempts=attempts,
                 last_error=db_text(error, 2000), outcome=db_text(f"quarantined: {reason}", 2000), processed_at=now,
                 sender=db_text(sender), subject=db_text(subject)))
             session.execute(delete(FetchAttempt).where(
@@ -460,9 +461,9 @@ def _redo_duplicates(engine: Engine, source: SourceSession, dups: list[Fetched])
             original = session.exec(select(StoredMessage.uid, StoredMessage.uidvalidity, StoredMessage.location,
                                            StoredMessage.state).where(
                 StoredMessage.mailbox == source.name, StoredMessage.digest == digest,
-                StoredMessage.state != "stored")).first()
+                StoredMessage.state != MessageState.STORED)).first()
         if original is not None and (original[0], original[1], original[2]) != (
                 f.uid, source.uidvalidity, f.location):
-            source.mark_done(f.uid, f.location, "processed" if original[3] == "processed" else "quarantined")
+            source.mark_done(f.uid, f.location, "processed" if original[3] == MessageState.PROCESSED else "quarantined")
             done += 1
     return done

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from mailbot import clock
 from mailbot.models import DaemonHealth, OutboxMail, OutgoingHealth, Ticket
+from mailbot.states import OutboxState, TicketState
 
 REGISTRY = CollectorRegistry()
 FETCHED = Counter("mailbot_messages_fetched", "Messages stored from the mailbox", registry=REGISTRY)
@@ -39,11 +40,13 @@ class DatabaseGauges(Collector):
     def collect(self) -> Iterator[Any]:
         now = clock.utcnow()
         with Session(self.engine) as s:
-            depth = s.exec(select(func.count()).select_from(OutboxMail).where(OutboxMail.state == "queued")).one()
-            oldest = s.exec(select(func.min(Ticket.opened_at)).where(Ticket.state == "open")).one()
+            depth = s.exec(select(func.count()).select_from(OutboxMail)
+                           .where(OutboxMail.state == OutboxState.QUEUED)).one()
+            oldest = s.exec(select(func.min(Ticket.opened_at)).where(Ticket.state == TicketState.OPEN)).one()
             last_ok = s.exec(select(func.max(DaemonHealth.last_poll_ok_at))).one()
-            failed = s.exec(select(func.count()).select_from(OutboxMail).where(OutboxMail.state == "failed")).one()
-            open_n = s.exec(select(func.count()).select_from(Ticket).where(Ticket.state == "open",
+            failed = s.exec(select(func.count()).select_from(OutboxMail)
+                            .where(OutboxMail.state == OutboxState.FAILED)).one()
+            open_n = s.exec(select(func.count()).select_from(Ticket).where(Ticket.state == TicketState.OPEN,
                                                                            col(Ticket.due_at) <= now)).one()
             outgoing = s.get(OutgoingHealth, "outgoing")
             failing = outgoing is not None and outgoing.failing_since is not None

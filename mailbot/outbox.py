@@ -39,6 +39,7 @@ from mailbot.locks import SendLock
 from mailbot.models import OutboxMail, Ticket, TicketEvent, format_ref
 from mailbot.render import Composed
 from mailbot.replyguard import RecentReplies
+from mailbot.states import EventKind, MailKind, OutboxState
 from mailbot.transports import PermanentFailure, TemporaryFailure, Transport, TransportFault
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def queue(session: Session, mail: Composed, *, kind: str, ticket_id: int | None,
     return row
 
 
-AUTO_KINDS = ("ack", "redirect", "needs_info", "closed")
+AUTO_KINDS = (MailKind.ACK, MailKind.REDIRECT, MailKind.NEEDS_INFO, MailKind.CLOSED)
 """The mails mailbot sends on its own to a sender (the others go to staff, or are sent by a person)."""
 
 
@@ -128,14 +129,14 @@ _EVENT = TicketEvent.__table__  # type: ignore[attr-defined]
 # statements in one commit; through the ORM those statements cost more than the SMTP send.
 _DUE = (sa_select(_OUT.id, _OUT.ticket_id, _OUT.kind, _OUT.envelope_from, _OUT.recipients, _OUT.message_id,
                   _OUT.raw, _OUT.attempts)
-        .where(_OUT.state == "queued", _OUT.next_attempt_at <= bindparam("now"))
+        .where(_OUT.state == OutboxState.QUEUED, _OUT.next_attempt_at <= bindparam("now"))
         .order_by(_OUT.next_attempt_at, _OUT.id).limit(1))
 _SENT = (OutboxMail.__table__.update()  # type: ignore[attr-defined]
          .where(_OUT.id == bindparam("oid"))
-         .values(state="sent", sent_at=bindparam("now"), attempts=bindparam("attempts"), last_error=None))
+         .values(state=OutboxState.SENT, sent_at=bindparam("now"), attempts=bindparam("attempts"), last_error=None))
 _ACKED = (_TICKET.update().where(_TICKET.c.id == bindparam("tid"), _TICKET.c.acked_at.is_(None))
           .values(acked_at=bindparam("now")))
-_SENT_EVENT = _EVENT.insert().values(ticket_id=bindparam("tid"), at=bindparam("now"), kind="mail_sent",
+_SENT_EVENT = _EVENT.insert().values(ticket_id=bindparam("tid"), at=bindparam("now"), kind=EventKind.MAIL_SENT,
                                      actor="mailbot", detail=bindparam("detail"))
 
 
@@ -200,7 +201,7 @@ def _flush(engine: Engine, transport: Transport, config: OutgoingConfig,
 def held_count(session: Session, now: datetime) -> int:
     """Queued mails that are due now (what a broken server holds back)."""
     return int(session.exec(select(func.count()).select_from(OutboxMail).where(
-        OutboxMail.state == "queued", col(OutboxMail.next_attempt_at) <= now)).one())
+        OutboxMail.state == OutboxState.QUEUED, col(OutboxMail.next_attempt_at) <= now)).one())
 
 
 def _send_one(session: Session, due: Row[Any], transport: Transport, config: OutgoingConfig,
@@ -243,11 +244,11 @@ def _send_one(session: Session, due: Row[Any], transport: Transport, config: Out
 
 
 def _fail(session: Session, row: OutboxMail, error: str, now: datetime) -> None:
-    row.state = "failed"
+    row.state = OutboxState.FAILED
     row.last_error = error
     log.error("outbox %s to %s failed permanently: %s", row.message_id, row.recipients, error, extra=_ctx(row))
     if row.ticket_id is not None:
-        session.add(TicketEvent(ticket_id=row.ticket_id, at=now, kind="mail_failed", actor="mailbot",
+        session.add(TicketEvent(ticket_id=row.ticket_id, at=now, kind=EventKind.MAIL_FAILED, actor="mailbot",
                                 detail=f"{row.kind} to {row.recipients}: {error}"))
 
 

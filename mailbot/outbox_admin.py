@@ -24,10 +24,11 @@ from mailbot.db import transaction
 from mailbot.models import OutboxMail, OutgoingHealth, TicketEvent, format_ref
 from mailbot.sanitize import printable
 from mailbot.sla import human_delta
+from mailbot.states import EventKind, OutboxState
 
 log = logging.getLogger(__name__)
-STATES = ("queued", "failed", "bounced", "sent")
-SHOWN_BY_DEFAULT = ("queued", "failed", "bounced")
+STATES = tuple(OutboxState)
+SHOWN_BY_DEFAULT = (OutboxState.QUEUED, OutboxState.FAILED, OutboxState.BOUNCED)
 
 @dataclass
 class OutboxFilter:
@@ -62,7 +63,7 @@ def find(session: Session, f: OutboxFilter, now: datetime) -> list[OutboxMail]:
 
 def counts(session: Session) -> dict[str, int]:
     """Mails per state, all of them."""
-    found = dict.fromkeys(STATES, 0)
+    found: dict[str, int] = dict.fromkeys(STATES, 0)
     for state, n in session.exec(select(OutboxMail.state, func.count()).group_by(col(OutboxMail.state))).all():
         found[state] = int(n)
     return found
@@ -76,12 +77,12 @@ def mail_dict(m: OutboxMail, now: datetime) -> dict[str, Any]:
     return {"id": m.id, "state": m.state, "kind": m.kind, "ticket": format_ref(m.ticket_id) if m.ticket_id else None,
             "to": m.recipients, "subject": m.subject, "message_id": m.message_id, "attempts": m.attempts,
             "created_at": _iso(m.created_at), "age_seconds": int((now - m.created_at).total_seconds()),
-            "next_attempt_at": _iso(m.next_attempt_at) if m.state == "queued" else None,
+            "next_attempt_at": _iso(m.next_attempt_at) if m.state == OutboxState.QUEUED else None,
             "sent_at": _iso(m.sent_at), "error": m.last_error}
 
 
 def _note(m: OutboxMail, now: datetime) -> str:
-    if m.state == "queued":
+    if m.state == OutboxState.QUEUED:
         wait = m.next_attempt_at - now
         when = f"next try in {human_delta(wait)}" if wait.total_seconds() > 0 else "due now"
         return f"{when}; last error: {m.last_error}" if m.last_error else when
@@ -124,29 +125,30 @@ def requeue(engine: Engine, actor: str, *, ids: tuple[int, ...] = (), ticket_id:
         if ids:
             stmt = stmt.where(col(OutboxMail.id).in_(ids))
         elif ticket_id is not None:
-            stmt = stmt.where(OutboxMail.ticket_id == ticket_id, OutboxMail.state == "failed")
+            stmt = stmt.where(OutboxMail.ticket_id == ticket_id, OutboxMail.state == OutboxState.FAILED)
         elif every:
-            stmt = stmt.where(OutboxMail.state == "failed")
+            stmt = stmt.where(OutboxMail.state == OutboxState.FAILED)
         else:
             raise ValueError("say which mails: ids, a ticket, or every failed one")
         chosen = list(session.exec(stmt.order_by(col(OutboxMail.id))).all())
         for missing in sorted(set(ids) - {m.id for m in chosen}):
             result.refused.append(f"no outgoing mail {missing}")
         for m in chosen:
-            if m.state != "failed":
-                why = "it came back from the recipient's system" if m.state == "bounced" else "nothing to retry"
+            if m.state != OutboxState.FAILED:
+                why = ("it came back from the recipient's system" if m.state == OutboxState.BOUNCED
+                       else "nothing to retry")
                 result.refused.append(f"mail {m.id} to {printable(m.recipients, True)} is {m.state}, not failed: {why}")
                 continue
             # the state in the WHERE: of two operators retrying at once, one requeues each mail
             if session.connection().execute(update(OutboxMail).where(col(OutboxMail.id) == m.id,
-                                                                     col(OutboxMail.state) == "failed")
-                               .values(state="queued", attempts=0, next_attempt_at=now, last_error=None)
+                                                                     col(OutboxMail.state) == OutboxState.FAILED)
+                               .values(state=OutboxState.QUEUED, attempts=0, next_attempt_at=now, last_error=None)
                                ).rowcount != 1:
                 continue
             result.requeued.append(m)
             detail = f"{m.kind} to {m.recipients} ({m.message_id}) queued again; it had failed: {m.last_error}"
             if m.ticket_id is not None:
-                session.add(TicketEvent(ticket_id=m.ticket_id, at=now, kind="mail_requeued", actor=actor[:200],
+                session.add(TicketEvent(ticket_id=m.ticket_id, at=now, kind=EventKind.MAIL_REQUEUED, actor=actor[:200],
                                         detail=detail))
             log.info("outbox %s requeued by %s: %s", m.id, actor, detail,
                      extra={"outbox_id": m.id, "message_id": m.message_id,

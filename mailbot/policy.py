@@ -133,6 +133,10 @@ def _full(finding: Finding) -> str:
     return " ".join(p for p in (finding.reply_code, finding.status) if p)
 
 
+FAMILIES = ("5.7.511", "5.7.606-649", "other", "none")
+"""Every value `code_family` returns: the choices of `mailbot tickets --family`."""
+
+
 def code_family(status: str | None) -> str:
     """"5.7.511" → "5.7.511"; "5.7.6xx" family for the portal range; "other"/"none"."""
     if not status:

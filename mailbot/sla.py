@@ -28,6 +28,7 @@ from mailbot.db import is_postgres, transaction
 from mailbot.models import SlaNotice, StoredMessage, Ticket, format_ref
 from mailbot.outbox import queue
 from mailbot.render import Renderer, compose
+from mailbot.states import MailKind, TicketState
 
 log = logging.getLogger(__name__)
 MAIL_DETAIL = 100
@@ -64,9 +65,9 @@ def _crossing(session: Session, now: datetime, warn: timedelta) -> list[tuple[in
     """
     due = col(Ticket.due_at)
     stage0 = select(Ticket.id, Ticket.clock, Ticket.due_at).where(
-        Ticket.state == "open", Ticket.sla_stage == 0, due.is_not(None), due <= now + warn)
+        Ticket.state == TicketState.OPEN, Ticket.sla_stage == 0, due.is_not(None), due <= now + warn)
     stage1 = select(Ticket.id, Ticket.clock, Ticket.due_at).where(
-        Ticket.state == "open", Ticket.sla_stage == 1, due <= now)
+        Ticket.state == TicketState.OPEN, Ticket.sla_stage == 1, due <= now)
     out = []
     for tid, clk, due_at in [*session.exec(stage0).all(), *session.exec(stage1).all()]:
         assert tid is not None and due_at is not None
@@ -151,12 +152,12 @@ def sweep(engine: Engine, config: Config, renderer: Renderer, now: datetime | No
             "more_breaches": max(len(breach_ids) - MAIL_DETAIL, 0),
             "now_local": clock.local(now, config.desk.zone),
         }
-        subject, text, html = renderer.render("sla_notice", context)
+        subject, text, html = renderer.render(MailKind.SLA_NOTICE, context)
         out = config.outgoing
         mail = compose(from_address=out.from_address, from_name=out.from_name, to=list(config.desk.staff),
                        subject=subject, text=text, html=html, auto_submitted="auto-generated", now=now)
         first = min(tid for tid, _ in ours)
-        row = queue(session, mail, kind="sla_notice", ticket_id=None, now=now,
+        row = queue(session, mail, kind=MailKind.SLA_NOTICE, ticket_id=None, now=now,
                     dedupe_key=f"sla:{first}:{now.isoformat()}")
         result.mailed = row is not None
     return result

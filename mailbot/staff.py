@@ -16,6 +16,7 @@ from mailbot.identity import person
 from mailbot.models import StoredMessage, Ticket, TicketSender, parse_ref
 from mailbot.outbox import queue
 from mailbot.render import Renderer, compose
+from mailbot.states import EventKind, MailKind, TicketState
 
 
 class StaffError(CommandFailed):
@@ -41,7 +42,7 @@ def answer(engine: Engine, ref: str, actor: str, note: str | None) -> Ticket:
 def close(engine: Engine, ref: str, actor: str, note: str | None) -> Ticket:
     with transaction(engine) as session:
         ticket = _ticket(session, ref)
-        if ticket.state == "closed":
+        if ticket.state == TicketState.CLOSED:
             raise StaffError(f"{ticket.ref} is already closed")
         tickets.close(session, ticket, actor, note or "", clock.utcnow())
         return ticket
@@ -50,7 +51,7 @@ def close(engine: Engine, ref: str, actor: str, note: str | None) -> Ticket:
 def reopen(engine: Engine, config: Config, ref: str, actor: str, note: str | None) -> Ticket:
     with transaction(engine) as session:
         ticket = _ticket(session, ref)
-        if ticket.state == "open":
+        if ticket.state == TicketState.OPEN:
             raise StaffError(f"{ticket.ref} is already open")
         tickets.reopen(session, ticket, actor, note or "reopened (command line)", clock.utcnow(), config.sla.hours)
         return ticket
@@ -86,9 +87,10 @@ def reply(engine: Engine, config: Config, renderer: Renderer, ref: str, template
                            to=[who.address], subject=subject, text=text, html=html,
                            in_reply_to=theirs[-1] if theirs else None, references=theirs, auto_submitted=None,
                            now=now, extra_headers={"X-Mailbot-Ticket": ticket.ref})
-            queue(session, mail, kind="staff_reply", ticket_id=ticket.id, dedupe_key=None, now=now)
+            queue(session, mail, kind=MailKind.STAFF_REPLY, ticket_id=ticket.id, dedupe_key=None, now=now)
             sent_to.append(who.address)
-        tickets.event(session, ticket, "staff_reply", actor, f"template {template} to {', '.join(sent_to)}", now)
+        tickets.event(session, ticket, EventKind.STAFF_REPLY, actor,
+                      f"template {template} to {', '.join(sent_to)}", now)
         if ticket.state in tickets.ANSWERABLE:
             tickets.mark_answered(session, ticket, actor, f"templated reply {template}", now)
         return sent_to

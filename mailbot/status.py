@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from mailbot import folder_health
 from mailbot.health import is_running
 from mailbot.models import DaemonHealth, MailboxCursor, OutboxMail, OutgoingHealth, StoredMessage, Ticket
+from mailbot.states import MessageState, OutboxState, TicketState
 
 RECENT = timedelta(days=1)
 """Stopped daemons are listed for this long after their last heartbeat."""
@@ -29,20 +30,20 @@ def gather(engine: Engine, now: datetime, soon_hours: float) -> dict[str, Any]:
     with Session(engine) as s:
         outbox: dict[str, Any] = {
             state: count(select(func.count()).select_from(OutboxMail).where(OutboxMail.state == state))
-            for state in ("queued", "failed")}
+            for state in (OutboxState.QUEUED, OutboxState.FAILED)}
         health = s.get(OutgoingHealth, "outgoing")  # see sendhealth: set while the server cannot be used
         outbox["failing_since"] = health.failing_since if health else None
         outbox["last_error"] = health.last_error if health and health.failing_since else None
-        is_open = Ticket.state == "open"
+        is_open = Ticket.state == TicketState.OPEN
         tickets = {
             "open": count(select(func.count()).select_from(Ticket).where(is_open)),
             "overdue": count(select(func.count()).select_from(Ticket).where(is_open, col(Ticket.due_at) <= now)),
             "due_soon": count(select(func.count()).select_from(Ticket).where(
                 is_open, col(Ticket.due_at) > now, col(Ticket.due_at) <= now + timedelta(hours=soon_hours))),
-            "needs_info": count(select(func.count()).select_from(Ticket).where(Ticket.state == "needs_info")),
+            "needs_info": count(select(func.count()).select_from(Ticket).where(Ticket.state == TicketState.NEEDS_INFO)),
         }
         messages = {state: count(select(func.count()).select_from(StoredMessage).where(StoredMessage.state == state))
-                    for state in ("stored", "quarantined")}
+                    for state in (MessageState.STORED, MessageState.QUARANTINED)}
         cursors = [{"mailbox": c.mailbox, "last_poll_at": c.last_poll_at} for c in s.exec(select(MailboxCursor))]
         daemons = []
         for d in s.exec(select(DaemonHealth).order_by(col(DaemonHealth.started_at).desc())):

@@ -1,0 +1,67 @@
+"""The names of the desk's states and records, in one place.
+
+Each is a `StrEnum` whose values are the strings stored in the database (and used in
+templates), so a member compares equal to its stored string and no migration is needed
+when code moves from bare strings to these names. Add a member here before storing a new
+value anywhere.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TicketState(StrEnum):
+    OPEN = "open"
+    NEEDS_INFO = "needs_info"
+    ANSWERED = "answered"
+    REDIRECTED = "redirected"
+    CLOSED = "closed"
+
+
+class MessageState(StrEnum):
+    STORED = "stored"
+    PROCESSED = "processed"
+    QUARANTINED = "quarantined"
+
+
+class OutboxState(StrEnum):
+    QUEUED = "queued"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    SENT = "sent"
+
+
+class EventKind(StrEnum):
+    """Kinds of `TicketEvent`. Only STATE carries `from_state`/`to_state`."""
+
+    STATE = "state"
+    OPENED = "opened"
+    JOINED = "joined"
+    FOLLOW_UP = "follow_up"
+    THANKS = "thanks"
+    CLOSED_FOLLOW_UP = "closed_follow_up"
+    CITED = "cited"
+    UNVERIFIED_STAFF = "unverified_staff"
+    STAFF_MAIL = "staff_mail"
+    STAFF_REPLY = "staff_reply"
+    NO_REPLY = "no_reply"
+    REPROCESSED = "reprocessed"
+    MAIL_SENT = "mail_sent"
+    MAIL_FAILED = "mail_failed"
+    MAIL_BOUNCED = "mail_bounced"
+    MAIL_REQUEUED = "mail_requeued"
+
+
+class MailKind(StrEnum):
+    """Kinds of `OutboxMail`; each shares its template's name. Health alerts are
+    stored as "alert_<what>" and are not listed here."""
+
+    ACK = "ack"
+    NEEDS_INFO = "needs_info"
+    REDIRECT = "redirect"
+    CLOSED = "closed"
+    STAFF_REPLY = "staff_reply"
+    SLA_NOTICE = "sla_notice"
+    DIGEST = "digest"
+
