@@ -27,10 +27,11 @@ from mailbot.outbox import queue
 from mailbot.policy import code_family
 from mailbot.render import Renderer, compose
 from mailbot.sla import time_left
+from mailbot.states import EventKind, MailKind, MessageState, OutboxState, TicketState
 
 log = logging.getLogger(__name__)
-STATES = ("open", "needs_info", "answered", "redirected", "closed")
-WAITING_FOR_STAFF = ("open",)
+STATES = tuple(TicketState)
+WAITING_FOR_STAFF = (TicketState.OPEN,)
 """What the digest calls "open": the states in which a ticket waits for staff, its clock running.
 Every count and section of the digest uses this one definition (needs_info waits for the
 sender; answered, redirected and closed tickets wait for nobody)."""
@@ -52,10 +53,10 @@ def _bar(due_at: datetime | None, now: datetime, hours: float) -> dict[str, Any]
     return {"used": pct, "colour": colour, "ascii": "[" + "#" * filled + "." * (20 - filled) + "]"}
 
 
-ATTENTION = {
-    "closed_follow_up": "the sender wrote to the closed ticket (no new rejection; told once how to reopen it)",
-    "cited": "cited by someone who is not its sender: changed nothing there",
-    "unverified_staff": "mail from a staff address that the trusted Authentication-Results do not vouch for: "
+ATTENTION: dict[str, str] = {
+    EventKind.CLOSED_FOLLOW_UP: "the sender wrote to the closed ticket (no new rejection; told once how to reopen it)",
+    EventKind.CITED: "cited by someone who is not its sender: changed nothing there",
+    EventKind.UNVERIFIED_STAFF: "mail from a staff address that the trusted Authentication-Results do not vouch for: "
                         "not counted as an answer",
 }
 """Event kinds the digest lists for a person to look at, with what each means."""
@@ -65,7 +66,7 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
     """Everything the digest shows. Each section's count is the number of tickets in it (the
     list may stop at LIST_CAP), and "open" is `WAITING_FOR_STAFF` everywhere."""
     zone = config.desk.zone
-    by_state = dict.fromkeys(STATES, 0)
+    by_state: dict[str, int] = dict.fromkeys(STATES, 0)
     for state, n in session.exec(select(Ticket.state, func.count()).group_by(col(Ticket.state))).all():
         by_state[state] = n
     is_open = col(Ticket.state).in_(WAITING_FOR_STAFF)
@@ -99,24 +100,25 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
     by_id = col(Ticket.id).asc()
     new, new_total = listed(col(Ticket.opened_at) >= since, order=by_id)
     answered_ids = set(session.exec(select(TicketEvent.ticket_id).where(
-        col(TicketEvent.at) >= since, TicketEvent.kind == "state",
-        col(TicketEvent.detail).contains("→ answered"))).all())
+        col(TicketEvent.at) >= since, TicketEvent.kind == EventKind.STATE,
+        TicketEvent.to_state == TicketState.ANSWERED)).all())
     answered, answered_total = listed(col(Ticket.id).in_(answered_ids), order=by_id)
-    redirected, redirected_total = listed(col(Ticket.opened_at) >= since, Ticket.state == "redirected", order=by_id)
-    needs_info, needs_info_total = listed(Ticket.state == "needs_info", order=by_id)
+    redirected, redirected_total = listed(col(Ticket.opened_at) >= since, Ticket.state == TicketState.REDIRECTED,
+                                          order=by_id)
+    needs_info, needs_info_total = listed(Ticket.state == TicketState.NEEDS_INFO, order=by_id)
     quarantined = [(m.id, m.sender, m.subject, m.outcome, m.fetched_at) for m in session.exec(
         select(StoredMessage).options(load_only(
             StoredMessage.id, StoredMessage.sender, StoredMessage.subject,  # type: ignore[arg-type]
             StoredMessage.outcome, StoredMessage.fetched_at))  # type: ignore[arg-type]
-        .where(StoredMessage.state == "quarantined").order_by(col(StoredMessage.id)).limit(LIST_CAP)).all()]
+        .where(StoredMessage.state == MessageState.QUARANTINED).order_by(col(StoredMessage.id)).limit(LIST_CAP)).all()]
     quarantined_total = session.exec(select(func.count()).select_from(StoredMessage)
-                                     .where(StoredMessage.state == "quarantined")).one()
+                                     .where(StoredMessage.state == MessageState.QUARANTINED)).one()
     failed_mail = session.exec(select(OutboxMail).options(load_only(
         OutboxMail.id, OutboxMail.ticket_id, OutboxMail.kind, OutboxMail.recipients,  # type: ignore[arg-type]
         OutboxMail.last_error, OutboxMail.created_at))  # type: ignore[arg-type]
-        .where(OutboxMail.state == "failed").order_by(col(OutboxMail.id).desc()).limit(FAILED_MAIL_CAP)).all()
+        .where(OutboxMail.state == OutboxState.FAILED).order_by(col(OutboxMail.id).desc()).limit(FAILED_MAIL_CAP)).all()
     failed_total = session.exec(select(func.count()).select_from(OutboxMail)
-                                .where(OutboxMail.state == "failed")).one()
+                                .where(OutboxMail.state == OutboxState.FAILED)).one()
     # What mailbot refused to act on, or kept without acting: a person should look (fail closed, and tell)
     looks = session.exec(select(TicketEvent.ticket_id, TicketEvent.kind, TicketEvent.actor, TicketEvent.at)
                          .where(col(TicketEvent.kind).in_(list(ATTENTION)), col(TicketEvent.at) >= since)
@@ -166,7 +168,7 @@ def render(engine: Engine, config: Config, renderer: Renderer, now: datetime | N
     now = now or clock.utcnow()
     with Session(engine) as session:
         since = last_run(session) or now - timedelta(days=1)
-        return renderer.render("digest", build(session, config, now, since))
+        return renderer.render(MailKind.DIGEST, build(session, config, now, since))
 
 
 def send(engine: Engine, config: Config, renderer: Renderer, slot: str, now: datetime | None = None) -> bool:
@@ -183,11 +185,11 @@ def send(engine: Engine, config: Config, renderer: Renderer, slot: str, now: dat
             run = DigestRun(slot=slot, created_at=now)
             session.add(run)
             session.flush()  # claim the slot before the work: a racing daemon stops here
-            subject, text, html = renderer.render("digest", build(session, config, now, since))
+            subject, text, html = renderer.render(MailKind.DIGEST, build(session, config, now, since))
             out = config.outgoing
             mail = compose(from_address=out.from_address, from_name=out.from_name, to=list(config.desk.staff),
                            subject=subject, text=text, html=html, auto_submitted="auto-generated", now=now)
-            row = queue(session, mail, kind="digest", ticket_id=None, dedupe_key=f"digest:{slot}", now=now)
+            row = queue(session, mail, kind=MailKind.DIGEST, ticket_id=None, dedupe_key=f"digest:{slot}", now=now)
             run.outbox_id = row.id if row else None
     except IntegrityError:
         return False

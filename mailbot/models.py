@@ -19,6 +19,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from mailbot.states import MessageState, OutboxState
+
 # Whatever comes from a message (its headers, addresses, Message-ID) goes into unbounded
 # text: no column length may decide whether mail is processed. Where such a value is indexed,
 # PostgreSQL gets a hash index (a btree refuses entries over 2,704 bytes); SQLite has no limit.
@@ -66,7 +68,7 @@ class StoredMessage(SQLModel, table=True):
     size: int = 0
     truncated: bool = False
     fetched_at: datetime
-    state: str = Field(default="stored", max_length=20, index=True)
+    state: str = Field(default=MessageState.STORED, max_length=20, index=True)
     """stored → processed | quarantined."""
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_type=Text)
@@ -152,6 +154,10 @@ class TicketEvent(SQLModel, table=True):
     actor: str = Field(sa_type=Text)
     """Who: a sender's or staff address (as long as the mail had it), "mailbot", "cli:user"."""
     detail: str | None = Field(default=None, sa_type=Text)
+    from_state: str | None = Field(default=None, max_length=20)
+    """For kind "state" (`tickets.change_state`): the state left and the state entered.
+    NULL on other kinds; "state" events from before migration 0010 got them parsed from `detail`."""
+    to_state: str | None = Field(default=None, max_length=20)
 
 
 class OutboxMail(SQLModel, table=True):
@@ -179,7 +185,7 @@ class OutboxMail(SQLModel, table=True):
     message_id: str = Field(max_length=300, unique=True)
     subject: str = Field(sa_type=Text)
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    state: str = Field(default="queued", max_length=20, index=True)
+    state: str = Field(default=OutboxState.QUEUED, max_length=20, index=True)
     """queued → sent | failed; sent → bounced (a delivery report returned it)."""
     attempts: int = 0
     next_attempt_at: datetime = Field(index=True)

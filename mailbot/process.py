@@ -37,6 +37,7 @@ from mailbot.outbox import queue, recent_replies
 from mailbot.policy import Decision, Policy, code_family
 from mailbot.render import Renderer, compose
 from mailbot.sanitize import db_text
+from mailbot.states import EventKind, MailKind, MessageState, TicketState
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Processor:
         while True:
             with transaction(self.engine) as session:
                 stmt = (select(StoredMessage.id, StoredMessage.size, StoredMessage.truncated)
-                        .where(StoredMessage.state == "stored", col(StoredMessage.id) > after,
+                        .where(StoredMessage.state == MessageState.STORED, col(StoredMessage.id) > after,
                                col(StoredMessage.attempts) == 0)
                         .order_by(col(StoredMessage.id)).limit(limit))
                 if is_postgres(self.engine):
@@ -126,7 +127,7 @@ class Processor:
                         .options(load_only(StoredMessage.id, StoredMessage.attempts,  # type: ignore[arg-type]
                                            StoredMessage.last_error, StoredMessage.message_id,  # type: ignore[arg-type]
                                            StoredMessage.mailbox, StoredMessage.state))  # type: ignore[arg-type]
-                        .where(StoredMessage.state == "stored", tried)
+                        .where(StoredMessage.state == MessageState.STORED, tried)
                         .order_by(col(StoredMessage.attempts), col(StoredMessage.id)).limit(1))
                 if is_postgres(self.engine):
                     stmt = stmt.with_for_update(skip_locked=True)
@@ -147,7 +148,7 @@ class Processor:
         return msg.id
 
     def _quarantine(self, msg: StoredMessage, reason: str) -> None:
-        msg.state = "quarantined"
+        msg.state = MessageState.QUARANTINED
         msg.outcome = db_text(f"quarantined: {reason}", 2000)
         msg.processed_at = clock.utcnow()
         log.error("message %s (id %s) quarantined: %s", msg.message_id, msg.id, reason,
@@ -248,12 +249,12 @@ class Processor:
             for msg in session.exec(stmt.execution_options(populate_existing=True)).all():
                 # re-checked under the row lock: another daemon may have finished it since the claim,
                 # or it was quarantined at claim time
-                if msg.state != "stored":
+                if msg.state != MessageState.STORED:
                     outcome.quarantined += 1
                     continue
                 self.handle(session, msg)
                 faults.point("after_parse", msg.message_id)
-                if msg.state == "quarantined":
+                if msg.state == MessageState.QUARANTINED:
                     outcome.quarantined += 1
                 else:
                     outcome.processed += 1
@@ -282,7 +283,7 @@ class Processor:
         msg.subject = db_text(head.subject, 2000)
         if msg.folder_kind == "sent":
             self._sent(session, msg, head, now)
-            msg.state = "processed"
+            msg.state = MessageState.PROCESSED
             msg.processed_at = now
             return
         try:
@@ -299,19 +300,19 @@ class Processor:
         if bounced is not None:  # a delivery report returning our own mail: never a new ticket, never answered
             msg.ticket_id = bounced.ticket_id
             msg.outcome = f"returned our {bounced.kind} {bounced.message_id} (marked bounced)"
-            msg.state, msg.processed_at = "processed", now
+            msg.state, msg.processed_at = MessageState.PROCESSED, now
             return
 
         ticket = tickets.by_reference(session, head)
         if ticket is not None and self._acts_on(session, msg, head, extraction, ticket, verdict, now):
-            msg.state = "processed"
+            msg.state = MessageState.PROCESSED
             msg.processed_at = now
             return
         decision = self.policy.decide(extraction)
         self._new_request(session, msg, head, decision, verdict, now)
         if ticket is not None:
             msg.outcome = f"{msg.outcome}; cited {ticket.ref}, not its sender: changed nothing there"
-        msg.state = "processed"
+        msg.state = MessageState.PROCESSED
         msg.processed_at = now
 
     def _acts_on(self, session: Session, msg: StoredMessage, head: inbound.Inbound, extraction: Extraction,
@@ -334,13 +335,13 @@ class Processor:
             why = "a staff From that the trusted Authentication-Results do not vouch for" \
                 if self.config.replies.authserv_ids or self.config.replies.trust_topmost \
                 else "a staff From, and no trusted Authentication-Results are configured (replies.authserv_ids)"
-            tickets.event(session, ticket, "unverified_staff", who,
+            tickets.event(session, ticket, EventKind.UNVERIFIED_STAFF, who,
                           f"message {msg.message_id} not counted as an answer: {why}", now)
             msg.outcome = f"unverified staff mail citing {ticket.ref}: changed nothing ({why})"
             log.warning("message %s: %s", msg.message_id, msg.outcome,
                         extra={"message_id": msg.message_id, "ticket": ticket.ref})
             return True
-        tickets.event(session, ticket, "cited", who,
+        tickets.event(session, ticket, EventKind.CITED, who,
                       f"message {msg.message_id} cites this ticket but is not from its senders or verified staff: "
                       "changed nothing here, handled as a message of its own", now)
         return False
@@ -360,12 +361,13 @@ class Processor:
             ticket = tickets.active_for_ip(session, decision.ip)
         if ticket is not None:
             joined = True
-            tickets.event(session, ticket, "joined", sender or "unknown",
+            tickets.event(session, ticket, EventKind.JOINED, sender or "unknown",
                           f"forward {msg.message_id} for {decision.ip}", now)
-            if ticket.state == "needs_info":
+            if ticket.state == TicketState.NEEDS_INFO:
                 self.upgrade(session, ticket, decision, sender, now)
         else:
-            state = {"ticket": "open", "redirect": "redirected", "needs_info": "needs_info"}[decision.action]
+            state = {"ticket": TicketState.OPEN, "redirect": TicketState.REDIRECTED,
+                     "needs_info": TicketState.NEEDS_INFO}[decision.action]
             ticket = tickets.open_ticket(session, now=now, state=state, sender=sender,
                                          subject=db_text(head.subject, 1000), verified=verdict.verified,
                                          reason="; ".join(decision.missing) or None, **facts)
@@ -375,12 +377,13 @@ class Processor:
             detail = f"{decision.action} by rule {decision.rule}"
             if ticket.reason:
                 detail += f": missing {ticket.reason}"
-            tickets.event(session, ticket, "opened", sender or "unknown", detail, now)
+            tickets.event(session, ticket, EventKind.OPENED, sender or "unknown", detail, now)
         if head.sender:
             tickets.add_sender(session, ticket, head.sender, msg.id, facts, now)
         msg.ticket_id = ticket.id
         msg.outcome = f"{'joined' if joined else 'opened'} {ticket.ref} ({decision.action}, rule {decision.rule})"
-        kind = {"ticket": "ack", "redirect": "redirect", "needs_info": "needs_info"}[decision.action]
+        kind = {"ticket": MailKind.ACK, "redirect": MailKind.REDIRECT,
+                "needs_info": MailKind.NEEDS_INFO}[decision.action]
         self.reply(session, msg, head, ticket, kind, verdict, now, facts, joined=joined,
                     missing=list(decision.missing))
 
@@ -395,10 +398,8 @@ class Processor:
     def upgrade(self, session: Session, ticket: Ticket, decision: Decision, actor: str | None, now: datetime) -> None:
         for k, v in self.facts_of(decision).items():
             setattr(ticket, k, v)
-        ticket.state = "open"
         ticket.reason = None
-        tickets.start_clock(ticket, now, self.config.sla.hours)
-        tickets.event(session, ticket, "state", actor or "unknown", "needs_info → open: the missing facts arrived", now)
+        tickets.upgrade(session, ticket, actor or "unknown", "the missing facts arrived", now, self.config.sla.hours)
 
     def _sent(self, session: Session, msg: StoredMessage, head: inbound.Inbound, now: datetime) -> None:
         """A message in the shared mailbox's sent folder: a staff answer, unless mailbot wrote it."""
@@ -422,7 +423,7 @@ class Processor:
         """A message from one of the ticket's own senders (the caller checked)."""
         sender = head.sender or db_text(head.from_header, 500)
         msg.ticket_id = ticket.id
-        tickets.event(session, ticket, "follow_up", sender or "unknown", f"message {msg.message_id}", now)
+        tickets.event(session, ticket, EventKind.FOLLOW_UP, sender or "unknown", f"message {msg.message_id}", now)
         msg.outcome = f"follow-up on {ticket.ref}"
         automatic = replyguard.automatic(head)
         if automatic is not None:
@@ -430,28 +431,28 @@ class Processor:
             msg.outcome += f" (automatic: {automatic}; changed nothing)"
             return
         new_rejection = any(f.status for f in extraction.findings)
-        if ticket.state == "answered":
+        if ticket.state == TicketState.ANSWERED:
             if followup.is_thanks(msg.raw) and not new_rejection and not self.config.sla.reopen_on_thanks:
-                tickets.event(session, ticket, "thanks", sender or "unknown", "a thank-you: left answered", now)
+                tickets.event(session, ticket, EventKind.THANKS, sender or "unknown", "a thank-you: left answered", now)
                 return
             tickets.reopen(session, ticket, sender or "sender", "the sender wrote again", now, self.config.sla.hours)
             msg.outcome += " (reopened)"
             return
-        if ticket.state == "closed" and new_rejection:
+        if ticket.state == TicketState.CLOSED and new_rejection:
             tickets.reopen(session, ticket, sender or "sender", "a new rejection after closing", now,
                            self.config.sla.hours)
             msg.outcome += " (reopened)"
             return
-        if ticket.state == "closed":
+        if ticket.state == TicketState.CLOSED:
             # The rule stands (only a new rejection reopens), but silence helps nobody: the sender
             # hears once per closing what would reopen it, and the digest lists the follow-up.
-            tickets.event(session, ticket, "closed_follow_up", sender or "unknown",
+            tickets.event(session, ticket, EventKind.CLOSED_FOLLOW_UP, sender or "unknown",
                           f"message {msg.message_id} on a closed ticket, without a new rejection", now)
             theirs = self.sender_facts(session, ticket, head.sender)
-            self.reply(session, msg, head, ticket, "closed", verdict, now, theirs,
+            self.reply(session, msg, head, ticket, MailKind.CLOSED, verdict, now, theirs,
                        dedupe=f"closed:{ticket.id}:{ticket.clock}:{person(head.sender or '')}")
             return
-        if ticket.state != "needs_info" or not extraction.findings:
+        if ticket.state != TicketState.NEEDS_INFO or not extraction.findings:
             return
         decision = self.policy.decide(extraction)
         facts = self.facts_of(decision)
@@ -460,14 +461,13 @@ class Processor:
         elif decision.action == "redirect":
             for k, v in facts.items():
                 setattr(ticket, k, v)
-            ticket.state = "redirected"
-            tickets.event(session, ticket, "state", sender or "unknown", "needs_info → redirected", now)
+            tickets.redirect(session, ticket, sender or "unknown", None, now)
         else:
             return
         if head.sender:
             tickets.add_sender(session, ticket, head.sender, msg.id, facts, now)
-        self.reply(session, msg, head, ticket, "ack" if decision.action == "ticket" else "redirect", verdict, now,
-                    facts)
+        kind = MailKind.ACK if decision.action == "ticket" else MailKind.REDIRECT
+        self.reply(session, msg, head, ticket, kind, verdict, now, facts)
 
     def reply(self, session: Session, msg: StoredMessage, head: inbound.Inbound, ticket: Ticket, kind: str,
                verdict: replyguard.ReplyVerdict, now: datetime, facts: dict[str, object], *, joined: bool = False,
@@ -479,7 +479,7 @@ class Processor:
                                          self.config.replies)
         if not verdict.allowed or verdict.recipient is None:
             self._counts.append(metrics.ACKS.labels("suppressed").inc)
-            tickets.event(session, ticket, "no_reply", "mailbot", f"{kind} not sent: {verdict.reason}", now)
+            tickets.event(session, ticket, EventKind.NO_REPLY, "mailbot", f"{kind} not sent: {verdict.reason}", now)
             msg.outcome = f"{msg.outcome}; no reply: {verdict.reason}"
             return
         full_code = " ".join(str(facts[k]) for k in ("reply_code", "status") if facts.get(k)) or None
@@ -499,6 +499,7 @@ class Processor:
         row = queue(session, mail, kind=kind, ticket_id=ticket.id, now=now,
                     dedupe_key=dedupe or f"{kind}:{ticket.id}:{person(verdict.recipient)}")
         if row is None:
-            tickets.event(session, ticket, "no_reply", "mailbot", f"{kind} already sent to {verdict.recipient}", now)
+            tickets.event(session, ticket, EventKind.NO_REPLY, "mailbot",
+                          f"{kind} already sent to {verdict.recipient}", now)
         else:
             faults.point("after_queue")

@@ -26,6 +26,7 @@ from mailbot.db import transaction
 from mailbot.extractor import ExtractionOverrun
 from mailbot.models import StoredMessage, Ticket
 from mailbot.process import Processor
+from mailbot.states import EventKind, MailKind, MessageState, TicketState
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ class ReprocessResult:
 
 
 def selection(session: Session, ticket_id: int | None, since: datetime | None) -> list[int]:
-    stmt = select(StoredMessage.id).where(StoredMessage.folder_kind == "inbox", StoredMessage.state == "processed")
+    stmt = select(StoredMessage.id).where(StoredMessage.folder_kind == "inbox",
+                                          StoredMessage.state == MessageState.PROCESSED)
     if ticket_id is not None:
         stmt = stmt.where(StoredMessage.ticket_id == ticket_id)
     if since is not None:
@@ -79,7 +81,7 @@ def _update_ticket(processor: Processor, session: Session, msg: StoredMessage, t
     decision = processor.policy.decide(extraction)
     first = session.exec(select(StoredMessage.id).where(StoredMessage.ticket_id == ticket.id)
                          .order_by(col(StoredMessage.id)).limit(1)).first()
-    if ticket.state == "needs_info" and decision.action in ("ticket", "redirect"):
+    if ticket.state == TicketState.NEEDS_INFO and decision.action in ("ticket", "redirect"):
         head = inbound.parse(msg.raw)
         # the same guard as at intake, with the [replies] settings (Authentication-Results, caps)
         verdict = replyguard.verdict(head, processor.config.own_addresses, processor.config.replies)
@@ -89,12 +91,11 @@ def _update_ticket(processor: Processor, session: Session, msg: StoredMessage, t
         else:
             for k, v in facts.items():
                 setattr(ticket, k, v)
-            ticket.state = "redirected"
-            tickets.event(session, ticket, "state", "reprocess", "needs_info → redirected", now)
+            tickets.redirect(session, ticket, "reprocess", None, now)
         if head.sender and tickets.is_sender(session, ticket, head.sender):
             tickets.add_sender(session, ticket, head.sender, msg.id, facts, now)
-        processor.reply(session, msg, head, ticket, "ack" if decision.action == "ticket" else "redirect", verdict,
-                        now, facts)
+        kind = MailKind.ACK if decision.action == "ticket" else MailKind.REDIRECT
+        processor.reply(session, msg, head, ticket, kind, verdict, now, facts)
         return True
     if first == msg.id and decision.finding is not None:
         facts = processor.facts_of(decision)
@@ -102,7 +103,7 @@ def _update_ticket(processor: Processor, session: Session, msg: StoredMessage, t
         if changed:
             for k, v in changed.items():
                 setattr(ticket, k, v)
-            tickets.event(session, ticket, "reprocessed", "reprocess",
+            tickets.event(session, ticket, EventKind.REPROCESSED, "reprocess",
                           "; ".join(f"{k} = {v}" for k, v in changed.items()), now)
             return True
     return False

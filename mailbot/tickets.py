@@ -15,9 +15,10 @@ from sqlmodel import Session, col, select
 from mailbot.identity import person
 from mailbot.inbound import Inbound
 from mailbot.models import OutboxMail, StoredMessage, Ticket, TicketEvent, TicketSender, parse_ref
+from mailbot.states import EventKind, TicketState
 
 REF_IN_SUBJECT = re.compile(r"\[(DL-\d{6,})\]", re.IGNORECASE)
-ACTIVE = ("open", "needs_info")
+ACTIVE = (TicketState.OPEN, TicketState.NEEDS_INFO)
 """States in which a ticket gathers further forwards for its IP."""
 
 
@@ -47,7 +48,7 @@ def active_for_ip(session: Session, ip: str) -> Ticket | None:
     ).first()
 
 
-def open_ticket(session: Session, *, now: datetime, state: str, sender: str | None, **facts: object) -> Ticket:
+def open_ticket(session: Session, *, now: datetime, state: TicketState, sender: str | None, **facts: object) -> Ticket:
     ticket = Ticket(state=state, sender=sender, opened_at=now, updated_at=now, **facts)  # type: ignore[arg-type]
     session.add(ticket)
     session.flush()
@@ -114,49 +115,70 @@ def thread_ids(session: Session, ticket: Ticket) -> list[str]:
 # open ──answer──► answered ──close──► closed
 #   ▲                 │                  │
 #   └──── reopen (sender follow-up, operator; a new SLA clock) ◄──┘
+# needs_info ──facts arrive──► open;  needs_info ──redirect──► redirected
+#
+# Every change of `Ticket.state` after opening goes through `change_state`, so each one
+# leaves a "state" event with from_state/to_state that the digest and `show` read.
 
-ANSWERABLE = ("open", "needs_info")
+ANSWERABLE = (TicketState.OPEN, TicketState.NEEDS_INFO)
+
+
+def change_state(session: Session, ticket: Ticket, to: TicketState, actor: str, detail: str | None,
+                 now: datetime) -> TicketState:
+    """Move `ticket` to `to` and record a "state" event: from_state, to_state, actor and
+    `detail` (why; the change itself is in the two columns, not the text). Returns the state
+    it left. Timestamps and the SLA clock are the callers' (below)."""
+    previous = TicketState(ticket.state)
+    ticket.state = to
+    assert ticket.id is not None
+    session.add(TicketEvent(ticket_id=ticket.id, at=now, kind=EventKind.STATE, actor=actor,
+                            detail=detail or None, from_state=previous, to_state=to))
+    ticket.updated_at = now
+    return previous
 
 
 def mark_answered(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime) -> bool:
     """Stop the clock: staff answered. False when the ticket was not waiting for an answer."""
     if ticket.state not in ANSWERABLE:
-        event(session, ticket, "staff_mail", actor, detail, now)
+        event(session, ticket, EventKind.STAFF_MAIL, actor, detail, now)
         return False
-    previous = ticket.state
-    ticket.state = "answered"
     ticket.answered_at = now
-    event(session, ticket, "state", actor, f"{previous} → answered: {detail}", now)
+    change_state(session, ticket, TicketState.ANSWERED, actor, detail, now)
     return True
 
 
 def close(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime) -> None:
-    previous = ticket.state
-    ticket.state = "closed"
     ticket.closed_at = now
-    event(session, ticket, "state", actor, f"{previous} → closed" + (f": {detail}" if detail else ""), now)
+    change_state(session, ticket, TicketState.CLOSED, actor, detail, now)
 
 
 def reopen(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime, sla_hours: float) -> None:
     """Back to open with a fresh SLA clock (escalations are once per clock)."""
-    previous = ticket.state
-    ticket.state = "open"
     ticket.clock += 1
     ticket.sla_stage = 0
     ticket.answered_at = None
     ticket.closed_at = None
     start_clock(ticket, now, sla_hours)
-    event(session, ticket, "state", actor, f"{previous} → open (clock {ticket.clock}): {detail}", now)
+    change_state(session, ticket, TicketState.OPEN, actor, f"(clock {ticket.clock}): {detail}", now)
+
+
+def upgrade(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime, sla_hours: float) -> None:
+    """needs_info → open: the missing facts arrived, so the SLA clock starts."""
+    start_clock(ticket, now, sla_hours)
+    change_state(session, ticket, TicketState.OPEN, actor, detail, now)
+
+
+def redirect(session: Session, ticket: Ticket, actor: str, detail: str | None, now: datetime) -> None:
+    """needs_info → redirected: the facts show the sender is in the wrong place."""
+    change_state(session, ticket, TicketState.REDIRECTED, actor, detail, now)
 
 
 # -- finding tickets (mailbot tickets) -----------------------------------
 
-FAMILIES = ("5.7.511", "5.7.606-649", "other", "none")
-
 
 @dataclass(frozen=True)
 class TicketFilter:
-    state: str | None = None
+    state: TicketState | None = None
     family: str | None = None
     ip: str | None = None
     sender: str | None = None
@@ -185,7 +207,7 @@ def find(session: Session, f: TicketFilter, now: datetime) -> list[Ticket]:
         stmt = stmt.where(col(Ticket.status).is_not(None),
                           col(Ticket.status).not_in(["5.7.511", *(f"5.7.{n}" for n in range(606, 650))]))
     if f.overdue or f.due_within_hours is not None:
-        stmt = stmt.where(Ticket.state == "open", col(Ticket.due_at).is_not(None))
+        stmt = stmt.where(Ticket.state == TicketState.OPEN, col(Ticket.due_at).is_not(None))
         limit = now if f.overdue else now + timedelta(hours=f.due_within_hours or 0)
         stmt = stmt.where(col(Ticket.due_at) <= limit)
     if f.sort == "due":

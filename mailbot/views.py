@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 from mailbot.clock import local
 from mailbot.models import OutboxMail, StoredMessage, Ticket, TicketEvent
 from mailbot.sanitize import printable
+from mailbot.states import TicketState
 
 # Everything shown on a terminal that came from mail (addresses, subjects, rejection text,
 # outcomes and events that quote them) goes through `printable`: a display name carrying
@@ -44,7 +45,7 @@ def ticket_dict(t: Ticket, now: datetime | None = None, when: When = _iso) -> di
         "status": t.status, "text": t.text, "rule": t.rule, "reason": t.reason, "verified": t.verified,
         "opened_at": when(t.opened_at), "due_at": when(t.due_at), "acked_at": when(t.acked_at),
         "answered_at": when(t.answered_at), "closed_at": when(t.closed_at), "clock": t.clock,
-        "time_left": time_left(t.due_at, now) if now and t.state == "open" else None,
+        "time_left": time_left(t.due_at, now) if now and t.state == TicketState.OPEN else None,
     }
 
 
@@ -56,7 +57,8 @@ def ticket_detail(session: Session, t: Ticket, when: When = _iso) -> dict[str, A
                       "fetched_at": when(m.fetched_at), "outcome": m.outcome,
                       "findings": json.loads(m.findings) if m.findings else None} for m in msgs]
     events = session.exec(select(TicketEvent).where(TicketEvent.ticket_id == t.id).order_by(col(TicketEvent.id)))
-    d["events"] = [{"at": when(e.at), "kind": e.kind, "actor": e.actor, "detail": e.detail} for e in events]
+    d["events"] = [{"at": when(e.at), "kind": e.kind, "actor": e.actor, "from_state": e.from_state,
+                    "to_state": e.to_state, "detail": e.detail} for e in events]
     outs = session.exec(select(OutboxMail).where(OutboxMail.ticket_id == t.id).order_by(col(OutboxMail.id)))
     d["outgoing"] = [{"kind": o.kind, "to": o.recipients, "subject": o.subject, "message_id": o.message_id,
                       "state": o.state, "attempts": o.attempts, "error": o.last_error,
@@ -74,7 +76,7 @@ def print_tickets(rows: list[Ticket], zone: ZoneInfo, now: datetime, console: Co
     headers = ("ref", "state", "code", "ip", "sender", "opened", "due", "time left")
     lines = []
     for t in rows:
-        left = time_left(t.due_at, now) if t.state == "open" and t.due_at else "-"
+        left = time_left(t.due_at, now) if t.state == TicketState.OPEN and t.due_at else "-"
         lines.append((t.ref, t.state, printable(t.full_code or "-", True), printable(t.ip or "-", True),
                       printable(t.sender or "-", True), local(t.opened_at, zone), local(t.due_at, zone), left))
     if not console.is_terminal:
@@ -125,4 +127,6 @@ def print_ticket(session: Session, t: Ticket, zone: ZoneInfo, console: Console |
             + (f"  error: {p(o['error'])}" if o["error"] else ""))
     console.print("\n[bold]events[/bold]")
     for e in d["events"]:
-        out(f"  {e['at']}  {e['kind']:<10} {p(e['actor'])}: {p(e['detail'] or '')}")
+        change = f"{e['from_state']} → {e['to_state']}" if e["to_state"] else ""
+        what = ": ".join(x for x in (change, p(e["detail"] or "")) if x)
+        out(f"  {e['at']}  {e['kind']:<10} {p(e['actor'])}: {what}")

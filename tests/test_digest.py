@@ -162,3 +162,31 @@ def test_the_digest_agrees_with_itself_and_shows_no_clock_for_tickets_nobody_wai
             assert time_cell.endswith(" left"), (ref, time_cell)
     failed_html = html.split('id="failed-mail">')[1].split("</ul>")[0]
     assert "<strong>DL-000001</strong> ack to sender0@s0.example" in failed_html and "550 5.1.1" in failed_html
+
+
+def test_the_digest_counts_answers_by_the_recorded_change_not_by_words_in_a_note(make_world: Any) -> None:
+    """The digest once searched event text for "→ answered": a note that said so counted a
+    ticket closed unanswered as answered. Now it reads the change each event records."""
+    from app import forward
+    from sqlmodel import Session
+
+    from mailbot import views
+    from mailbot.models import Ticket
+
+    w: World = make_world(**STAFF)
+    with time_machine.travel(T0, tick=False) as clock:
+        for i in range(2):
+            w.deliver(forward(f"203.0.113.{20 + i}", f"note-{i}", f"sender{i}@s{i}.example"))
+        w.run()
+        clock.shift(timedelta(minutes=3))
+        staff.answer(w.desk.engine, "DL-000001", "ann", "by phone")
+        staff.close(w.desk.engine, "DL-000002", "ann", "spam, not open → answered")
+        _, text, _ = digest.render(w.desk.engine, w.desk.config, w.desk.renderer)
+    section = text.split("ANSWERED SINCE THE LAST DIGEST (1)\n")[1].split("\n\n")[0]
+    assert "DL-000001" in section and "DL-000002" not in section
+
+    with Session(w.desk.engine) as s:
+        closed = views.ticket_detail(s, s.get(Ticket, 2))  # type: ignore[arg-type]
+    [change] = [e for e in closed["events"] if e["kind"] == "state"]
+    assert (change["from_state"], change["to_state"], change["detail"]) == ("open", "closed",
+                                                                           "spam, not open → answered")

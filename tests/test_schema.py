@@ -143,6 +143,36 @@ def test_0007_makes_mail_text_unbounded_and_keeps_the_data_and_its_references(da
     engine.dispose()
 
 
+def test_0010_gives_old_state_events_their_from_and_to_and_leaves_other_events_alone(database_url: str) -> None:
+    """Before 0010 a state change lived only in the event text ("open → answered: why"), which the
+    digest searched: old rows get the two columns parsed once, so the digest still counts them."""
+    from mailbot.models import TicketEvent
+
+    engine = make_engine(database_url)
+    schema.upgrade(engine, "0009")
+    at = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO ticket (state, sender, opened_at, updated_at, verified, clock, sla_stage) "
+            "VALUES ('open', 'ann@one.example', :o, :o, :v, 2, 0)"), {"o": at, "v": True})
+        for kind, detail in (("state", "open → answered: answer in the sent folder <s@x>"),
+                             ("state", "answered → closed"),
+                             ("state", "closed → open (clock 2): the sender wrote again"),
+                             ("opened", "ticket by rule x → y"), ("state", "something else")):
+            conn.execute(text("INSERT INTO ticket_event (ticket_id, at, kind, actor, detail) "
+                              "VALUES (1, :o, :k, 'staff', :d)"), {"o": at, "k": kind, "d": detail})
+    schema.upgrade(engine)
+    with Session(engine) as s:
+        rows = [(e.kind, e.from_state, e.to_state, e.detail)
+                for e in s.exec(select(TicketEvent).order_by(TicketEvent.id)).all()]  # type: ignore[arg-type]
+    assert rows == [("state", "open", "answered", "answer in the sent folder <s@x>"),
+                    ("state", "answered", "closed", None),
+                    ("state", "closed", "open", "(clock 2): the sender wrote again"),
+                    ("opened", None, None, "ticket by rule x → y"),
+                    ("state", None, None, "something else")]
+    engine.dispose()
+
+
 READ_ONLY = [["show", "DL-000001"], ["tickets"], ["status"], ["outbox"], ["digest", "--preview", "digest.html"]]
 
 
