@@ -3,7 +3,8 @@
 - no module imports a private name (`_x`) of another mailbot module, or reaches into one
   (`module._x`, `Class._x`, `obj._method` where `_method` is defined only in another module);
 - `mailbot/extraction/` is pure: it imports nothing from the rest of mailbot;
-- only the entry points (`cli`, `__main__`) import `mailbot.cli` or `mailbot.daemon`.
+- only the entry points (`cli`, `__main__`) import `mailbot.cli` or `mailbot.daemon`;
+- only `mailbot.tickets` assigns a ticket's state.
 """
 
 from __future__ import annotations
@@ -117,3 +118,21 @@ def test_only_entry_points_import_the_cli_or_the_daemon(entry: str) -> None:
              for target, name, line in m.imports
              if target == entry or target.startswith(entry + ".") or (target == parent and name == leaf)]
     assert found == []
+
+
+def test_only_the_tickets_module_changes_a_ticket_s_state() -> None:
+    """Every state change goes through `tickets.change_state`, so each leaves a from/to event the
+    digest and `show` read; an assignment elsewhere would change a ticket without a trace."""
+    offenders = []
+    for module in _load().values():
+        if module.name == "mailbot.tickets":
+            continue
+        for node in ast.walk(module.tree):
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            for target in targets:
+                for t in ast.walk(target):
+                    if isinstance(t, ast.Attribute) and t.attr == "state" and isinstance(t.value, ast.Name) \
+                            and t.value.id in ("ticket", "t", "tk"):
+                        offenders.append(f"{module.name}:{node.lineno}")
+    assert offenders == []
