@@ -168,6 +168,7 @@ def test_the_digest_counts_answers_by_the_recorded_change_not_by_words_in_a_note
     """The digest once searched event text for "→ answered": a note that said so counted a
     ticket closed unanswered as answered. Now it reads the change each event records."""
     from app import forward
+    from rich.console import Console
     from sqlmodel import Session
 
     from mailbot import views
@@ -190,3 +191,7 @@ def test_the_digest_counts_answers_by_the_recorded_change_not_by_words_in_a_note
     [change] = [e for e in closed["events"] if e["kind"] == "state"]
     assert (change["from_state"], change["to_state"], change["detail"]) == ("open", "closed",
                                                                            "spam, not open → answered")
+    shown = Console(record=True, width=200, highlight=False, soft_wrap=True)
+    with Session(w.desk.engine) as s:
+        views.print_ticket(s, s.get(Ticket, 2), w.desk.config.desk.zone, shown)  # type: ignore[arg-type]
+    assert "state      ann: open → closed: spam, not open → answered" in shown.export_text()
