@@ -1,10 +1,11 @@
 """Loading the labelled NDR corpus (read-only test data, never used at runtime).
 
 The corpus travels with the tests: tests/corpus/ is a byte-identical copy of
-the shared corpus (../shared/corpus beside the repository, where the project
-keeps its source; test_corpus_copy.py checks the copy is complete). The
-MAILBOT_CORPUS environment variable names another folder instead, for every
-test that reads the corpus (this module is the one place that says where it is).
+the project's labelled corpus, and nothing outside the repository is read
+(test_corpus_copy.py checks the copy is complete; MAILBOT_CORPUS_SOURCE=DIR
+also compares it with the folder it was copied from). MAILBOT_CORPUS names
+another folder instead, for every test that reads the corpus (this module is
+the one place that says where it is).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ other row now, and checked one by one, since these were the hard cases."""
 
 BUNDLED = Path(__file__).resolve().parent / "corpus"
 """The copy the repository carries."""
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-"""Where the copy comes from, when the project's shared folder sits beside the repository."""
+SOURCE = Path(os.environ["MAILBOT_CORPUS_SOURCE"]) if os.environ.get("MAILBOT_CORPUS_SOURCE") else None
+"""The folder the copy was made from, when a maintainer names it (MAILBOT_CORPUS_SOURCE): the copy is
+then compared with it. Unset, only the copy itself is read."""
 
 
 def corpus_dir() -> Path:

@@ -1,9 +1,9 @@
 """The repository carries its test corpus, complete and byte for byte.
 
-tests/corpus/ is a copy of the project's shared corpus. A fresh clone has
-only the copy, so every file a label names must be in it; where the shared
-folder sits beside the repository, the copy must hold every file of it,
-unchanged (labels are never edited here: a difference means a stale copy).
+tests/corpus/ is a copy of the project's labelled corpus. A fresh clone has
+only the copy, so every file a label names must be in it; given the folder it
+was copied from (MAILBOT_CORPUS_SOURCE=DIR), the copy must hold every file of
+it, unchanged (labels are never edited here: a difference means a stale copy).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import BUNDLED, SHARED
+from corpus import BUNDLED, SOURCE
 
 LABEL_FILES = ("labels.jsonl", "lines.jsonl", "sisimai.jsonl")
 NAME_KEYS = ("file", "variant_file")
@@ -66,12 +66,13 @@ def test_named_files_sees_a_missing_message(tmp_path: Path) -> None:
     assert {n for n in named_files(tmp_path) if not (tmp_path / n).is_file()} == {"f/a/raw.eml"}
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"no shared corpus at {SHARED} (a fresh clone has only the copy)")
-def test_the_copy_is_identical_to_the_shared_corpus() -> None:
-    shared, bundled = _files(SHARED), _files(BUNDLED)
+@pytest.mark.skipif(SOURCE is None, reason="MAILBOT_CORPUS_SOURCE unset: only the copy itself is checked")
+def test_the_copy_is_identical_to_the_folder_it_was_copied_from() -> None:
+    assert SOURCE is not None and SOURCE.is_dir(), f"MAILBOT_CORPUS_SOURCE={SOURCE} is not a folder"
+    shared, bundled = _files(SOURCE), _files(BUNDLED)
     missing = sorted(set(shared) - set(bundled))
-    assert not missing, f"{len(missing)} files of {SHARED} missing from the copy, e.g. {missing[:5]}"
+    assert not missing, f"{len(missing)} files of {SOURCE} missing from the copy, e.g. {missing[:5]}"
     extra = sorted(set(bundled) - set(shared))
-    assert not extra, f"files in the copy that {SHARED} does not have: {extra[:5]}"
+    assert not extra, f"files in the copy that {SOURCE} does not have: {extra[:5]}"
     changed = sorted(n for n in shared if _digest(shared[n]) != _digest(bundled[n]))
-    assert not changed, f"{len(changed)} files differ from {SHARED}, e.g. {changed[:5]}"
+    assert not changed, f"{len(changed)} files differ from {SOURCE}, e.g. {changed[:5]}"
