@@ -141,8 +141,7 @@ class Ticket(SQLModel, table=True):
 
     @property
     def full_code(self) -> str | None:
-        parts = [p for p in (self.reply_code, self.status) if p]
-        return " ".join(parts) or None
+        return full_code(self.reply_code, self.status)
 
 
 class TicketEvent(SQLModel, table=True):
@@ -216,8 +215,7 @@ class TicketSender(SQLModel, table=True):
 
     @property
     def full_code(self) -> str | None:
-        parts = [p for p in (self.reply_code, self.status) if p]
-        return " ".join(parts) or None
+        return full_code(self.reply_code, self.status)
 
 
 class SlaNotice(SQLModel, table=True):
@@ -297,6 +295,11 @@ class OutgoingHealth(SQLModel, table=True):
     held: int = 0
     """Due mails held back at the last failed try."""
     recovered_at: datetime | None = None
+
+
+def full_code(reply_code: object, status: object) -> str | None:
+    """The full code a person reads, "550 5.7.511": the SMTP reply code and the enhanced status."""
+    return " ".join(str(p) for p in (reply_code, status) if p) or None
 
 
 def format_ref(ticket_id: int) -> str:

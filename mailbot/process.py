@@ -32,7 +32,7 @@ from mailbot.extraction import Extraction, extract
 from mailbot.extractor import ExtractionOverrun, ExtractorUnavailable
 from mailbot.identity import person
 from mailbot.locks import MessageClaims
-from mailbot.models import OutboxMail, StoredMessage, Ticket, format_ref
+from mailbot.models import OutboxMail, StoredMessage, Ticket, format_ref, full_code
 from mailbot.outbox import queue, recent_replies
 from mailbot.policy import Decision, Policy, code_family
 from mailbot.render import Renderer, compose
@@ -390,7 +390,7 @@ class Processor:
     @staticmethod
     def sender_facts(session: Session, ticket: Ticket, address: str | None) -> dict[str, object]:
         """What `address`, one of the ticket's senders, forwarded: all a reply to them may show."""
-        row = next((s for s in tickets.senders(session, ticket) if address and s.person == person(address)), None)
+        row = tickets.sender(session, ticket, address)
         if row is None:
             return {}
         return {"ip": row.ip, "reply_code": row.reply_code, "status": row.status, "text": row.text}
@@ -482,9 +482,9 @@ class Processor:
             tickets.event(session, ticket, EventKind.NO_REPLY, "mailbot", f"{kind} not sent: {verdict.reason}", now)
             msg.outcome = f"{msg.outcome}; no reply: {verdict.reason}"
             return
-        full_code = " ".join(str(facts[k]) for k in ("reply_code", "status") if facts.get(k)) or None
         context = {
-            "ref": ticket.ref, "ip": facts.get("ip"), "full_code": full_code, "rejection_text": facts.get("text"),
+            "ref": ticket.ref, "ip": facts.get("ip"), "rejection_text": facts.get("text"),
+            "full_code": full_code(facts.get("reply_code"), facts.get("status")),
             "due_local": local(ticket.due_at, self.config.desk.zone), "desk_name": self.config.desk.name,
             "due_utc": clock.in_utc(ticket.due_at),
             "portal_url": self.policy.portal_url, "missing": missing or [], "joined": joined,

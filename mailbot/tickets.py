@@ -76,11 +76,9 @@ def add_sender(session: Session, ticket: Ticket, address: str, message_id: int |
     """Record `address` as one of the ticket's senders, with the facts of their own forward
     (kept from an earlier forward where this one has none)."""
     assert ticket.id is not None
-    who = person(address)
-    row = session.exec(select(TicketSender).where(TicketSender.ticket_id == ticket.id,
-                                                  TicketSender.person == who)).first()
+    row = sender(session, ticket, address)
     if row is None:
-        row = TicketSender(ticket_id=ticket.id, person=who, address=address, added_at=now)
+        row = TicketSender(ticket_id=ticket.id, person=person(address), address=address, added_at=now)
         session.add(row)
     row.address = address
     if row.message_id is None or any(facts.get(k) for k in ("ip", "status", "reply_code")):
@@ -90,25 +88,21 @@ def add_sender(session: Session, ticket: Ticket, address: str, message_id: int |
     return row
 
 
-def is_sender(session: Session, ticket: Ticket, address: str | None) -> bool:
+def sender(session: Session, ticket: Ticket, address: str | None) -> TicketSender | None:
+    """`address` as one of the ticket's senders (compared as one person), or None: not theirs."""
     if not address or ticket.id is None:
-        return False
-    return session.exec(select(TicketSender.id).where(TicketSender.ticket_id == ticket.id,
-                                                      TicketSender.person == person(address))).first() is not None
+        return None
+    return session.exec(select(TicketSender).where(TicketSender.ticket_id == ticket.id,
+                                                   TicketSender.person == person(address))).first()
+
+
+def is_sender(session: Session, ticket: Ticket, address: str | None) -> bool:
+    return sender(session, ticket, address) is not None
 
 
 def senders(session: Session, ticket: Ticket) -> list[TicketSender]:
     return list(session.exec(select(TicketSender).where(TicketSender.ticket_id == ticket.id)
                              .order_by(col(TicketSender.id))).all())
-
-
-def thread_ids(session: Session, ticket: Ticket) -> list[str]:
-    """Message-IDs of the ticket's inbound mail, oldest first (for References)."""
-    assert ticket.id is not None
-    rows = session.exec(
-        select(StoredMessage.message_id).where(StoredMessage.ticket_id == ticket.id).order_by(col(StoredMessage.id))
-    ).all()
-    return [r for r in rows if r]
 
 
 # -- lifecycle ------------------------------------------------------------
