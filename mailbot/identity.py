@@ -32,10 +32,6 @@ def person(address: str) -> str:
     return f"{base.lower()}@{domain.lower().rstrip('.')}"
 
 
-def same_person(a: str | None, b: str | None) -> bool:
-    return bool(a) and bool(b) and person(a or "") == person(b or "")
-
-
 @lru_cache(maxsize=1)
 def _psl() -> PublicSuffixList:
     return PublicSuffixList()

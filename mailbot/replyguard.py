@@ -115,7 +115,7 @@ def verdict(msg: Inbound, own_addresses: frozenset[str], replies: RepliesConfig 
     recipient = msg.sender
     if system_address(recipient):
         return no(f"system address {recipient}")
-    if recipient.lower() in own_addresses or person(recipient) in {person(a) for a in own_addresses}:
+    if person(recipient) in {person(a) for a in own_addresses}:
         return no("mailbot's own address")
     unverified = authentication(msg, replies)
     if unverified is not None:
