@@ -339,7 +339,7 @@ def db_counts(engine: Any) -> dict[str, int]:
     """What the run left in the database: messages by outcome, tickets, outbox rows by state."""
     from sqlalchemy import func, select
 
-    from mailbot.models import OutboxMail, StoredMessage, Ticket
+    from mailbot.store.tables import OutboxMail, StoredMessage, Ticket
 
     def n(model: Any, *where: Any) -> Any:
         return select(func.count()).select_from(model).where(*where)

@@ -58,9 +58,9 @@ def child(config_path: str) -> None:
     from imapclient import IMAPClient
     from sqlalchemy import func, select
 
+    from mailbot.app import Desk
     from mailbot.config import parse
-    from mailbot.desk import Desk
-    from mailbot.models import OutboxMail, StoredMessage
+    from mailbot.store.tables import OutboxMail, StoredMessage
 
     spec = json.loads(Path(config_path).read_text())
     config = parse(spec["config"], base_dir=str(Path(config_path).parent), environ={})

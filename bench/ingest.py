@@ -56,9 +56,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _servers as S
 from imapclient import IMAPClient
 
-import mailbot.desk as desk_module
+import mailbot.app as desk_module
+from mailbot.app import Desk
 from mailbot.config import parse
-from mailbot.desk import Desk
 from mailbot.extraction import extract
 
 TARGET = 0.5

@@ -30,7 +30,8 @@ import _servers
 from imapclient import IMAPClient
 from servers import SMTPServer
 
-from mailbot import inbound, replyguard
+from mailbot.desk import replyguard
+from mailbot.source import inbound
 
 
 class TimedSMTP(SMTPServer):

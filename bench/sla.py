@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import insert, text
 
-from mailbot import digest, sla
 from mailbot.config import parse
-from mailbot.db import create_schema, make_engine
-from mailbot.models import Ticket
-from mailbot.render import Renderer
+from mailbot.outgoing.render import Renderer
+from mailbot.staffing import digest, sla
+from mailbot.store.engine import create_schema, make_engine
+from mailbot.store.tables import Ticket
 
 STATES = ["open"] * 34 + ["answered"] * 30 + ["closed"] * 20 + ["redirected"] * 10 + ["needs_info"] * 6
 

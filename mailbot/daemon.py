@@ -28,11 +28,11 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from mailbot import metrics
+from mailbot.app import Desk
 from mailbot.config import database_url
-from mailbot.db import fault_line, is_fault
-from mailbot.desk import Desk
-from mailbot.health import Health, heartbeat_seconds
-from mailbot.idle import IdleWatcher
+from mailbot.source.idle import IdleWatcher
+from mailbot.staffing.health import Health, heartbeat_seconds
+from mailbot.store.engine import fault_line, is_fault
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from mailbot.sanitize import printable
+from mailbot.outgoing.sanitize import printable
 
 CONTEXT = ("message_id", "ticket", "mailbox", "outbox_id")
 

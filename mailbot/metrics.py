@@ -17,8 +17,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailbot import clock
-from mailbot.models import DaemonHealth, OutboxMail, OutgoingHealth, Ticket
-from mailbot.states import OutboxState, TicketState
+from mailbot.store.states import OutboxState, TicketState
+from mailbot.store.tables import DaemonHealth, OutboxMail, OutgoingHealth, Ticket
 
 REGISTRY = CollectorRegistry()
 FETCHED = Counter("mailbot_messages_fetched", "Messages stored from the mailbox", registry=REGISTRY)

@@ -14,9 +14,9 @@ import pytest
 from corpus import corpus_dir
 from sqlmodel import Session, col, select
 
+from mailbot.app import Desk
 from mailbot.config import Config, load, parse
-from mailbot.desk import Desk
-from mailbot.models import OutboxMail, StoredMessage, Ticket, TicketEvent
+from mailbot.store.tables import OutboxMail, StoredMessage, Ticket, TicketEvent
 
 SAMPLES = Path(__file__).resolve().parents[1] / "mailbot" / "samples"
 DOC_RANGES = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]

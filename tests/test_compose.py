@@ -7,7 +7,7 @@ import email.policy
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
-from mailbot.render import compose
+from mailbot.outgoing.render import compose
 
 
 def read(raw: bytes) -> EmailMessage:

@@ -25,7 +25,7 @@ import pytest
 from app import CliDesk, World, forward
 
 from mailbot.faults import POINTS
-from mailbot.outbox import flush
+from mailbot.outgoing.outbox import flush
 
 KILLED = 137
 

@@ -17,7 +17,7 @@ import pytest
 from app import World, forward, sample
 from test_cli import imap_toml
 
-from mailbot.locks import mailbox_lock
+from mailbot.store.locks import mailbox_lock
 
 
 def start_daemon(path: Path, password: str) -> subprocess.Popen[str]:
@@ -101,9 +101,9 @@ def test_failed_polls_back_off_and_resume_by_themselves(tmp_path: Path, dovecot:
     from servers import free_port
     from sqlmodel import Session, select
 
+    from mailbot.app import Desk
     from mailbot.daemon import Daemon
-    from mailbot.desk import Desk
-    from mailbot.models import DaemonHealth
+    from mailbot.store.tables import DaemonHealth
 
     desk = Desk(imap_config(tmp_path, dovecot, smtp_server, database_url,
                             mailbox={"port": free_port()}, schedule={"poll_seconds": 10}))
@@ -149,8 +149,8 @@ def test_poll_once_beside_a_running_daemon_on_the_same_sqlite_file_is_refused(
 
 def test_replies_go_out_while_the_rest_of_a_backlog_is_still_being_processed(
         make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailbot import process
     from mailbot.daemon import Daemon
+    from mailbot.desk import worker as process
 
     w = make_world(mailbox={"process_batch": 2})
     for i in range(5):

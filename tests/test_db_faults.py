@@ -25,9 +25,9 @@ from sqlalchemy.engine import make_url
 from test_cli import imap_toml
 from test_faults_imap import FaultProxy
 
+from mailbot.app import Desk
 from mailbot.daemon import Daemon
-from mailbot.db import DatabaseError, is_fault
-from mailbot.desk import Desk
+from mailbot.store.engine import DatabaseError, is_fault
 
 
 def postgres_only(database_url: str) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import time_machine
 from app import World, sample
 
-from mailbot import digest, staff
 from mailbot.daemon import _current_slot
+from mailbot.staffing import digest, staff
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 STAFF = {"desk": {"staff": ["support@example.org"], "timezone": "Europe/Berlin"}}
@@ -171,8 +171,8 @@ def test_the_digest_counts_answers_by_the_recorded_change_not_by_words_in_a_note
     from rich.console import Console
     from sqlmodel import Session
 
-    from mailbot import views
-    from mailbot.models import Ticket
+    from mailbot.staffing import views
+    from mailbot.store.tables import Ticket
 
     w: World = make_world(**STAFF)
     with time_machine.travel(T0, tick=False) as clock:

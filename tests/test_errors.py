@@ -51,9 +51,15 @@ def test_the_branches_carry_the_readme_exit_codes() -> None:
 
 
 @pytest.mark.parametrize("name, code", [
-    ("mailbot.locks.DaemonLockError", 1), ("mailbot.render.TemplateError", 1), ("mailbot.staff.StaffError", 1),
-    ("mailbot.init.InitError", 1), ("mailbot.extractor.ExtractorUnavailable", 1), ("mailbot.schema.SchemaBehind", 1),
-    ("mailbot.config.ConfigError", 2), ("mailbot.source.SourceError", 3), ("mailbot.db.DatabaseError", 3),
+    ("mailbot.store.locks.DaemonLockError", 1),
+    ("mailbot.outgoing.render.TemplateError", 1),
+    ("mailbot.staffing.staff.StaffError", 1),
+    ("mailbot.cli.init.InitError", 1),
+    ("mailbot.desk.extractor.ExtractorUnavailable", 1),
+    ("mailbot.store.schema.SchemaBehind", 1),
+    ("mailbot.config.ConfigError", 2),
+    ("mailbot.source.base.SourceError", 3),
+    ("mailbot.store.engine.DatabaseError", 3),
 ])
 def test_each_error_has_its_documented_code(name: str, code: int) -> None:
     module, _, cls_name = name.rpartition(".")

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from app import sample
 from hostile import build, many_parts
 
+from mailbot.desk.extractor import ExtractionOverrun, Extractor
 from mailbot.extraction import extract
-from mailbot.extractor import ExtractionOverrun, Extractor
 
 SAMPLES = ["01-banned-sender-attached.eml", "04-no-code.eml", "06-ipv6-thunderbird.eml"]
 

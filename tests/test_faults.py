@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from app import World, forward
 
-from mailbot import process
+from mailbot.desk import worker as process
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from app import World, forward
 
-from mailbot import process
-from mailbot.source import SourceError
+from mailbot.desk import worker as process
+from mailbot.source.base import SourceError
 
 
 class FaultProxy:
@@ -149,7 +149,7 @@ def test_a_connection_cut_mid_fetch_of_a_5_mb_message_is_met_with_a_new_connecti
     world.deliver(forward("203.0.113.61", "small-1", "bob@two.example"))
 
     proxy.arm("cut", after=1024 * 1024)
-    with caplog.at_level(logging.WARNING, logger="mailbot.intake"):
+    with caplog.at_level(logging.WARNING, logger="mailbot.source.fetch"):
         polled, _ = world.run()
     assert proxy.faulted.is_set()
     cut = next(r.getMessage() for r in caplog.records if "failed" in r.getMessage())
@@ -167,7 +167,7 @@ def test_a_server_that_stalls_hits_the_timeout_and_a_new_connection_gets_the_mes
 
     proxy.arm("stall", after=512 * 1024)
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="mailbot.intake"):
+    with caplog.at_level(logging.WARNING, logger="mailbot.source.fetch"):
         world.run()
     assert time.monotonic() - started < 30  # the time-out fired; nothing waits forever
     assert any("timed out" in r.getMessage() and world.imap.user in r.getMessage() for r in caplog.records)

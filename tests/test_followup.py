@@ -1,4 +1,4 @@
-"""What a sender's follow-up does to their ticket (mailbot/followup.py and the desk's rules).
+"""What a sender's follow-up does to their ticket (mailbot/desk/followup.py and the desk's rules).
 
 A closed ticket reopens only on a new rejection; anything else the sender
 writes is kept on the ticket and answered once per closing with what would
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from app import World, forward
 
-from mailbot import staff
+from mailbot.staffing import staff
 
 OWNER = "dana.ops@mailops.example"
 

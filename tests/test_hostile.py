@@ -19,10 +19,10 @@ from email import message_from_bytes
 from app import DOC_RANGES, World, forward, imap_toml, mailbot_cli
 from sqlmodel import Session, col, select
 
-from mailbot import digest
+from mailbot.app import Desk
 from mailbot.config import parse
-from mailbot.desk import Desk
-from mailbot.models import StoredMessage, Ticket, TicketEvent
+from mailbot.staffing import digest
+from mailbot.store.tables import StoredMessage, Ticket, TicketEvent
 
 NEXT_SENDER = "next@after.example"
 

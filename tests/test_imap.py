@@ -8,9 +8,9 @@ import logging
 import pytest
 from app import World, corpus, imap_config, sample
 
-from mailbot.desk import Desk
-from mailbot.imap import ImapSession
-from mailbot.source import SourceError
+from mailbot.app import Desk
+from mailbot.source.base import SourceError
+from mailbot.source.imap import ImapSession
 
 S01 = "forwards/found/s01-postfix-511-v4/{}.eml"
 
@@ -64,7 +64,7 @@ def test_a_uidvalidity_reset_opens_no_second_ticket_and_sends_no_second_reply(
         c.remove_flags([uid], [b"$Mailbot"])  # as if the flag was lost with the reset
     w.imap.set_uid_validity(before + 100)
 
-    with caplog.at_level(logging.WARNING, logger="mailbot.intake"):
+    with caplog.at_level(logging.WARNING, logger="mailbot.source.fetch"):
         polled, _ = w.run()
     assert polled.fetch.stored == 0 and polled.fetch.duplicates == 1
     assert len(w.tickets()) == 1 and len(w.smtp.messages) == 1

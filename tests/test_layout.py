@@ -4,7 +4,7 @@
   (`module._x`, `Class._x`, `obj._method` where `_method` is defined only in another module);
 - `mailbot/extraction/` is pure: it imports nothing from the rest of mailbot;
 - only the entry points (`cli`, `__main__`) import `mailbot.cli` or `mailbot.daemon`;
-- only `mailbot.tickets` assigns a ticket's state.
+- only `mailbot.desk.tickets` assigns a ticket's state.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def _ours(target: str) -> bool:
 
 def test_the_walk_sees_the_package() -> None:
     # A walker that found nothing would pass every rule below.
-    assert {"mailbot.cli", "mailbot.process", "mailbot.extraction.extract"} <= MODULES.keys()
-    assert any(_ours(t) for t, _, _ in MODULES["mailbot.process"].imports)
+    assert {"mailbot.cli", "mailbot.desk.worker", "mailbot.extraction.extract"} <= MODULES.keys()
+    assert any(_ours(t) for t, _, _ in MODULES["mailbot.desk.worker"].imports)
 
 
 def test_no_module_imports_a_private_name_of_another() -> None:
@@ -125,7 +125,7 @@ def test_only_the_tickets_module_changes_a_ticket_s_state() -> None:
     digest and `show` read; an assignment elsewhere would change a ticket without a trace."""
     offenders = []
     for module in _load().values():
-        if module.name == "mailbot.tickets":
+        if module.name == "mailbot.desk.tickets":
             continue
         for node in ast.walk(module.tree):
             targets = node.targets if isinstance(node, ast.Assign) else \

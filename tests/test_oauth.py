@@ -13,9 +13,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 from servers import free_port
 
-from mailbot import oauth
 from mailbot.config import parse
-from mailbot.transports import SmtpTransport, TransportFault
+from mailbot.outgoing.transports import SmtpTransport, TransportFault
+from mailbot.source import oauth
 
 
 class XOAuth2Handler:

@@ -18,8 +18,8 @@ import pytest
 from app import imap_config, sample
 from servers import DovecotServer, _find_binary, unavailable
 
-from mailbot.desk import Desk
-from mailbot.source import SourceError
+from mailbot.app import Desk
+from mailbot.source.base import SourceError
 
 USER = "delist@example.org"
 GOOD = "good-token-123"

@@ -20,7 +20,7 @@ from app import World, sample
 from servers import free_port
 from test_cli import imap_toml
 
-from mailbot.health import Health
+from mailbot.staffing.health import Health
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

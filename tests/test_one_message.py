@@ -18,7 +18,7 @@ from app import CliDesk, World, forward
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from mailbot.models import StoredMessage
+from mailbot.store.tables import StoredMessage
 
 LONG_ID = "<" + "x" * (700 - len("<@forwarder.example>")) + "@forwarder.example>"
 # valid: a 60-character local part, labels under 64 characters

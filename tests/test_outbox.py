@@ -9,7 +9,7 @@ import time_machine
 from app import World, sample
 from servers import DROP
 
-from mailbot.transports import MaildirTransport
+from mailbot.outgoing.transports import MaildirTransport
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

@@ -23,9 +23,9 @@ from hostile import build, many_parts
 from sqlmodel import Session, select
 from test_daemon import stop
 
-from mailbot.db import make_engine
-from mailbot.extractor import ExtractorUnavailable
-from mailbot.models import StoredMessage
+from mailbot.desk.extractor import ExtractorUnavailable
+from mailbot.store.engine import make_engine
+from mailbot.store.tables import StoredMessage
 
 GOOD = [f"good{i}@s{i}.example" for i in range(3)]
 
@@ -46,7 +46,7 @@ def workers_tagged(tag: str) -> list[int]:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if b"mailbot.extractor" in cmdline and f"EXTRACTION_TEST_TAG={tag}".encode() in environ:
+        if b"mailbot.desk.extractor" in cmdline and f"EXTRACTION_TEST_TAG={tag}".encode() in environ:
             found.append(int(entry.name))
     return found
 

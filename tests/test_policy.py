@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mailbot.config import PolicyConfig, RuleConfig
+from mailbot.desk.policy import Policy, code_family
 from mailbot.extraction import Extraction, Finding
-from mailbot.policy import Policy, code_family
 
 DOCS = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
 

@@ -32,10 +32,10 @@ import pytest
 import time_machine
 from app import DOC_RANGES, forward, sample
 
-from mailbot import digest
+from mailbot.app import Desk
 from mailbot.config import parse
-from mailbot.desk import Desk
-from mailbot.render import SAMPLE_CONTEXT, Renderer
+from mailbot.outgoing.render import SAMPLE_CONTEXT, Renderer
+from mailbot.staffing import digest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 WIDTH, HEIGHT = 800, 1200

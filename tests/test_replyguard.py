@@ -15,9 +15,9 @@ import pytest
 import time_machine
 from app import World, forward
 
-from mailbot import inbound
 from mailbot.config import RepliesConfig
-from mailbot.replyguard import RecentReplies, ReplyVerdict, capped, parse_auth_results, verdict
+from mailbot.desk.replyguard import RecentReplies, ReplyVerdict, capped, parse_auth_results, verdict
+from mailbot.source import inbound
 
 TRUSTED = {"authserv_ids": ["mx.example.org"]}
 FROM = "ann@one.example"

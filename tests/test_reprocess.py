@@ -7,8 +7,8 @@ import pytest
 from app import World, sample
 from sqlmodel import Session
 
+from mailbot.desk.reprocess import reprocess, selection
 from mailbot.extraction import Extraction
-from mailbot.reprocess import reprocess, selection
 
 
 def test_a_needs_info_ticket_moves_on_when_the_better_parser_reads_it(world: World,

@@ -7,8 +7,9 @@ import email.policy
 
 import pytest
 
-from mailbot import inbound, sanitize
-from mailbot.render import compose
+from mailbot.outgoing import sanitize
+from mailbot.outgoing.render import compose
+from mailbot.source import inbound
 
 
 @pytest.mark.parametrize(("header", "expected"), [

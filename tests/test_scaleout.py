@@ -18,8 +18,8 @@ from app import sample
 from sqlalchemy import text
 from test_cli import imap_toml
 
-from mailbot import schema
-from mailbot.db import make_engine
+from mailbot.store import schema
+from mailbot.store.engine import make_engine
 
 N = int(os.environ.get("MAILBOT_SCALEOUT_MESSAGES", "1000"))
 

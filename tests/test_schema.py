@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from app import imap_toml, mailbot_cli
 
-from mailbot import schema
-from mailbot.db import make_engine
-from mailbot.models import Ticket
+from mailbot.store import schema
+from mailbot.store.engine import make_engine
+from mailbot.store.tables import Ticket
 
 
 def test_migrations_from_empty_give_exactly_the_models_schema(database_url: str) -> None:
@@ -61,7 +61,7 @@ def test_a_database_of_the_previous_release_upgrades_with_its_queue_and_backlog_
     """0004 is what the first landing shipped; 0005 adds three indexes and rebuilds one."""
     from sqlalchemy import inspect
 
-    from mailbot.models import OutboxMail, StoredMessage
+    from mailbot.store.tables import OutboxMail, StoredMessage
 
     engine = make_engine(database_url)
     schema.upgrade(engine, "0004")
@@ -96,9 +96,9 @@ def test_0007_makes_mail_text_unbounded_and_keeps_the_data_and_its_references(da
     again is still recognised."""
     from sqlalchemy import inspect
 
-    from mailbot.intake import _store_batch, identity_key
-    from mailbot.models import StoredMessage, TicketEvent
-    from mailbot.source import Fetched
+    from mailbot.source.base import Fetched
+    from mailbot.source.fetch import _store_batch, identity_key
+    from mailbot.store.tables import StoredMessage, TicketEvent
 
     engine = make_engine(database_url)
     schema.upgrade(engine, "0005")
@@ -146,7 +146,7 @@ def test_0007_makes_mail_text_unbounded_and_keeps_the_data_and_its_references(da
 def test_0010_gives_old_state_events_their_from_and_to_and_leaves_other_events_alone(database_url: str) -> None:
     """Before 0010 a state change lived only in the event text ("open → answered: why"), which the
     digest searched: old rows get the two columns parsed once, so the digest still counts them."""
-    from mailbot.models import TicketEvent
+    from mailbot.store.tables import TicketEvent
 
     engine = make_engine(database_url)
     schema.upgrade(engine, "0009")

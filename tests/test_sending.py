@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from app import World, forward, imap_toml, mailbot_cli
 
+from mailbot.app import Desk
 from mailbot.config import load
-from mailbot.desk import Desk
 
 MANY_REPLIES = {"breaker_per_hour": 100_000, "per_domain_daily": 100_000}
 

@@ -17,8 +17,8 @@ import time_machine
 from app import World, forward, imap_toml
 from sqlmodel import Session, select
 
-from mailbot import status
-from mailbot.models import FolderHealth
+from mailbot.cli import status
+from mailbot.store.tables import FolderHealth
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 STAFF = "support@example.org"

@@ -11,9 +11,9 @@ from typing import Any
 import time_machine
 from app import World, sample
 
-from mailbot import staff
-from mailbot.models import SlaNotice
-from mailbot.sla import sweep
+from mailbot.staffing import staff
+from mailbot.staffing.sla import sweep
+from mailbot.store.tables import SlaNotice
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 STAFF = {"desk": {"staff": ["support@example.org"], "staff_senders": ["@example.org"]}}

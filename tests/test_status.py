@@ -99,7 +99,7 @@ def test_a_killed_daemon_is_shown_stopped_once_its_heartbeat_is_old(
 
 def test_commands_starting_together_on_a_new_sqlite_file_migrate_it_once(tmp_path: Path) -> None:
     """`mailbot status` run while the daemon first starts used to race its migrations ("table already exists")."""
-    code = ("import sys; from mailbot.db import make_engine; from mailbot import schema; "
+    code = ("import sys; from mailbot.store.engine import make_engine; from mailbot.store import schema; "
             "e = make_engine(sys.argv[1]); schema.upgrade(e); print(schema.current(e))")
     for attempt in range(3):
         url = f"sqlite:///{tmp_path}/new{attempt}.db"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from app import mailbot_cli
 
+from mailbot.cli.demo import DEMO_CONFIG
 from mailbot.config import ConfigError, parse
-from mailbot.demo import DEMO_CONFIG
-from mailbot.render import SAMPLE_CONTEXT, Renderer
+from mailbot.outgoing.render import SAMPLE_CONTEXT, Renderer
 
 SENDER_FACING = ("ack", "redirect", "needs_info", "delisted", "declined", "closed")
 STAFF_FACING = ("digest", "sla_notice")

@@ -15,7 +15,7 @@ from app import World, sample
 from sqlmodel import Session
 from test_cli import imap_toml
 
-from mailbot.tickets import TicketFilter, find
+from mailbot.desk.tickets import TicketFilter, find
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

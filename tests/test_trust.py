@@ -15,8 +15,8 @@ import pytest
 from app import World, forward, imap_toml, mailbot_cli
 from sqlmodel import Session
 
-from mailbot import digest, staff
-from mailbot.models import Ticket
+from mailbot.staffing import digest, staff
+from mailbot.store.tables import Ticket
 
 DESK = {"staff": ["ann@example.org"]}
 TRUSTED = {"authserv_ids": ["mx.example.org"]}

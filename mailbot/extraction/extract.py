@@ -1,7 +1,7 @@
 """The extraction stage: raw bytes of one mail in, an `Extraction` out.
 
 Contract: `extract(raw)` never raises (but for MemoryError: running out of
-memory is for the process's owner to handle, see mailbot/extractor.py) and is
+memory is for the process's owner to handle, see mailbot/desk/extractor.py) and is
 linear in the size of the mail, which `limits` bounds; it stops reading at its
 time budget (`seconds`, default `limits.TOTAL_SECONDS`) and reports what it
 found by then. The budget is looked at between units of work, so a caller

@@ -1,0 +1,267 @@
+"""The desk: the stages wired to one configuration. `run_once()` is the whole
+flow once (fetch, process, mark done on the server, batch by batch; then
+flush the outbox); the daemon is that function on a schedule (sending beside
+the processing), and tests call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import false, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col
+
+from mailbot import faults
+from mailbot.config import Config, database_url
+from mailbot.desk.extractor import Extractor
+from mailbot.desk.worker import Processor, ProcessResult
+from mailbot.outgoing.outbox import FlushResult, flush
+from mailbot.outgoing.render import Renderer
+from mailbot.outgoing.sendhealth import SendHealth
+from mailbot.outgoing.transports import Transport, make_transport
+from mailbot.source import folders as folder_health
+from mailbot.source.base import Outcome, SourceError, SourceSession
+from mailbot.source.fetch import FetchResult, fetch
+from mailbot.staffing import digest, sla
+from mailbot.staffing.sla import SweepResult
+from mailbot.store.engine import create_schema, make_engine, require_schema, transaction
+from mailbot.store.locks import DaemonLockError, daemon_lock, mailbox_busy, mailbox_lock
+from mailbot.store.states import MessageState
+from mailbot.store.tables import StoredMessage
+
+log = logging.getLogger(__name__)
+MARK_CHUNK = 200
+HELP_WAIT = 0.2
+"""Seconds between looks for freshly stored mail while another daemon fetches."""
+HELP_IDLE = 2.0
+"""Seconds without fresh mail after which a helping daemon ends its poll, fetcher or not."""
+
+
+@dataclass
+class PollResult:
+    fetch: FetchResult
+    process: ProcessResult
+    marked: int
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Folders besides the inbox (sent folders) that could not be read: folder -> error."""
+
+
+class Desk:
+    def __init__(self, config: Config, engine: Engine | None = None, *, migrate: bool = True) -> None:
+        """`migrate`: bring the schema to the newest first (what writes); False for what only
+        reads: then a schema that is behind raises SchemaBehind and nothing is changed."""
+        self.config = config
+        self.engine = engine or make_engine(database_url(config))
+        if migrate:
+            create_schema(self.engine)
+        else:
+            require_schema(self.engine)
+        override = config.path(config.templates.dir) if config.templates.dir else None
+        self.renderer = Renderer(override, config.templates.language)
+        self.processor = Processor(config, self.engine, self.renderer)
+        self.sending = SendHealth(self.engine, config, self.renderer)
+        # Extraction runs in a worker that is killed when a message overruns its time or memory.
+        self.extractor = Extractor(config.extraction.seconds, config.extraction.memory_mb)
+        self.processor.extract = self.extractor.run
+
+    def close(self) -> None:
+        """End the extraction worker (the daemon and the commands call this on their way out)."""
+        self.extractor.close()
+        self.engine.dispose()
+
+    def open_source(self, folder: str | None = None) -> SourceSession:
+        m = self.config.mailbox
+        if folder is not None:
+            m = m.model_copy(update={"folder": folder})
+        if m.source == "maildir":
+            from mailbot.source.maildir import MaildirSession
+
+            return MaildirSession(self.config.path(m.maildir_path), m.processed_folder, m.quarantine_folder,
+                                  m.max_message_bytes)
+        from mailbot.source.imap import ImapSession
+
+        return ImapSession(m)
+
+    def transport(self) -> Transport:
+        return make_transport(self.config.outgoing, Path(self.config.base_dir))
+
+    def poll(self, should_stop: Callable[[], bool] = lambda: False) -> PollResult:
+        """Fetch (if no other daemon is fetching this mailbox), process, mark done."""
+        with mailbox_lock(self.engine, self.mailbox_name) as mine:
+            if not mine:
+                return PollResult(FetchResult(), self._help(should_stop), 0)
+            source = self.open_source()
+            try:
+                return self._take_in(source, should_stop, sent=True)
+            finally:
+                source.close()
+
+    def _help(self, should_stop: Callable[[], bool]) -> ProcessResult:
+        """Another daemon is fetching (PostgreSQL): process what it stores, for as long as it
+        fetches, since it hands over a batch at a time and a backlog comes in batch by batch."""
+        processed = ProcessResult()
+        failed: set[int] = set()  # one attempt per message per poll, as for the fetching daemon
+        idle_since = time.monotonic()
+        while not should_stop():
+            r = self.processor.run(should_stop, failed=failed)
+            processed.add(r)
+            if r.processed or r.quarantined:
+                idle_since = time.monotonic()
+                continue
+            # nothing new: stop when the fetcher is done, or has handed nothing over for a while
+            if time.monotonic() - idle_since >= HELP_IDLE or not mailbox_busy(self.engine, self.mailbox_name):
+                break
+            time.sleep(HELP_WAIT)
+        return processed
+
+    def backfill(self, since: date, folder: str | None = None,
+                 should_stop: Callable[[], bool] = lambda: False) -> PollResult:
+        """Take in mail that arrived since `since` and is still in `folder` (default: the inbox),
+        whatever the cursor says; stored mail is recognised and not taken twice."""
+        with mailbox_lock(self.engine, self.mailbox_name) as mine:
+            if not mine:
+                raise DaemonLockError(f"another daemon is fetching {self.mailbox_name}; try again when it is idle")
+            source = self.open_source(folder)
+            try:
+                return self._take_in(source, should_stop, since=since)
+            finally:
+                source.close()
+
+    def _take_in(self, source: SourceSession, should_stop: Callable[[], bool], *, since: date | None = None,
+                 sent: bool = False) -> PollResult:
+        """Each fetched batch is processed and marked done on the server before the next is
+        fetched: under a backlog the first replies leave, and the first originals move, after
+        one batch instead of after the whole fetch. Retries wait for the end of the poll."""
+        processed = ProcessResult()
+        failed: set[int] = set()  # one attempt per message per poll
+        marked = 0
+
+        def batch_stored() -> None:
+            nonlocal marked
+            processed.add(self.processor.run(should_stop, retries=False, failed=failed))
+            marked += self.mark_done(source)
+
+        fetched = fetch(self.engine, source, self.config.mailbox.batch_size, should_stop, since=since,
+                        after_batch=batch_stored, batch_bytes=self.config.mailbox.batch_bytes)
+        processed.quarantined += fetched.quarantined  # given up on at fetch: reported like the rest
+        skipped: dict[str, str] = {}
+        if sent:
+            for folder in self.config.mailbox.sent_folders:
+                # a sent folder that cannot be read is reported and skipped: the inbox goes on
+                try:
+                    self._fetch_sent(folder, should_stop)
+                except SourceError as e:
+                    skipped[folder] = str(e)
+                    folder_health.failed(self.engine, self.config, self.renderer, folder,
+                                         self._folder_name(source, folder), str(e))
+                else:
+                    folder_health.ok(self.engine, self.config, self.renderer, folder,
+                                     self._folder_name(source, folder))
+        # what the batches left: sent-folder mail, retries, and mail an earlier poll stored
+        processed.add(self.processor.run(should_stop, failed=failed))
+        marked += self.mark_done(source)
+        return PollResult(fetched, processed, marked, skipped)
+
+    @property
+    def mailbox_name(self) -> str:
+        m = self.config.mailbox
+        if m.source == "maildir":
+            return f"maildir://{self.config.path(m.maildir_path).resolve()}"
+        return f"imap://{m.user}@{m.host}:{m.port}/{m.folder}"
+
+    def daemon_lock(self) -> AbstractContextManager[None]:
+        return daemon_lock(self.engine)
+
+    def _fetch_sent(self, folder: str, should_stop: Callable[[], bool]) -> None:
+        """Staff answers in a sent folder are read (never moved or flagged) like the inbox."""
+        if self.config.mailbox.source != "imap":
+            return
+        sent = self.open_source(folder)
+        try:
+            fetch(self.engine, sent, self.config.mailbox.batch_size, should_stop, folder_kind="sent",
+                  batch_bytes=self.config.mailbox.batch_bytes)
+        finally:
+            sent.close()
+
+    def mark_done(self, source: SourceSession) -> int:
+        """Tell the server about every finished message it has not been told about."""
+        with Session(self.engine) as session:
+            # core select: the rows' raw bytes are not needed here
+            rows = session.execute(
+                sa_select(StoredMessage.id, StoredMessage.uid, StoredMessage.uidvalidity,  # type: ignore[call-overload]
+                          StoredMessage.location, StoredMessage.state, StoredMessage.mailbox)
+                .where(col(StoredMessage.mailbox).in_(self._done_mailboxes(source)),
+                       col(StoredMessage.server_done) == false(),  # `=`, not IS: indexable
+                       StoredMessage.state != MessageState.STORED)
+                .order_by(col(StoredMessage.id))
+            ).all()
+            todo = [tuple(r) for r in rows]
+        marked = 0
+        # In chunks: one MOVE command and one commit per chunk, not per message. A crash
+        # between the two only repeats a MOVE of mail that is already there, which is harmless.
+        for i in range(0, len(todo), MARK_CHUNK):
+            chunk = todo[i:i + MARK_CHUNK]
+            by_outcome: dict[Outcome, list[tuple[int | None, str | None]]] = {"processed": [], "quarantined": []}
+            for _mid, uid, uidvalidity, location, state, mailbox in chunk:
+                if mailbox != source.name:
+                    continue  # a sent folder: read, never moved
+                if uid is not None and uidvalidity != source.uidvalidity:
+                    continue  # its UID means nothing now; the duplicate check marks its new copy
+                by_outcome["processed" if state == MessageState.PROCESSED else "quarantined"].append((uid, location))
+            for outcome, items in by_outcome.items():
+                if items:
+                    faults.point("before_mark")
+                    source.mark_done_many(items, outcome)
+                    marked += len(items)
+                    faults.point("after_mark")
+            with transaction(self.engine) as session:
+                session.execute(update(StoredMessage).where(col(StoredMessage.id).in_([r[0] for r in chunk]))
+                                .values(server_done=True).execution_options(synchronize_session=False))
+        return marked
+
+    def _done_mailboxes(self, source: SourceSession) -> list[str]:
+        return [source.name, *(self._folder_name(source, f) for f in self.config.mailbox.sent_folders)]
+
+    def _folder_name(self, source: SourceSession, folder: str) -> str:
+        """The name the messages of `folder`, in `source`'s mailbox, are stored under (as
+        `open_source(folder)` names it; the inbox's own name may hold a "/" of a subfolder)."""
+        m = self.config.mailbox
+        if m.source == "imap":
+            return f"imap://{m.user}@{m.host}:{m.port}/{folder}"
+        return f"{source.name.rsplit('/', 1)[0]}/{folder}"
+
+    def flush(self, should_stop: Callable[[], bool] = lambda: False, *, patient: bool = False) -> FlushResult:
+        """Send what is due. A server that cannot be used holds the queue (`FlushResult.fault`);
+        `patient` (the daemon) skips the server while this process's wait after such a fault
+        runs, where a person's command tries at once. The first flush that gets through ends
+        the outage and sends staff its one alert."""
+        if patient and self.sending.should_wait():
+            return FlushResult(fault=self.sending.last_fault)
+        result = flush(self.engine, self.transport(), self.config.outgoing, should_stop)
+        if result.fault is not None:
+            self.sending.failed(result.fault, result.held)
+        elif (result.sent or result.retried or result.failed) and self.sending.works():
+            result.add(flush(self.engine, self.transport(), self.config.outgoing, should_stop))
+            if result.fault is not None:  # down again already: the alert waits with the rest
+                self.sending.failed(result.fault, result.held)
+        return result
+
+    def sweep(self) -> SweepResult:
+        """Escalation and breach notices for tickets crossing their points (see sla.py)."""
+        return sla.sweep(self.engine, self.config, self.renderer)
+
+    def send_digest(self, slot: str) -> bool:
+        return digest.send(self.engine, self.config, self.renderer, slot)
+
+    def run_once(self, should_stop: Callable[[], bool] = lambda: False) -> tuple[PollResult, FlushResult]:
+        polled = self.poll(should_stop)
+        flushed = self.flush(should_stop)
+        return polled, flushed

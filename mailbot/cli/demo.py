@@ -1,0 +1,201 @@
+"""`mailbot demo`: the whole desk on this machine, no mail server needed.
+
+Writes a config into DIR, copies the shipped sample forwards into a Maildir
+inbox, runs one poll and one outbox flush into SQLite and a Maildir outbox,
+and prints the tickets it opened and where the replies are.
+
+Then the 48-hour part, in simulated time: on a copy of the database (in
+DIR/simulated, made afresh each run, so the demo's own tickets keep their
+real times) the clock is moved forward to just past the escalation point of
+the oldest open ticket; the SLA sweep and the digest run there, and the
+escalation mail and digest that staff would get are printed, each labelled
+as simulated, and written to DIR/simulated/outbox.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+import mailbox
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+from sqlmodel import Session, col, select
+
+from mailbot import PACKAGE_DIR, clock
+from mailbot.app import Desk
+from mailbot.config import Config, database_url, load
+from mailbot.store.states import MailKind, OutboxState, TicketState
+from mailbot.store.tables import OutboxMail, Ticket
+
+SAMPLES = PACKAGE_DIR / "samples"
+
+DEMO_CONFIG = """\
+# Written by `mailbot demo`: a local Maildir inbox and outbox, SQLite.
+[mailbox]
+source = "maildir"
+maildir_path = "inbox"
+
+[outgoing]
+transport = "maildir"
+maildir_path = "outbox"
+from_address = "delist@example.org"
+from_name = "Example Delist Desk"
+
+[database]
+url = "sqlite:///mailbot.db"
+
+[desk]
+name = "Example Delist Desk"
+timezone = "Europe/Berlin"
+# Who gets escalations and the digest (in the demo: the Maildir outbox too).
+staff = ["support@example.org"]
+
+[policy]
+portal_url = "https://sender.office.com/"
+# The samples use documentation addresses; a real desk leaves this empty.
+allow_ranges = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]
+"""
+
+
+def run_demo(directory: Path, echo: Callable[[str], None]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / "mailbot.toml"
+    if not config_path.exists():
+        config_path.write_text(DEMO_CONFIG, encoding="utf-8")
+    inbox = directory / "inbox"
+    mailbox.Maildir(str(inbox), create=True)  # makes tmp/, new/ and cur/
+    samples = sorted(SAMPLES.glob("*.eml"))
+    # Names of our own, in sample order: Maildir.add's names (time, microseconds of varying width)
+    # do not always sort in the order added, and the tickets' numbers follow the reading order.
+    stamp = int(time.time())
+    for n, sample in enumerate(samples):
+        name = f"{stamp}.{n:02d}-{sample.stem}.demo"
+        (inbox / "tmp" / name).write_bytes(sample.read_bytes())
+        os.replace(inbox / "tmp" / name, inbox / "new" / name)
+    echo(f"Put {len(samples)} sample forwarded NDRs into the Maildir inbox {directory / 'inbox'}")
+
+    desk = Desk(load(config_path))
+    polled, flushed = desk.run_once()
+    echo(f"Processed {polled.process.processed} messages "
+         f"({polled.fetch.duplicates} already seen in an earlier run), "
+         f"quarantined {polled.process.quarantined}, sent {flushed.sent} replies.\n")
+
+    with Session(desk.engine) as session:
+        rows = list(session.exec(select(Ticket).order_by(col(Ticket.id))).all())
+        echo(f"{'ticket':<10} {'state':<11} {'code':<12} {'ip':<16} sender")
+        for t in rows:
+            echo(f"{t.ref:<10} {t.state:<11} {t.full_code or '-':<12} {t.ip or '-':<16} {t.sender or '-'}")
+        sent = session.exec(select(OutboxMail).where(OutboxMail.state == OutboxState.SENT)
+                            .order_by(col(OutboxMail.id))).all()
+        echo(f"\nReplies ({len(sent)}) are in the Maildir outbox {directory / 'outbox' / 'new'}:")
+        for o in sent:
+            echo(f"  to {o.recipients:<40} {o.subject}")
+    desk.engine.dispose()
+    simulate_48_hours(desk.config, directory, echo)
+    echo(f"\nConfig: {config_path}   Database: {directory / 'mailbot.db'}")
+    echo(f"Next:   {_command()} -c {config_path} show DL-000001")
+
+
+STAFF_MAIL = (MailKind.SLA_NOTICE, MailKind.DIGEST)
+"""The outbox kinds of the mails staff get."""
+
+
+def simulate_48_hours(config: Config, directory: Path, echo: Callable[[str], None]) -> None:
+    """The escalation and the digest staff would get near the 48-hour mark, on a copy, in simulated time."""
+    echo("\n" + "=" * 72 + "\nSIMULATED TIME: the 48-hour promise\n" + "=" * 72)
+    if not config.desk.staff:
+        echo(f"No [desk] staff in {directory / 'mailbot.toml'}: nobody to escalate to. Add "
+             'staff = ["support@example.org"] there and run the demo again.')
+        return
+    with Session(Desk(config).engine) as session:
+        dues = [t.due_at for t in session.exec(select(Ticket).where(Ticket.state == TicketState.OPEN)) if t.due_at]
+    if not dues:
+        echo("No open ticket, so no clock to watch.")
+        return
+    sim_dir = (directory / "simulated").resolve()  # the config resolves relative paths against its own folder
+    shutil.rmtree(sim_dir, ignore_errors=True)
+    sim_dir.mkdir(parents=True)
+    _copy_sqlite(database_url(config), sim_dir / "mailbot.db")
+    sim_config = config.model_copy(update={
+        "database": config.database.model_copy(update={"url": f"sqlite:///{sim_dir / 'mailbot.db'}"}),
+        "outgoing": config.outgoing.model_copy(update={"maildir_path": str(sim_dir / "outbox")}),
+    })
+    escalate_at = min(dues) - timedelta(hours=config.sla.escalate_before) + timedelta(minutes=1)
+    ahead = max(escalate_at - clock.utcnow(), timedelta(0))
+    zone = config.desk.zone
+    with clock.moved_forward(ahead):
+        now = clock.utcnow()
+        echo(f"The clock is moved {_span(ahead)} forward, to {clock.local(now, zone)}: just past the "
+             f"escalation point, {_span(timedelta(hours=config.sla.escalate_before))} before the oldest open "
+             f"ticket's {config.sla.hours:g}-hour mark.\nNothing waited, and this runs on a copy of the "
+             f"database ({sim_dir}), so the demo's own tickets keep their real times.\n")
+        desk = Desk(sim_config)
+        with _quiet():  # the daemon's log lines would carry the real time
+            swept = desk.sweep()
+            desk.send_digest(f"demo:{now:%Y-%m-%dT%H:%M}")
+            desk.flush()
+        with Session(desk.engine) as session:
+            mails = session.exec(select(OutboxMail).where(col(OutboxMail.kind).in_(STAFF_MAIL))
+                                 .order_by(col(OutboxMail.id))).all()
+            for o in mails:
+                what = "ESCALATION" if o.kind == MailKind.SLA_NOTICE else "DIGEST"
+                echo(f"----- {what} mail to {o.recipients}, sent at {clock.local(o.sent_at, zone)} "
+                     f"(simulated time) -----")
+                echo(_as_text(o.raw))
+        desk.engine.dispose()
+    echo(f"Escalated {len(swept.escalated)} ticket(s) ({', '.join(swept.escalated) or 'none'}); these staff mails "
+         f"(simulated time) are in {sim_dir / 'outbox' / 'new'}.")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    logger = logging.getLogger("mailbot")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _copy_sqlite(url: str, target: Path) -> None:
+    """A consistent copy of the demo's SQLite database (the backup API, not a file copy)."""
+    src = sqlite3.connect(url.removeprefix("sqlite:///"))
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+def _span(d: timedelta) -> str:
+    hours, minutes = divmod(int(d.total_seconds()) // 60, 60)
+    return f"{hours}h {minutes}m" if minutes else f"{hours} hours"
+
+
+def _as_text(raw: bytes) -> str:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    body = msg.get_body(("plain",))
+    text = body.get_content() if body is not None else ""
+    return f"Subject: {msg['Subject']}\n\n{text.rstrip()}\n"
+
+
+def _command() -> str:
+    """How this user ran mailbot (a venv's mailbot is seldom on PATH)."""
+    import shutil
+    import sys
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "mailbot":
+        found = shutil.which("mailbot")
+        return "mailbot" if found and Path(found).resolve() == Path(argv0).resolve() else argv0
+    return f"{sys.executable} -m mailbot"

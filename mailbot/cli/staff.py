@@ -1,0 +1,220 @@
+"""Commands for support staff: list and show tickets, answer, close, reopen, reply, the digest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from sqlmodel import Session
+
+from mailbot.cli.base import (
+    actor,
+    desk_of,
+    fail,
+    main,
+    operator_errors,
+    warn_held,
+)
+from mailbot.desk.policy import FAMILIES
+from mailbot.errors import EXIT_FAILED
+from mailbot.store.states import TicketState
+
+
+@main.command()
+@click.option("--state", type=click.Choice([s.value for s in TicketState]))
+@click.option("--family", type=click.Choice(FAMILIES), help="Code family.")
+@click.option("--ip", help="Exactly this IP.")
+@click.option("--sender", help="Sender address contains this.")
+@click.option("--overdue", is_flag=True, help="Open tickets past the SLA mark.")
+@click.option("--due-within", "due_within", type=float, metavar="HOURS", help="Open tickets due within HOURS.")
+@click.option("--sort", type=click.Choice(["due", "id"]), default="due", show_default=True,
+              help="due: least time left first.")
+@click.option("--limit", type=int, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+@click.pass_context
+@operator_errors
+def tickets(ctx: click.Context, state: str | None, family: str | None, ip: str | None, sender: str | None,
+            overdue: bool, due_within: float | None, sort: str, limit: int | None, as_json: bool) -> None:
+    """List tickets, least time left first.
+
+    \b
+    Example:
+      mailbot tickets --state open
+      mailbot tickets --due-within 8
+      mailbot tickets --overdue --json | jq -r '.[].ref'
+    """
+    from mailbot import clock
+    from mailbot.desk.tickets import TicketFilter, find
+    from mailbot.staffing import views
+
+    desk = desk_of(ctx, migrate=False)
+    now = clock.utcnow()
+    with Session(desk.engine) as session:
+        rows = find(session, TicketFilter(state=TicketState(state) if state else None, family=family, ip=ip,
+                                          sender=sender, overdue=overdue, due_within_hours=due_within, sort=sort,
+                                          limit=limit), now)
+        if as_json:
+            click.echo(json.dumps([views.ticket_dict(t, now) for t in rows], indent=1))
+        else:
+            views.print_tickets(rows, desk.config.desk.zone, now)
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@operator_errors
+def show(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show one ticket with its thread, evidence, events and outgoing mail.
+
+    \b
+    Example:
+      mailbot show DL-000001
+    """
+    from mailbot.staffing import views
+    from mailbot.store.tables import Ticket, parse_ref
+
+    desk = desk_of(ctx, migrate=False)
+    tid = parse_ref(ref)
+    with Session(desk.engine) as session:
+        ticket = session.get(Ticket, tid) if tid else None
+        if ticket is None:
+            fail(f"no ticket {ref}", EXIT_FAILED)
+            return
+        if as_json:
+            click.echo(json.dumps(views.ticket_detail(session, ticket), indent=1, default=str))
+        else:
+            views.print_ticket(session, ticket, desk.config.desk.zone)
+
+
+
+
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--note", help="What was answered, kept on the ticket.")
+@click.pass_context
+@operator_errors
+def answer(ctx: click.Context, ref: str, note: str | None) -> None:
+    """Mark a ticket answered (its SLA clock stops).
+
+    \b
+    Example:
+      mailbot answer DL-000123 --note "delisted by phone"
+    """
+    from mailbot.staffing import staff
+
+    t = staff.answer(desk_of(ctx).engine, ref, actor(), note)
+    click.echo(f"{t.ref} answered")
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--note", help="Why, kept on the ticket.")
+@click.pass_context
+@operator_errors
+def close(ctx: click.Context, ref: str, note: str | None) -> None:
+    """Close a ticket.
+
+    \b
+    Example:
+      mailbot close DL-000123
+    """
+    from mailbot.staffing import staff
+
+    t = staff.close(desk_of(ctx).engine, ref, actor(), note)
+    click.echo(f"{t.ref} closed")
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--note", help="Why, kept on the ticket.")
+@click.pass_context
+@operator_errors
+def reopen(ctx: click.Context, ref: str, note: str | None) -> None:
+    """Reopen a ticket with a fresh SLA clock.
+
+    \b
+    Example:
+      mailbot reopen DL-000123 --note "still blocked"
+    """
+    from mailbot import clock
+    from mailbot.staffing import staff
+
+    desk = desk_of(ctx)
+    t = staff.reopen(desk.engine, desk.config, ref, actor(), note)
+    click.echo(f"{t.ref} open again, due {clock.local(t.due_at, desk.config.desk.zone)}")
+
+
+class ReplyCommand(click.Command):
+    """`reply`, whose help lists the staff templates as the renderer finds them (read only when asked)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from mailbot.outgoing.render import Renderer
+
+        formatter.write_paragraph()
+        formatter.write_text(f"Templates: {', '.join(Renderer().staff_templates())} (shipped), and any template "
+                             "you add in [templates] dir. mailbot's own mails (acknowledgements, digests...) are "
+                             "not sent this way.")
+        super().format_epilog(ctx, formatter)
+
+
+@main.command(cls=ReplyCommand)
+@click.argument("ref")
+@click.option("--template", "template", required=True, help="A staff template (listed below).")
+@click.option("--note", help="A paragraph added to the reply.")
+@click.pass_context
+@operator_errors
+def reply(ctx: click.Context, ref: str, template: str, note: str | None) -> None:
+    """Send a staff reply from a template, threaded to the sender's mail; marks the ticket answered.
+
+    \b
+    Example:
+      mailbot reply DL-000123 --template delisted
+      mailbot reply DL-000123 --template declined --note "Your server sends to purchased lists."
+    """
+    from mailbot.outgoing.render import AUTOMATIC_TEMPLATES
+    from mailbot.staffing import staff
+
+    desk = desk_of(ctx)
+    offered = desk.renderer.staff_templates()
+    if template not in offered:
+        why = " (mailbot sends that one itself)" if template in AUTOMATIC_TEMPLATES else ""
+        fail(f"no staff template {template!r}{why}; reply sends: {', '.join(offered)}", EXIT_FAILED)
+    sent_to = staff.reply(desk.engine, desk.config, desk.renderer, ref, template, actor(), note)
+    r = desk.flush()
+    click.echo(f"{ref}: {template} reply queued to {', '.join(sent_to)}; sent {r.sent}, retry later {r.retried}")
+    warn_held(r)
+
+
+@main.command()
+@click.option("--preview", "preview", type=click.Path(dir_okay=False), help="Write the HTML digest to this file.")
+@click.option("--send", "send_now", is_flag=True, help="Send a digest to the staff list now.")
+@click.pass_context
+@operator_errors
+def digest(ctx: click.Context, preview: str | None, send_now: bool) -> None:
+    """Write the staff digest to a file, or send one now.
+
+    \b
+    Example:
+      mailbot digest --preview digest.html
+      mailbot digest --send
+    """
+    from mailbot import clock
+    from mailbot.staffing import digest as digest_mod
+
+    if not preview and not send_now:
+        fail("say --preview FILE.html or --send", EXIT_FAILED)
+    desk = desk_of(ctx, migrate=bool(send_now))
+    if preview:
+        subject, _text, html = digest_mod.render(desk.engine, desk.config, desk.renderer)
+        Path(preview).write_text(html, encoding="utf-8")
+        click.echo(f"{subject}\nwritten to {preview}")
+    if send_now:
+        if not desk.send_digest(f"manual:{clock.utcnow().isoformat()}"):
+            fail("no digest sent: desk.staff is empty", EXIT_FAILED)
+        r = desk.flush()
+        click.echo(f"digest sent to {', '.join(desk.config.desk.staff)} (sent {r.sent}, retry later {r.retried})")
+        warn_held(r)

@@ -1,0 +1,213 @@
+"""Tickets: find the one a message belongs to, open new ones, record events.
+
+All functions take the caller's session and never commit: a message's
+effects are one transaction, owned by `intake.process`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+from mailbot.identity import person
+from mailbot.source.inbound import Inbound
+from mailbot.store.states import EventKind, TicketState
+from mailbot.store.tables import OutboxMail, StoredMessage, Ticket, TicketEvent, TicketSender, parse_ref
+
+REF_IN_SUBJECT = re.compile(r"\[(DL-\d{6,})\]", re.IGNORECASE)
+ACTIVE = (TicketState.OPEN, TicketState.NEEDS_INFO)
+"""States in which a ticket gathers further forwards for its IP."""
+
+
+def by_reference(session: Session, msg: Inbound) -> Ticket | None:
+    """The ticket a message names ([DL-…] in the subject) or threads to."""
+    for ref in REF_IN_SUBJECT.findall(msg.subject or ""):
+        tid = parse_ref(ref)
+        ticket = session.get(Ticket, tid) if tid else None
+        if ticket:
+            return ticket
+    parents = [*msg.in_reply_to, *reversed(msg.references)][:50]
+    if not parents:
+        return None
+    out = session.exec(select(OutboxMail.ticket_id).where(col(OutboxMail.message_id).in_(parents))).first()
+    if out:
+        return session.get(Ticket, out)
+    inbound = session.exec(
+        select(StoredMessage.ticket_id).where(col(StoredMessage.message_id).in_(parents),
+                                              col(StoredMessage.ticket_id).is_not(None))
+    ).first()
+    return session.get(Ticket, inbound) if inbound else None
+
+
+def active_for_ip(session: Session, ip: str) -> Ticket | None:
+    return session.exec(
+        select(Ticket).where(Ticket.ip == ip, col(Ticket.state).in_(ACTIVE)).order_by(col(Ticket.id))
+    ).first()
+
+
+def open_ticket(session: Session, *, now: datetime, state: TicketState, sender: str | None, **facts: object) -> Ticket:
+    ticket = Ticket(state=state, sender=sender, opened_at=now, updated_at=now, **facts)  # type: ignore[arg-type]
+    session.add(ticket)
+    session.flush()
+    return ticket
+
+
+def start_clock(ticket: Ticket, now: datetime, sla_hours: float) -> None:
+    ticket.due_at = now + timedelta(hours=sla_hours)
+
+
+def event(session: Session, ticket: Ticket, kind: str, actor: str, detail: str | None, now: datetime) -> None:
+    assert ticket.id is not None
+    session.add(TicketEvent(ticket_id=ticket.id, at=now, kind=kind, actor=actor, detail=detail))
+    ticket.updated_at = now
+
+
+# -- who may act on a ticket ----------------------------------------------------
+# Its senders (the people who forwarded for it, as `identity.person` compares them) and
+# verified staff. References are sequential and a From line is anyone's to write, so a
+# reference alone gives no right to a ticket: the sender list is the access list.
+
+
+def add_sender(session: Session, ticket: Ticket, address: str, message_id: int | None,
+               facts: dict[str, object], now: datetime) -> TicketSender:
+    """Record `address` as one of the ticket's senders, with the facts of their own forward
+    (kept from an earlier forward where this one has none)."""
+    assert ticket.id is not None
+    row = sender(session, ticket, address)
+    if row is None:
+        row = TicketSender(ticket_id=ticket.id, person=person(address), address=address, added_at=now)
+        session.add(row)
+    row.address = address
+    if row.message_id is None or any(facts.get(k) for k in ("ip", "status", "reply_code")):
+        row.message_id = message_id
+        for key in ("ip", "reply_code", "status", "text"):
+            setattr(row, key, facts.get(key))
+    return row
+
+
+def sender(session: Session, ticket: Ticket, address: str | None) -> TicketSender | None:
+    """`address` as one of the ticket's senders (compared as one person), or None: not theirs."""
+    if not address or ticket.id is None:
+        return None
+    return session.exec(select(TicketSender).where(TicketSender.ticket_id == ticket.id,
+                                                   TicketSender.person == person(address))).first()
+
+
+def is_sender(session: Session, ticket: Ticket, address: str | None) -> bool:
+    return sender(session, ticket, address) is not None
+
+
+def senders(session: Session, ticket: Ticket) -> list[TicketSender]:
+    return list(session.exec(select(TicketSender).where(TicketSender.ticket_id == ticket.id)
+                             .order_by(col(TicketSender.id))).all())
+
+
+# -- lifecycle ------------------------------------------------------------
+# open ──answer──► answered ──close──► closed
+#   ▲                 │                  │
+#   └──── reopen (sender follow-up, operator; a new SLA clock) ◄──┘
+# needs_info ──facts arrive──► open;  needs_info ──redirect──► redirected
+#
+# Every change of `Ticket.state` after opening goes through `change_state`, so each one
+# leaves a "state" event with from_state/to_state that the digest and `show` read.
+
+ANSWERABLE = (TicketState.OPEN, TicketState.NEEDS_INFO)
+
+
+def change_state(session: Session, ticket: Ticket, to: TicketState, actor: str, detail: str | None,
+                 now: datetime) -> TicketState:
+    """Move `ticket` to `to` and record a "state" event: from_state, to_state, actor and
+    `detail` (why; the change itself is in the two columns, not the text). Returns the state
+    it left. Timestamps and the SLA clock are the callers' (below)."""
+    previous = TicketState(ticket.state)
+    ticket.state = to
+    assert ticket.id is not None
+    session.add(TicketEvent(ticket_id=ticket.id, at=now, kind=EventKind.STATE, actor=actor,
+                            detail=detail or None, from_state=previous, to_state=to))
+    ticket.updated_at = now
+    return previous
+
+
+def mark_answered(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime) -> bool:
+    """Stop the clock: staff answered. False when the ticket was not waiting for an answer."""
+    if ticket.state not in ANSWERABLE:
+        event(session, ticket, EventKind.STAFF_MAIL, actor, detail, now)
+        return False
+    ticket.answered_at = now
+    change_state(session, ticket, TicketState.ANSWERED, actor, detail, now)
+    return True
+
+
+def close(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime) -> None:
+    ticket.closed_at = now
+    change_state(session, ticket, TicketState.CLOSED, actor, detail, now)
+
+
+def reopen(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime, sla_hours: float) -> None:
+    """Back to open with a fresh SLA clock (escalations are once per clock)."""
+    ticket.clock += 1
+    ticket.sla_stage = 0
+    ticket.answered_at = None
+    ticket.closed_at = None
+    start_clock(ticket, now, sla_hours)
+    change_state(session, ticket, TicketState.OPEN, actor, f"(clock {ticket.clock}): {detail}", now)
+
+
+def upgrade(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime, sla_hours: float) -> None:
+    """needs_info → open: the missing facts arrived, so the SLA clock starts."""
+    start_clock(ticket, now, sla_hours)
+    change_state(session, ticket, TicketState.OPEN, actor, detail, now)
+
+
+def redirect(session: Session, ticket: Ticket, actor: str, detail: str | None, now: datetime) -> None:
+    """needs_info → redirected: the facts show the sender is in the wrong place."""
+    change_state(session, ticket, TicketState.REDIRECTED, actor, detail, now)
+
+
+# -- finding tickets (mailbot tickets) -----------------------------------
+
+
+@dataclass(frozen=True)
+class TicketFilter:
+    state: TicketState | None = None
+    family: str | None = None
+    ip: str | None = None
+    sender: str | None = None
+    overdue: bool = False
+    due_within_hours: float | None = None
+    sort: str = "due"
+    """due (least time left first, tickets without a clock last) or id."""
+    limit: int | None = None
+
+
+def find(session: Session, f: TicketFilter, now: datetime) -> list[Ticket]:
+    stmt = select(Ticket)
+    if f.state:
+        stmt = stmt.where(Ticket.state == f.state)
+    if f.ip:
+        stmt = stmt.where(Ticket.ip == f.ip)
+    if f.sender:
+        stmt = stmt.where(col(Ticket.sender).ilike(f"%{f.sender}%"))
+    if f.family == "5.7.511":
+        stmt = stmt.where(Ticket.status == "5.7.511")
+    elif f.family == "5.7.606-649":
+        stmt = stmt.where(col(Ticket.status).in_([f"5.7.{n}" for n in range(606, 650)]))
+    elif f.family == "none":
+        stmt = stmt.where(col(Ticket.status).is_(None))
+    elif f.family == "other":
+        stmt = stmt.where(col(Ticket.status).is_not(None),
+                          col(Ticket.status).not_in(["5.7.511", *(f"5.7.{n}" for n in range(606, 650))]))
+    if f.overdue or f.due_within_hours is not None:
+        stmt = stmt.where(Ticket.state == TicketState.OPEN, col(Ticket.due_at).is_not(None))
+        limit = now if f.overdue else now + timedelta(hours=f.due_within_hours or 0)
+        stmt = stmt.where(col(Ticket.due_at) <= limit)
+    if f.sort == "due":
+        stmt = stmt.order_by(col(Ticket.due_at).is_(None), col(Ticket.due_at), col(Ticket.id))
+    else:
+        stmt = stmt.order_by(col(Ticket.id))
+    if f.limit:
+        stmt = stmt.limit(f.limit)
+    return list(session.exec(stmt).all())

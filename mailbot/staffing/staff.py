@@ -1,0 +1,98 @@
+"""What staff do to a ticket from the command line: answer, close, reopen,
+and reply from a template (threaded to the sender's messages, which marks
+the ticket answered). Each is one transaction with its event.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from mailbot import clock
+from mailbot.config import Config
+from mailbot.desk import tickets
+from mailbot.errors import CommandFailed
+from mailbot.identity import person
+from mailbot.outgoing import sanitize
+from mailbot.outgoing.outbox import queue
+from mailbot.outgoing.render import Renderer, compose
+from mailbot.store.engine import transaction
+from mailbot.store.states import EventKind, MailKind, TicketState
+from mailbot.store.tables import StoredMessage, Ticket, TicketSender, parse_ref
+
+
+class StaffError(CommandFailed):
+    """The action cannot be done; the message says why."""
+
+
+def _ticket(session: Session, ref: str) -> Ticket:
+    tid = parse_ref(ref)
+    ticket = session.get(Ticket, tid) if tid else None
+    if ticket is None:
+        raise StaffError(f"no ticket {ref}")
+    return ticket
+
+
+def answer(engine: Engine, ref: str, actor: str, note: str | None) -> Ticket:
+    with transaction(engine) as session:
+        ticket = _ticket(session, ref)
+        if not tickets.mark_answered(session, ticket, actor, note or "answered (command line)", clock.utcnow()):
+            raise StaffError(f"{ticket.ref} is {ticket.state}, not waiting for an answer")
+        return ticket
+
+
+def close(engine: Engine, ref: str, actor: str, note: str | None) -> Ticket:
+    with transaction(engine) as session:
+        ticket = _ticket(session, ref)
+        if ticket.state == TicketState.CLOSED:
+            raise StaffError(f"{ticket.ref} is already closed")
+        tickets.close(session, ticket, actor, note or "", clock.utcnow())
+        return ticket
+
+
+def reopen(engine: Engine, config: Config, ref: str, actor: str, note: str | None) -> Ticket:
+    with transaction(engine) as session:
+        ticket = _ticket(session, ref)
+        if ticket.state == TicketState.OPEN:
+            raise StaffError(f"{ticket.ref} is already open")
+        tickets.reopen(session, ticket, actor, note or "reopened (command line)", clock.utcnow(), config.sla.hours)
+        return ticket
+
+
+def reply(engine: Engine, config: Config, renderer: Renderer, ref: str, template: str, actor: str,
+          note: str | None) -> list[str]:
+    """Queue the templated reply to each sender of the ticket; returns the recipients."""
+    if template.startswith("_") or template not in renderer.names():
+        raise StaffError(f"no template {template!r} (have: {', '.join(renderer.names())})")
+    now = clock.utcnow()
+    with transaction(engine) as session:
+        ticket = _ticket(session, ref)
+        # Only the ticket's own senders, each shown what was read from their own forward and
+        # threaded to their own messages: nobody sees another sender's address, code or text.
+        recipients = [s for s in tickets.senders(session, ticket) if s.address.lower() not in config.own_addresses]
+        if not recipients and sanitize.address(ticket.sender):
+            recipients = [TicketSender(ticket_id=ticket.id or 0, person=person(str(ticket.sender)),
+                                       address=str(ticket.sender), ip=ticket.ip, reply_code=ticket.reply_code,
+                                       status=ticket.status, text=ticket.text, added_at=now)]
+        if not recipients:
+            raise StaffError(f"{ticket.ref} has no sender address to reply to")
+        inbound = session.exec(select(StoredMessage).where(
+            StoredMessage.ticket_id == ticket.id, StoredMessage.folder_kind == "inbox")
+            .order_by(col(StoredMessage.id))).all()
+        sent_to = []
+        for who in recipients:
+            theirs = [m.message_id for m in inbound if m.message_id and m.sender and person(m.sender) == who.person]
+            context = {"ref": ticket.ref, "ip": who.ip or ticket.ip or "the IP address",
+                       "full_code": who.full_code or "", "desk_name": config.desk.name, "note": note or ""}
+            subject, text, html = renderer.render(template, context)
+            mail = compose(from_address=config.outgoing.from_address, from_name=config.outgoing.from_name,
+                           to=[who.address], subject=subject, text=text, html=html,
+                           in_reply_to=theirs[-1] if theirs else None, references=theirs, auto_submitted=None,
+                           now=now, extra_headers={"X-Mailbot-Ticket": ticket.ref})
+            queue(session, mail, kind=MailKind.STAFF_REPLY, ticket_id=ticket.id, dedupe_key=None, now=now)
+            sent_to.append(who.address)
+        tickets.event(session, ticket, EventKind.STAFF_REPLY, actor,
+                      f"template {template} to {', '.join(sent_to)}", now)
+        if ticket.state in tickets.ANSWERABLE:
+            tickets.mark_answered(session, ticket, actor, f"templated reply {template}", now)
+        return sent_to
