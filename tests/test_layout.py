@@ -4,7 +4,9 @@
   (`module._x`, `Class._x`, `obj._method` where `_method` is defined only in another module);
 - `mailbot/extraction/` is pure: it imports nothing from the rest of mailbot;
 - only the entry points (`cli`, `__main__`) import `mailbot.cli` or `mailbot.daemon`;
-- only `mailbot.desk.tickets` assigns a ticket's state.
+- only `mailbot.desk.tickets` assigns a ticket's state;
+- `ls mailbot/` reads as the flow: a handful of top-level modules, every other module in its
+  part, each part saying its contract in its docstring, and no module above 400 lines.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ def _load() -> dict[str, Module]:
 MODULES = _load()
 
 
+def _entry_point(name: str) -> bool:
+    return name in ENTRY_POINTS or name.startswith("mailbot.cli.")
+
+
 def _ours(target: str) -> bool:
     return target == "mailbot" or target.startswith("mailbot.")
 
@@ -114,7 +120,7 @@ def test_extraction_imports_nothing_from_the_rest_of_mailbot() -> None:
 def test_only_entry_points_import_the_cli_or_the_daemon(entry: str) -> None:
     parent, _, leaf = entry.rpartition(".")
     found = [f"{m.name}:{line}"
-             for m in MODULES.values() if m.name not in ENTRY_POINTS and m.name != entry
+             for m in MODULES.values() if not _entry_point(m.name) and m.name != entry
              for target, name, line in m.imports
              if target == entry or target.startswith(entry + ".") or (target == parent and name == leaf)]
     assert found == []
@@ -136,3 +142,29 @@ def test_only_the_tickets_module_changes_a_ticket_s_state() -> None:
                             and t.value.id in ("ticket", "t", "tk"):
                         offenders.append(f"{module.name}:{node.lineno}")
     assert offenders == []
+
+
+TOP_LEVEL = {"__init__", "__main__", "app", "clock", "config", "daemon", "errors", "faults", "identity", "logs",
+             "metrics"}
+PARTS = {"cli", "desk", "extraction", "listing", "outgoing", "source", "staffing", "store"}
+MAX_LINES = 400
+
+
+def test_the_top_level_holds_only_what_every_part_shares() -> None:
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    parts = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert modules <= TOP_LEVEL, f"new top-level modules {sorted(modules - TOP_LEVEL)}: put them in their part"
+    assert parts <= PARTS and {"desk", "extraction", "outgoing", "source", "staffing", "store", "cli"} <= parts
+
+
+def test_every_part_states_its_contract() -> None:
+    for part in sorted(PACKAGE.iterdir()):
+        if (part / "__init__.py").exists():
+            doc = ast.get_docstring(ast.parse((part / "__init__.py").read_text()))
+            assert doc and len(doc) > 80, f"mailbot/{part.name}/__init__.py says nothing of its contract"
+
+
+def test_no_module_grows_past_one_job() -> None:
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if "migrations" not in p.parts and (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}

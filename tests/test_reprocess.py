@@ -23,7 +23,7 @@ def test_a_needs_info_ticket_moves_on_when_the_better_parser_reads_it(world: Wor
 
     with Session(world.desk.engine) as s:
         ids = selection(s, None, None)
-    r = reprocess(world.desk.processor, ids)
+    r = reprocess(world.desk.engine, world.desk.processor.triage, ids)
     world.desk.flush()
     assert (r.messages, r.tickets_updated) == (2, 1)
     first, second = world.tickets()
@@ -31,7 +31,7 @@ def test_a_needs_info_ticket_moves_on_when_the_better_parser_reads_it(world: Wor
     ack = world.smtp.wait_for(3)[2].message
     assert ack["Subject"].startswith("[DL-000001] Delisting request received")
 
-    again = reprocess(world.desk.processor, ids)
+    again = reprocess(world.desk.engine, world.desk.processor.triage, ids)
     world.desk.flush()
     assert (again.changed, again.tickets_updated) == (0, 0)
     assert len(world.smtp.messages) == 3

@@ -97,7 +97,7 @@ def test_0007_makes_mail_text_unbounded_and_keeps_the_data_and_its_references(da
     from sqlalchemy import inspect
 
     from mailbot.source.base import Fetched
-    from mailbot.source.fetch import _store_batch, identity_key
+    from mailbot.source.storing import identity_key, store_batch
     from mailbot.store.tables import StoredMessage, TicketEvent
 
     engine = make_engine(database_url)
@@ -138,7 +138,7 @@ def test_0007_makes_mail_text_unbounded_and_keeps_the_data_and_its_references(da
         if sqlite:
             assert msg.identity == identity_key(long_id) != long_id and msg.message_id == long_id
             # fetched again (e.g. after a UIDVALIDITY reset): a duplicate, not a second message
-            stored, dups = _store_batch(s, "m", 8, [Fetched(5, None, raw, len(raw))])
+            stored, dups = store_batch(s, "m", 8, [Fetched(5, None, raw, len(raw))])
             assert (stored, len(dups)) == (0, 1)
     engine.dispose()
 

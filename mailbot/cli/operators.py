@@ -156,7 +156,7 @@ def reprocess(ctx: click.Context, ref: str | None, since: Any) -> None:
     desk = desk_of(ctx)
     with Session(desk.engine) as session:
         ids = selection(session, tid, since.replace(tzinfo=UTC) if since else None)
-    r = run_reprocess(desk.processor, ids, progress("reprocessing", len(ids)))
+    r = run_reprocess(desk.engine, desk.processor.triage, ids, progress("reprocessing", len(ids)))
     f = desk.flush()
     click.echo(f"reprocessed {r.messages} messages: {r.changed} read differently, "
                f"{r.tickets_updated} tickets updated, {f.sent} mails sent")

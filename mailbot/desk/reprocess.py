@@ -7,7 +7,7 @@ information and now has what the policy needs moves on (open with a clock,
 or redirected) and its sender gets that reply; every other mail is
 suppressed by the outbox's once-per-ticket-and-recipient keys, so nothing
 is sent twice. One transaction per message. Mail is read by the
-processor's extraction (the desk's worker, within `[extraction]` limits); a
+triage's extraction (the desk's worker, within `[extraction]` limits); a
 message that overruns them keeps its findings.
 """
 
@@ -19,15 +19,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailbot import clock
 from mailbot.desk import replyguard, tickets
 from mailbot.desk.extractor import ExtractionOverrun
-from mailbot.desk.worker import Processor
+from mailbot.desk.triage import Triage
+from mailbot.extraction import Extraction
 from mailbot.source import inbound
 from mailbot.store.engine import transaction
-from mailbot.store.states import EventKind, MailKind, MessageState, TicketState
+from mailbot.store.states import EventKind, MessageState, TicketState
 from mailbot.store.tables import StoredMessage, Ticket
 
 log = logging.getLogger(__name__)
@@ -49,17 +51,17 @@ def selection(session: Session, ticket_id: int | None, since: datetime | None) -
     return [i for i in session.exec(stmt.order_by(col(StoredMessage.id))).all() if i is not None]
 
 
-def reprocess(processor: Processor, ids: list[int], progress: Callable[[Iterator[int]], Iterator[int]] = iter,
-              ) -> ReprocessResult:
+def reprocess(engine: Engine, triage: Triage, ids: list[int],
+              progress: Callable[[Iterator[int]], Iterator[int]] = iter) -> ReprocessResult:
     result = ReprocessResult()
     for mid in progress(iter(ids)):
-        with processor.counting(), transaction(processor.engine) as session:
+        with triage.counting(), transaction(engine) as session:
             msg = session.get(StoredMessage, mid)
             if msg is None:
                 continue
             result.messages += 1
             try:
-                extraction = processor.extract(msg.raw)  # the desk's worker, with its limits
+                extraction = triage.extract(msg.raw)  # the desk's worker, with its limits
             except ExtractionOverrun as e:
                 log.warning("message %s (id %s) not re-read: %s", msg.message_id, mid, e.reason)
                 continue
@@ -69,38 +71,24 @@ def reprocess(processor: Processor, ids: list[int], progress: Callable[[Iterator
             result.changed += 1
             msg.findings = findings
             ticket = session.get(Ticket, msg.ticket_id) if msg.ticket_id else None
-            if ticket is not None and _update_ticket(processor, session, msg, ticket, extraction):
+            if ticket is not None and _update_ticket(triage, session, msg, ticket, extraction):
                 result.tickets_updated += 1
     return result
 
 
-def _update_ticket(processor: Processor, session: Session, msg: StoredMessage, ticket: Ticket,
-                   extraction: object) -> bool:
-    from mailbot.extraction import Extraction
-
-    assert isinstance(extraction, Extraction)
+def _update_ticket(triage: Triage, session: Session, msg: StoredMessage, ticket: Ticket,
+                   extraction: Extraction) -> bool:
     now = clock.utcnow()
-    decision = processor.policy.decide(extraction)
-    first = session.exec(select(StoredMessage.id).where(StoredMessage.ticket_id == ticket.id)
-                         .order_by(col(StoredMessage.id)).limit(1)).first()
+    decision = triage.policy.decide(extraction)
     if ticket.state == TicketState.NEEDS_INFO and decision.action in ("ticket", "redirect"):
         head = inbound.parse(msg.raw)
         # the same guard as at intake, with the [replies] settings (Authentication-Results, caps)
-        verdict = replyguard.verdict(head, processor.config.own_addresses, processor.config.replies)
-        facts = processor.facts_of(decision)
-        if decision.action == "ticket":
-            processor.upgrade(session, ticket, decision, "reprocess", now)
-        else:
-            for k, v in facts.items():
-                setattr(ticket, k, v)
-            tickets.redirect(session, ticket, "reprocess", None, now)
-        if head.sender and tickets.is_sender(session, ticket, head.sender):
-            tickets.add_sender(session, ticket, head.sender, msg.id, facts, now)
-        kind = MailKind.ACK if decision.action == "ticket" else MailKind.REDIRECT
-        processor.reply(session, msg, head, ticket, kind, verdict, now, facts)
-        return True
+        verdict = replyguard.verdict(head, triage.config.own_addresses, triage.config.replies)
+        return triage.advance(session, msg, head, ticket, decision, verdict, "reprocess", now)
+    first = session.exec(select(StoredMessage.id).where(StoredMessage.ticket_id == ticket.id)
+                         .order_by(col(StoredMessage.id)).limit(1)).first()
     if first == msg.id and decision.finding is not None:
-        facts = processor.facts_of(decision)
+        facts = triage.facts_of(decision)
         changed = {k: v for k, v in facts.items() if getattr(ticket, k) != v and v is not None}
         if changed:
             for k, v in changed.items():

@@ -28,10 +28,8 @@ with the server and user named.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -44,20 +42,17 @@ from mailbot import clock, faults
 from mailbot.outgoing.sanitize import db_text
 from mailbot.source import inbound
 from mailbot.source.base import HEADER_BYTES, Fetched, Listed, SourceError, SourceSession
-from mailbot.source.inbound import header_block
+from mailbot.source.storing import identity_of, store_batch
 from mailbot.store.engine import transaction
 from mailbot.store.states import MessageState
 from mailbot.store.tables import FetchAttempt, MailboxCursor, StoredMessage
 
 log = logging.getLogger(__name__)
 
-_MSGID_HEADER = re.compile(rb"^message-id:[ \t]*(.{1,900}?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 MAX_FETCH_ATTEMPTS = 3
 MAX_BREAKS = 3
 """Broken connections in one poll after which it fails: the server or the network is the trouble."""
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
-IDENTITY_BYTES = 250
-"""A Message-ID longer than this (UTF-8) is keyed by its hash: the unique key must fit any index."""
 LOOKUP_CHUNK = 500
 
 
@@ -73,23 +68,6 @@ class FetchResult:
     """Messages given up on after `MAX_FETCH_ATTEMPTS`: kept, to be moved to the quarantine folder."""
 
 
-def identity_of(raw: bytes) -> tuple[str | None, str]:
-    """(Message-ID as written, sha256 digest). Cheap: no MIME parsing."""
-    digest = hashlib.sha256(raw).hexdigest()
-    m = _MSGID_HEADER.search(header_block(raw))
-    mid = m.group(1).decode("utf-8", "replace").replace("\x00", "").strip() if m else None
-    return (mid or None), digest
-
-
-def identity_key(mid: str) -> str:
-    """The identity for a Message-ID: itself, or its hash when it is long. The whole Message-ID is
-    kept in `StoredMessage.message_id`; the identity only decides what is new."""
-    data = mid.encode("utf-8", "surrogatepass")
-    if len(data) <= IDENTITY_BYTES:
-        return mid
-    return "msgid-sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def plan(items: Sequence[Listed], batch_size: int, batch_bytes: int) -> Iterator[list[Listed]]:
     """Batches of at most `batch_size` messages and `batch_bytes` bytes; a larger message alone."""
     batch: list[Listed] = []
@@ -103,63 +81,6 @@ def plan(items: Sequence[Listed], batch_size: int, batch_bytes: int) -> Iterator
         held += cost
     if batch:
         yield batch
-
-
-def _store_batch(session: Session, mailbox: str, uidvalidity: int | None, batch: list[Fetched],
-                 folder_kind: str = "inbox", bare: bool = False) -> tuple[int, list[Fetched]]:
-    """Add the batch's new messages; (how many were new, the ones already stored).
-
-    Two lookups for the whole batch (by coordinates, then by identity) instead of two per
-    message, and one multi-row INSERT: the same rules as one message at a time, in order, so
-    a message twice in one batch is stored once. `bare`: without the Message-ID (the database
-    refused the message with it), identified by its content."""
-    uids = [f.uid for f in batch if f.uid is not None]
-    known_uids: set[int | None] = set()
-    if uids:
-        known_uids = set(session.exec(select(StoredMessage.uid).where(
-            StoredMessage.mailbox == mailbox, StoredMessage.uidvalidity == uidvalidity,
-            col(StoredMessage.uid).in_(uids))).all())
-    duplicates: list[Fetched] = []
-    candidates: list[tuple[Fetched, str | None, str, str]] = []
-    for f in batch:
-        if f.uid is not None and f.uid in known_uids:
-            duplicates.append(f)
-            continue
-        mid, digest = identity_of(f.raw)
-        if bare:
-            mid = None
-        candidates.append((f, mid, digest, identity_key(mid) if mid else f"sha256:{digest}"))
-    wanted = {c[3] for c in candidates} | {_alternate(c[3], c[2]) for c in candidates}
-    seen: dict[str, str] = {}  # identity -> digest, stored before or earlier in this batch
-    if wanted:
-        seen = {identity: digest for identity, digest in session.exec(
-            select(StoredMessage.identity, StoredMessage.digest).where(
-                StoredMessage.mailbox == mailbox, col(StoredMessage.identity).in_(wanted))).all()}
-    now = clock.utcnow()
-    rows: list[StoredMessage] = []
-    for f, mid, digest, identity in candidates:
-        if identity in seen:
-            if seen[identity] == digest:
-                duplicates.append(f)
-                continue
-            # Same Message-ID, different bytes: not the same mail (or a forged id).
-            identity = _alternate(identity, digest)
-            if identity in seen:
-                duplicates.append(f)
-                continue
-        seen[identity] = digest
-        rows.append(StoredMessage(
-            mailbox=mailbox, uidvalidity=uidvalidity, uid=f.uid, location=f.location, identity=identity,
-            message_id=mid, digest=digest, raw=f.raw, size=f.size, truncated=f.truncated,
-            fetched_at=now, folder_kind=folder_kind,
-        ))
-    session.add_all(rows)
-    return len(rows), duplicates
-
-
-def _alternate(identity: str, digest: str) -> str:
-    """The identity of a message whose Message-ID is already taken by different bytes."""
-    return f"{identity[:500]}|{digest}"
 
 
 @dataclass
@@ -335,7 +256,7 @@ class _Intake:
 
     def _store(self, items: list[Listed], fetched: list[Fetched], bare: bool = False) -> list[Fetched]:
         with transaction(self.engine) as session:
-            stored, dup_done = _store_batch(session, self.source.name, self.source.uidvalidity, fetched,
+            stored, dup_done = store_batch(session, self.source.name, self.source.uidvalidity, fetched,
                                             self.folder_kind, bare=bare)
             self._advance(session, items)
             done = [i.key for i in items if i.key in self.attempts]

@@ -45,7 +45,7 @@ TEXT = {  # table -> (column, old length, nullable)
     "outbox": [("dedupe_key", 300, True), ("rcpt_domain", 255, True)],
 }
 HASHED = [("ix_message_message_id", "message", "message_id"), ("ix_ticket_sender", "ticket", "sender")]
-IDENTITY_BYTES = 250  # as mailbot.source.fetch.identity_key, copied: a migration must not change with the code
+IDENTITY_BYTES = 250  # as mailbot.source.storing.identity_key, copied: a migration must not change with the code
 
 
 def _identity_key(mid: str) -> str:

@@ -1,0 +1,311 @@
+"""Triage: what one stored message does. `Triage.handle(session, message)` reads its outer
+headers and its NDR, applies the policy and the reply guard, opens, joins or advances a ticket
+(through `tickets`, the owner of its state), and queues the reply, all in the caller's
+transaction; it sets the message's state and outcome. Claiming, batching, retries and
+quarantine after repeated failure are the worker's (`worker`); `reprocess` uses the public
+steps here (`advance`, `facts_of`) so nothing is copied.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from sqlmodel import Session, select
+
+from mailbot import clock, faults, metrics
+from mailbot.clock import local
+from mailbot.config import Config
+from mailbot.desk import followup, replyguard, tickets
+from mailbot.desk.bounces import attach_bounce
+from mailbot.desk.extractor import ExtractionOverrun
+from mailbot.desk.policy import Decision, Policy, code_family
+from mailbot.extraction import Extraction, extract
+from mailbot.identity import person
+from mailbot.outgoing.outbox import queue, recent_replies
+from mailbot.outgoing.render import Renderer, compose
+from mailbot.outgoing.sanitize import db_text
+from mailbot.source import inbound
+from mailbot.store.states import EventKind, MailKind, MessageState, TicketState
+from mailbot.store.tables import OutboxMail, StoredMessage, Ticket, full_code
+
+log = logging.getLogger(__name__)
+
+
+def quarantine(msg: StoredMessage, reason: str) -> None:
+    """Keep the message, mark it, and say why: staff see it in the digest and `status`."""
+    msg.state = MessageState.QUARANTINED
+    msg.outcome = db_text(f"quarantined: {reason}", 2000)
+    msg.processed_at = clock.utcnow()
+    log.error("message %s (id %s) quarantined: %s", msg.message_id, msg.id, reason,
+              extra={"message_id": msg.message_id, "mailbox": msg.mailbox})
+
+
+class Triage:
+    def __init__(self, config: Config, renderer: Renderer) -> None:
+        self.config = config
+        self.renderer = renderer
+        self.policy = Policy(config.policy)
+        self.extract: Callable[[bytes], Extraction] = extract
+        """Reads a message's NDR; the desk puts its worker here (`Extractor.run`, which may raise
+        ExtractionOverrun: the message is quarantined with the reason, the batch goes on)."""
+        self.counts: list[Callable[[], None]] = []
+        """Metric increments of the open transaction, applied once it commits (`counting`)."""
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        """The metrics of the work inside count when the block ends well (its transaction is
+        committed): a batch rolled back and redone one by one is counted once."""
+        self.counts = []
+        try:
+            yield
+            for count in self.counts:
+                count()
+        finally:
+            self.counts = []
+
+    def handle(self, session: Session, msg: StoredMessage) -> None:
+        now = clock.utcnow()
+        if msg.truncated:
+            quarantine(msg, f"message is {msg.size} bytes, over the cap of "
+                                  f"{self.config.mailbox.max_message_bytes} (mailbox.max_message_bytes)")
+            return
+        try:
+            head = inbound.parse(msg.raw)
+        except inbound.OverCap as e:
+            quarantine(msg, str(e))
+            return
+        msg.sender = db_text(head.sender or head.from_header, 500)
+        msg.subject = db_text(head.subject, 2000)
+        if msg.folder_kind == "sent":
+            self.sent(session, msg, head, now)
+            msg.state = MessageState.PROCESSED
+            msg.processed_at = now
+            return
+        try:
+            extraction = self.extract(msg.raw)
+        except ExtractionOverrun as e:
+            self.counts.append(metrics.EXTRACTION_FAILURES.inc)
+            quarantine(msg, e.reason)
+            return
+        if extraction.unreadable:
+            self.counts.append(metrics.EXTRACTION_FAILURES.inc)
+        msg.findings = json.dumps(extraction.as_json())
+        verdict = replyguard.verdict(head, self.config.own_addresses, self.config.replies)
+        bounced = attach_bounce(session, msg.raw, now) if not verdict.allowed else None
+        if bounced is not None:  # a delivery report returning our own mail: never a new ticket, never answered
+            msg.ticket_id = bounced.ticket_id
+            msg.outcome = f"returned our {bounced.kind} {bounced.message_id} (marked bounced)"
+            msg.state, msg.processed_at = MessageState.PROCESSED, now
+            return
+
+        ticket = tickets.by_reference(session, head)
+        if ticket is not None and self.acts_on(session, msg, head, extraction, ticket, verdict, now):
+            msg.state = MessageState.PROCESSED
+            msg.processed_at = now
+            return
+        decision = self.policy.decide(extraction)
+        self.new_request(session, msg, head, decision, verdict, now)
+        if ticket is not None:
+            msg.outcome = f"{msg.outcome}; cited {ticket.ref}, not its sender: changed nothing there"
+        msg.state = MessageState.PROCESSED
+        msg.processed_at = now
+
+    def acts_on(self, session: Session, msg: StoredMessage, head: inbound.Inbound, extraction: Extraction,
+                 ticket: Ticket, verdict: replyguard.ReplyVerdict, now: datetime) -> bool:
+        """Let a message that cites `ticket` act on it, if it may: verified staff answer it, its own
+        senders follow up. Anyone else changes nothing there (an event says who tried), and the
+        message is handled on its own (False), unless it claims to be staff: then nothing at all
+        happens but the event and the log line, since a forged staff From is an attack."""
+        if replyguard.verified_staff(head, self.config.desk, self.config.replies):
+            msg.ticket_id = ticket.id
+            answered = tickets.mark_answered(session, ticket, head.sender or "staff",
+                                             f"staff mail {msg.message_id}", now)
+            msg.outcome = f"staff mail on {ticket.ref}" + (" (answered)" if answered else "")
+            return True
+        if tickets.is_sender(session, ticket, head.sender):
+            self.follow_up(session, msg, head, extraction, ticket, verdict, now)
+            return True
+        who = db_text(head.sender or head.from_header, 500) or "unknown"
+        if self.config.desk.is_staff(head.sender):
+            why = "a staff From that the trusted Authentication-Results do not vouch for" \
+                if self.config.replies.authserv_ids or self.config.replies.trust_topmost \
+                else "a staff From, and no trusted Authentication-Results are configured (replies.authserv_ids)"
+            tickets.event(session, ticket, EventKind.UNVERIFIED_STAFF, who,
+                          f"message {msg.message_id} not counted as an answer: {why}", now)
+            msg.outcome = f"unverified staff mail citing {ticket.ref}: changed nothing ({why})"
+            log.warning("message %s: %s", msg.message_id, msg.outcome,
+                        extra={"message_id": msg.message_id, "ticket": ticket.ref})
+            return True
+        tickets.event(session, ticket, EventKind.CITED, who,
+                      f"message {msg.message_id} cites this ticket but is not from its senders or verified staff: "
+                      "changed nothing here, handled as a message of its own", now)
+        return False
+
+    def facts_of(self, decision: Decision) -> dict[str, object]:
+        f = decision.finding
+        return {"ip": decision.ip, "reply_code": f.reply_code if f else None, "status": f.status if f else None,
+                "text": db_text(f.text, 4000) if f else None, "rule": decision.rule}
+
+    def new_request(self, session: Session, msg: StoredMessage, head: inbound.Inbound, decision: Decision,
+                     verdict: replyguard.ReplyVerdict, now: datetime) -> None:
+        sender = head.sender or db_text(head.from_header, 500)
+        joined = False
+        ticket: Ticket | None = None
+        facts = self.facts_of(decision)
+        if decision.action == "ticket" and decision.ip:
+            ticket = tickets.active_for_ip(session, decision.ip)
+        if ticket is not None:
+            joined = True
+            tickets.event(session, ticket, EventKind.JOINED, sender or "unknown",
+                          f"forward {msg.message_id} for {decision.ip}", now)
+            if ticket.state == TicketState.NEEDS_INFO:
+                self.upgrade(session, ticket, decision, sender, now)
+        else:
+            state = {"ticket": TicketState.OPEN, "redirect": TicketState.REDIRECTED,
+                     "needs_info": TicketState.NEEDS_INFO}[decision.action]
+            ticket = tickets.open_ticket(session, now=now, state=state, sender=sender,
+                                         subject=db_text(head.subject, 1000), verified=verdict.verified,
+                                         reason="; ".join(decision.missing) or None, **facts)
+            if decision.sla:
+                tickets.start_clock(ticket, now, self.config.sla.hours)
+            self.counts.append(metrics.TICKETS.labels(code_family(ticket.status)).inc)
+            detail = f"{decision.action} by rule {decision.rule}"
+            if ticket.reason:
+                detail += f": missing {ticket.reason}"
+            tickets.event(session, ticket, EventKind.OPENED, sender or "unknown", detail, now)
+        if head.sender:
+            tickets.add_sender(session, ticket, head.sender, msg.id, facts, now)
+        msg.ticket_id = ticket.id
+        msg.outcome = f"{'joined' if joined else 'opened'} {ticket.ref} ({decision.action}, rule {decision.rule})"
+        kind = {"ticket": MailKind.ACK, "redirect": MailKind.REDIRECT,
+                "needs_info": MailKind.NEEDS_INFO}[decision.action]
+        self.reply(session, msg, head, ticket, kind, verdict, now, facts, joined=joined,
+                    missing=list(decision.missing))
+
+    @staticmethod
+    def sender_facts(session: Session, ticket: Ticket, address: str | None) -> dict[str, object]:
+        """What `address`, one of the ticket's senders, forwarded: all a reply to them may show."""
+        row = tickets.sender(session, ticket, address)
+        if row is None:
+            return {}
+        return {"ip": row.ip, "reply_code": row.reply_code, "status": row.status, "text": row.text}
+
+    def upgrade(self, session: Session, ticket: Ticket, decision: Decision, actor: str | None, now: datetime) -> None:
+        for k, v in self.facts_of(decision).items():
+            setattr(ticket, k, v)
+        ticket.reason = None
+        tickets.upgrade(session, ticket, actor or "unknown", "the missing facts arrived", now, self.config.sla.hours)
+
+    def sent(self, session: Session, msg: StoredMessage, head: inbound.Inbound, now: datetime) -> None:
+        """A message in the shared mailbox's sent folder: a staff answer, unless mailbot wrote it."""
+        ours = head.get("x-mailbot-ticket") is not None or (
+            msg.message_id is not None and session.exec(
+                select(OutboxMail.id).where(OutboxMail.message_id == msg.message_id)).first() is not None)
+        if ours:
+            msg.outcome = "sent folder: written by mailbot"
+            return
+        ticket = tickets.by_reference(session, head)
+        if ticket is None:
+            msg.outcome = "sent folder: no ticket referenced"
+            return
+        msg.ticket_id = ticket.id
+        actor = head.sender or "staff"
+        answered = tickets.mark_answered(session, ticket, actor, f"answer in the sent folder {msg.message_id}", now)
+        msg.outcome = f"sent folder: answer on {ticket.ref}" + ("" if answered else " (was not waiting)")
+
+    def follow_up(self, session: Session, msg: StoredMessage, head: inbound.Inbound, extraction: Extraction,
+                   ticket: Ticket, verdict: replyguard.ReplyVerdict, now: datetime) -> None:
+        """A message from one of the ticket's own senders (the caller checked)."""
+        sender = head.sender or db_text(head.from_header, 500)
+        msg.ticket_id = ticket.id
+        tickets.event(session, ticket, EventKind.FOLLOW_UP, sender or "unknown", f"message {msg.message_id}", now)
+        msg.outcome = f"follow-up on {ticket.ref}"
+        automatic = replyguard.automatic(head)
+        if automatic is not None:
+            # an out-of-office answering staff's reply is no word from the sender: it changes nothing
+            msg.outcome += f" (automatic: {automatic}; changed nothing)"
+            return
+        new_rejection = any(f.status for f in extraction.findings)
+        if ticket.state == TicketState.ANSWERED:
+            if followup.is_thanks(msg.raw) and not new_rejection and not self.config.sla.reopen_on_thanks:
+                tickets.event(session, ticket, EventKind.THANKS, sender or "unknown", "a thank-you: left answered", now)
+                return
+            tickets.reopen(session, ticket, sender or "sender", "the sender wrote again", now, self.config.sla.hours)
+            msg.outcome += " (reopened)"
+            return
+        if ticket.state == TicketState.CLOSED and new_rejection:
+            tickets.reopen(session, ticket, sender or "sender", "a new rejection after closing", now,
+                           self.config.sla.hours)
+            msg.outcome += " (reopened)"
+            return
+        if ticket.state == TicketState.CLOSED:
+            # The rule stands (only a new rejection reopens), but silence helps nobody: the sender
+            # hears once per closing what would reopen it, and the digest lists the follow-up.
+            tickets.event(session, ticket, EventKind.CLOSED_FOLLOW_UP, sender or "unknown",
+                          f"message {msg.message_id} on a closed ticket, without a new rejection", now)
+            theirs = self.sender_facts(session, ticket, head.sender)
+            self.reply(session, msg, head, ticket, MailKind.CLOSED, verdict, now, theirs,
+                       dedupe=f"closed:{ticket.id}:{ticket.clock}:{person(head.sender or '')}")
+            return
+        if ticket.state != TicketState.NEEDS_INFO or not extraction.findings:
+            return
+        self.advance(session, msg, head, ticket, self.policy.decide(extraction), verdict, sender or "unknown", now)
+
+    def advance(self, session: Session, msg: StoredMessage, head: inbound.Inbound, ticket: Ticket,
+                decision: Decision, verdict: replyguard.ReplyVerdict, actor: str, now: datetime) -> bool:
+        """A ticket waiting for information gets it from `msg`: when the policy now has what it
+        needs, the ticket opens with its clock (or is redirected), the message's sender joins it
+        if they are one of its senders, and they get the reply. False: nothing changed."""
+        if ticket.state != TicketState.NEEDS_INFO or decision.action not in ("ticket", "redirect"):
+            return False
+        facts = self.facts_of(decision)
+        if decision.action == "ticket":
+            self.upgrade(session, ticket, decision, actor, now)
+        else:
+            for k, v in facts.items():
+                setattr(ticket, k, v)
+            tickets.redirect(session, ticket, actor, None, now)
+        if head.sender and tickets.is_sender(session, ticket, head.sender):
+            tickets.add_sender(session, ticket, head.sender, msg.id, facts, now)
+        kind = MailKind.ACK if decision.action == "ticket" else MailKind.REDIRECT
+        self.reply(session, msg, head, ticket, kind, verdict, now, facts)
+        return True
+
+    def reply(self, session: Session, msg: StoredMessage, head: inbound.Inbound, ticket: Ticket, kind: str,
+               verdict: replyguard.ReplyVerdict, now: datetime, facts: dict[str, object], *, joined: bool = False,
+               missing: list[str] | None = None, dedupe: str | None = None) -> None:
+        """Queue the automatic reply of `kind` to this message's sender, showing `facts`: what was
+        read from this very message, never another sender's forward on the same ticket."""
+        if verdict.allowed and verdict.recipient is not None:
+            verdict = replyguard.capped(verdict, recent_replies(session, verdict.recipient, now, self.config.replies),
+                                         self.config.replies)
+        if not verdict.allowed or verdict.recipient is None:
+            self.counts.append(metrics.ACKS.labels("suppressed").inc)
+            tickets.event(session, ticket, EventKind.NO_REPLY, "mailbot", f"{kind} not sent: {verdict.reason}", now)
+            msg.outcome = f"{msg.outcome}; no reply: {verdict.reason}"
+            return
+        context = {
+            "ref": ticket.ref, "ip": facts.get("ip"), "rejection_text": facts.get("text"),
+            "full_code": full_code(facts.get("reply_code"), facts.get("status")),
+            "due_local": local(ticket.due_at, self.config.desk.zone), "desk_name": self.config.desk.name,
+            "due_utc": clock.in_utc(ticket.due_at),
+            "portal_url": self.policy.portal_url, "missing": missing or [], "joined": joined,
+            "original_subject": head.subject,
+        }
+        subject, text, html = self.renderer.render(kind, context)
+        out = self.config.outgoing
+        mail = compose(from_address=out.from_address, from_name=out.from_name, to=[verdict.recipient],
+                       subject=subject, text=text, html=html, in_reply_to=head.reply_msgid,
+                       references=[*head.references], extra_headers={"X-Mailbot-Ticket": ticket.ref})
+        assert ticket.id is not None
+        row = queue(session, mail, kind=kind, ticket_id=ticket.id, now=now,
+                    dedupe_key=dedupe or f"{kind}:{ticket.id}:{person(verdict.recipient)}")
+        if row is None:
+            tickets.event(session, ticket, EventKind.NO_REPLY, "mailbot",
+                          f"{kind} already sent to {verdict.recipient}", now)
+        else:
+            faults.point("after_queue")
