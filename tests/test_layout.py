@@ -168,3 +168,13 @@ def test_no_module_grows_past_one_job() -> None:
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if "migrations" not in p.parts and (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_mail_is_written_in_one_place() -> None:
+    """One mailer: a mail composed or queued anywhere but `outgoing.mailer` would bypass the
+    From, the Auto-Submitted rule and the ticket header that every mail gets there."""
+    found = [f"{m.name}:{line} imports {name} from {target}"
+             for m in MODULES.values() if m.name != "mailbot.outgoing.mailer"
+             for target, name, line in m.imports
+             if (target, name) in {("mailbot.outgoing.render", "compose"), ("mailbot.outgoing.outbox", "queue")}]
+    assert found == []

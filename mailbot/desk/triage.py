@@ -25,8 +25,9 @@ from mailbot.desk.extractor import ExtractionOverrun
 from mailbot.desk.policy import Decision, Policy, code_family
 from mailbot.extraction import Extraction, extract
 from mailbot.identity import person
-from mailbot.outgoing.outbox import queue, recent_replies
-from mailbot.outgoing.render import Renderer, compose
+from mailbot.outgoing.mailer import Mailer
+from mailbot.outgoing.outbox import recent_replies
+from mailbot.outgoing.render import Renderer
 from mailbot.outgoing.sanitize import db_text
 from mailbot.source import inbound
 from mailbot.store.states import EventKind, MailKind, MessageState, TicketState
@@ -48,6 +49,7 @@ class Triage:
     def __init__(self, config: Config, renderer: Renderer) -> None:
         self.config = config
         self.renderer = renderer
+        self.mailer = Mailer(renderer, config.outgoing, config.desk.staff)
         self.policy = Policy(config.policy)
         self.extract: Callable[[bytes], Extraction] = extract
         """Reads a message's NDR; the desk puts its worker here (`Extractor.run`, which may raise
@@ -296,14 +298,11 @@ class Triage:
             "portal_url": self.policy.portal_url, "missing": missing or [], "joined": joined,
             "original_subject": head.subject,
         }
-        subject, text, html = self.renderer.render(kind, context)
-        out = self.config.outgoing
-        mail = compose(from_address=out.from_address, from_name=out.from_name, to=[verdict.recipient],
-                       subject=subject, text=text, html=html, in_reply_to=head.reply_msgid,
-                       references=[*head.references], extra_headers={"X-Mailbot-Ticket": ticket.ref})
         assert ticket.id is not None
-        row = queue(session, mail, kind=kind, ticket_id=ticket.id, now=now,
-                    dedupe_key=dedupe or f"{kind}:{ticket.id}:{person(verdict.recipient)}")
+        row = self.mailer.to_person(session, kind, context, verdict.recipient, kind=kind, ticket_id=ticket.id,
+                                    ticket_ref=ticket.ref, now=now, in_reply_to=head.reply_msgid,
+                                    references=head.references,
+                                    dedupe=dedupe or f"{kind}:{ticket.id}:{person(verdict.recipient)}")
         if row is None:
             tickets.event(session, ticket, EventKind.NO_REPLY, "mailbot",
                           f"{kind} already sent to {verdict.recipient}", now)

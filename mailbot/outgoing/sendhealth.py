@@ -35,8 +35,8 @@ from sqlmodel import Session, col
 
 from mailbot import clock
 from mailbot.config import Config
-from mailbot.outgoing.outbox import queue
-from mailbot.outgoing.render import Renderer, compose
+from mailbot.outgoing.mailer import Mailer
+from mailbot.outgoing.render import Renderer
 from mailbot.outgoing.sanitize import db_text
 from mailbot.staffing.sla import human_delta
 from mailbot.store.engine import transaction
@@ -129,8 +129,6 @@ class SendHealth:
                    "since_local": clock.local(since, zone), "now_local": clock.local(now, zone),
                    "duration": human_delta(now - since),
                    "server": f"{out.host}:{out.port}" if out.transport == "smtp" else out.maildir_path}
-        subject, text, html = self.renderer.render("send_alert", context)
-        mail = compose(from_address=out.from_address, from_name=out.from_name, to=list(self.config.desk.staff),
-                       subject=subject, text=text, html=html, auto_submitted="auto-generated", now=now)
-        queue(session, mail, kind="alert_outgoing", ticket_id=None, now=now,
-              dedupe_key=f"alert:outgoing:{since.isoformat()}")
+        Mailer(self.renderer, out, self.config.desk.staff).to_staff(
+            session, "send_alert", context, kind="alert_outgoing", now=now,
+            dedupe=f"alert:outgoing:{since.isoformat()}")

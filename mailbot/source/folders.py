@@ -19,8 +19,8 @@ from sqlmodel import Session, col, select
 
 from mailbot import clock
 from mailbot.config import Config
-from mailbot.outgoing.outbox import queue
-from mailbot.outgoing.render import Renderer, compose
+from mailbot.outgoing.mailer import Mailer
+from mailbot.outgoing.render import Renderer
 from mailbot.outgoing.sanitize import db_text
 from mailbot.store.engine import transaction
 from mailbot.store.tables import FolderHealth
@@ -80,11 +80,8 @@ def _alert(session: Session, config: Config, renderer: Renderer, kind: str, fold
     context = {"desk_name": config.desk.name, "ref": None, "kind": kind, "folder": folder, "mailbox": row.mailbox,
                "error": row.last_error, "since_local": clock.local(row.failing_since, zone),
                "now_local": clock.local(now, zone), "minutes": config.alerts.poll_failure_minutes}
-    subject, text, html = renderer.render("folder_alert", context)
-    out = config.outgoing
-    mail = compose(from_address=out.from_address, from_name=out.from_name, to=list(config.desk.staff),
-                   subject=subject, text=text, html=html, auto_submitted="auto-generated", now=now)
-    queue(session, mail, kind=f"alert_{kind}", ticket_id=None, now=now,
-          # hashed: a mailbox name may be longer than the key's column
-          dedupe_key=f"alert:folder:{hashlib.sha256(row.mailbox.encode()).hexdigest()[:24]}:{kind}:"
-                     f"{_aware(row.failing_since).isoformat()}")
+    Mailer(renderer, config.outgoing, config.desk.staff).to_staff(
+        session, "folder_alert", context, kind=f"alert_{kind}", now=now,
+        # hashed: a mailbox name may be longer than the key's column
+        dedupe=f"alert:folder:{hashlib.sha256(row.mailbox.encode()).hexdigest()[:24]}:{kind}:"
+               f"{_aware(row.failing_since).isoformat()}")

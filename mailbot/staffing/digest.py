@@ -22,8 +22,8 @@ from sqlmodel import Session, col, select
 from mailbot import clock
 from mailbot.config import Config
 from mailbot.desk.policy import code_family
-from mailbot.outgoing.outbox import queue
-from mailbot.outgoing.render import Renderer, compose
+from mailbot.outgoing.mailer import Mailer
+from mailbot.outgoing.render import Renderer
 from mailbot.staffing.sla import time_left
 from mailbot.store.engine import transaction
 from mailbot.store.states import EventKind, MailKind, MessageState, OutboxState, TicketState
@@ -185,11 +185,8 @@ def send(engine: Engine, config: Config, renderer: Renderer, slot: str, now: dat
             run = DigestRun(slot=slot, created_at=now)
             session.add(run)
             session.flush()  # claim the slot before the work: a racing daemon stops here
-            subject, text, html = renderer.render(MailKind.DIGEST, build(session, config, now, since))
-            out = config.outgoing
-            mail = compose(from_address=out.from_address, from_name=out.from_name, to=list(config.desk.staff),
-                           subject=subject, text=text, html=html, auto_submitted="auto-generated", now=now)
-            row = queue(session, mail, kind=MailKind.DIGEST, ticket_id=None, dedupe_key=f"digest:{slot}", now=now)
+            row = Mailer(renderer, config.outgoing, config.desk.staff).to_staff(
+                session, MailKind.DIGEST, build(session, config, now, since), now=now, dedupe=f"digest:{slot}")
             run.outbox_id = row.id if row else None
     except IntegrityError:
         return False

@@ -20,6 +20,7 @@ import os
 import socket
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, func
 from sqlalchemy.engine import Engine
@@ -27,8 +28,8 @@ from sqlmodel import Session, col
 
 from mailbot import clock
 from mailbot.config import Config, database_url
-from mailbot.outgoing.outbox import queue
-from mailbot.outgoing.render import Composed, Renderer, compose
+from mailbot.outgoing.mailer import Mailer
+from mailbot.outgoing.render import Composed, Renderer
 from mailbot.outgoing.sanitize import db_text
 from mailbot.store.engine import fault_line, is_fault, transaction, where
 from mailbot.store.tables import DaemonHealth
@@ -67,6 +68,7 @@ class Health:
 
     def __init__(self, engine: Engine, config: Config, renderer: Renderer, name: str | None = None) -> None:
         self.engine, self.config, self.renderer = engine, config, renderer
+        self.mailer = Mailer(renderer, config.outgoing, config.desk.staff)
         self.name = name or daemon_name()
         self.url = database_url(config)
         self.down_since: datetime | None = None
@@ -175,6 +177,9 @@ class Health:
                      "database (%s): %s", since, ", ".join(mail.recipients), mail.message_id, error)
 
     def _compose(self, template: str, kind: str, now: datetime, since: datetime, error: str) -> Composed:
+        return self.mailer.compose(template, self._context(kind, now, since, error), self.config.desk.staff, now=now)
+
+    def _context(self, kind: str, now: datetime, since: datetime, error: str) -> dict[str, Any]:
         m = self.config.mailbox
         context = {"desk_name": self.config.desk.name, "ref": None, "kind": kind, "daemon": self.name,
                    "mailbox": f"{m.user}@{m.host}:{m.port}/{m.folder}" if m.source == "imap" else m.maildir_path,
@@ -182,10 +187,7 @@ class Health:
                    "since_local": clock.local(since, self.config.desk.zone),
                    "now_local": clock.local(now, self.config.desk.zone),
                    "minutes": self.config.alerts.poll_failure_minutes}
-        subject, text, html = self.renderer.render(template, context)
-        out = self.config.outgoing
-        return compose(from_address=out.from_address, from_name=out.from_name, to=list(self.config.desk.staff),
-                       subject=subject, text=text, html=html, auto_submitted="auto-generated", now=now)
+        return context
 
     def _queue(self, template: str, kind: str, session: Session, now: datetime, since: datetime,
                error: str) -> None:
@@ -193,7 +195,6 @@ class Health:
         log.warning("%s %s (daemon %s)", what, "is failing" if kind == "failing" else "works again", self.name)
         if not self.config.desk.staff:
             return
-        mail = self._compose(template, kind, now, since, error)
         prefix = "alert" if template == "poll_alert" else "alert:database"
-        queue(session, mail, kind=f"alert_{kind}", ticket_id=None, now=now,
-              dedupe_key=f"{prefix}:{self.name}:{kind}:{since.isoformat()}")
+        self.mailer.to_staff(session, template, self._context(kind, now, since, error), kind=f"alert_{kind}", now=now,
+                             dedupe=f"{prefix}:{self.name}:{kind}:{since.isoformat()}")

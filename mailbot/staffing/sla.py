@@ -24,8 +24,8 @@ from sqlmodel import Session, col, select
 
 from mailbot import clock
 from mailbot.config import Config
-from mailbot.outgoing.outbox import queue
-from mailbot.outgoing.render import Renderer, compose
+from mailbot.outgoing.mailer import Mailer
+from mailbot.outgoing.render import Renderer
 from mailbot.store.engine import is_postgres, transaction
 from mailbot.store.states import MailKind, TicketState
 from mailbot.store.tables import SlaNotice, StoredMessage, Ticket, format_ref
@@ -152,12 +152,8 @@ def sweep(engine: Engine, config: Config, renderer: Renderer, now: datetime | No
             "more_breaches": max(len(breach_ids) - MAIL_DETAIL, 0),
             "now_local": clock.local(now, config.desk.zone),
         }
-        subject, text, html = renderer.render(MailKind.SLA_NOTICE, context)
-        out = config.outgoing
-        mail = compose(from_address=out.from_address, from_name=out.from_name, to=list(config.desk.staff),
-                       subject=subject, text=text, html=html, auto_submitted="auto-generated", now=now)
         first = min(tid for tid, _ in ours)
-        row = queue(session, mail, kind=MailKind.SLA_NOTICE, ticket_id=None, now=now,
-                    dedupe_key=f"sla:{first}:{now.isoformat()}")
+        row = Mailer(renderer, config.outgoing, config.desk.staff).to_staff(
+            session, MailKind.SLA_NOTICE, context, now=now, dedupe=f"sla:{first}:{now.isoformat()}")
         result.mailed = row is not None
     return result

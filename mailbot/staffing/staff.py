@@ -14,8 +14,8 @@ from mailbot.desk import tickets
 from mailbot.errors import CommandFailed
 from mailbot.identity import person
 from mailbot.outgoing import sanitize
-from mailbot.outgoing.outbox import queue
-from mailbot.outgoing.render import Renderer, compose
+from mailbot.outgoing.mailer import Mailer
+from mailbot.outgoing.render import Renderer
 from mailbot.store.engine import transaction
 from mailbot.store.states import EventKind, MailKind, TicketState
 from mailbot.store.tables import StoredMessage, Ticket, TicketSender, parse_ref
@@ -65,6 +65,7 @@ def reply(engine: Engine, config: Config, renderer: Renderer, ref: str, template
     if template.startswith("_") or template not in renderer.names():
         raise StaffError(f"no template {template!r} (have: {', '.join(renderer.names())})")
     now = clock.utcnow()
+    mailer = Mailer(renderer, config.outgoing, config.desk.staff)
     with transaction(engine) as session:
         ticket = _ticket(session, ref)
         # Only the ticket's own senders, each shown what was read from their own forward and
@@ -84,12 +85,11 @@ def reply(engine: Engine, config: Config, renderer: Renderer, ref: str, template
             theirs = [m.message_id for m in inbound if m.message_id and m.sender and person(m.sender) == who.person]
             context = {"ref": ticket.ref, "ip": who.ip or ticket.ip or "the IP address",
                        "full_code": who.full_code or "", "desk_name": config.desk.name, "note": note or ""}
-            subject, text, html = renderer.render(template, context)
-            mail = compose(from_address=config.outgoing.from_address, from_name=config.outgoing.from_name,
-                           to=[who.address], subject=subject, text=text, html=html,
-                           in_reply_to=theirs[-1] if theirs else None, references=theirs, auto_submitted=None,
-                           now=now, extra_headers={"X-Mailbot-Ticket": ticket.ref})
-            queue(session, mail, kind=MailKind.STAFF_REPLY, ticket_id=ticket.id, dedupe_key=None, now=now)
+            # written by a person: no Auto-Submitted, so the sender's client treats it as an answer
+            assert ticket.id is not None
+            mailer.to_person(session, template, context, who.address, kind=MailKind.STAFF_REPLY, ticket_id=ticket.id,
+                             ticket_ref=ticket.ref, now=now, dedupe=None, in_reply_to=theirs[-1] if theirs else None,
+                             references=theirs, auto_submitted=None)
             sent_to.append(who.address)
         tickets.event(session, ticket, EventKind.STAFF_REPLY, actor,
                       f"template {template} to {', '.join(sent_to)}", now)
