@@ -19,8 +19,9 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
-from mailbot import faults
+from mailbot import clock, faults
 from mailbot.config import Config, database_url
+from mailbot.desk.expiry import expire_needs_info
 from mailbot.desk.extractor import Extractor
 from mailbot.desk.worker import Processor, ProcessResult
 from mailbot.outgoing.outbox import FlushResult, flush
@@ -255,8 +256,13 @@ class Desk:
         return result
 
     def sweep(self) -> SweepResult:
-        """Escalation and breach notices for tickets crossing their points (see sla.py)."""
-        return sla.sweep(self.engine, self.config, self.renderer)
+        """Requests left waiting for the sender end (desk/expiry.py); escalation and breach notices
+        for tickets crossing their points (staffing/sla.py)."""
+        with transaction(self.engine) as session:
+            expired = expire_needs_info(session, self.config.desk.needs_info_days, clock.utcnow())
+        result = sla.sweep(self.engine, self.config, self.renderer)
+        result.expired = expired
+        return result
 
     def send_digest(self, slot: str) -> bool:
         return digest.send(self.engine, self.config, self.renderer, slot)

@@ -147,6 +147,8 @@ class DeskConfig(_Section):
     own_addresses: tuple[str, ...] = ()
     staff: tuple[str, ...] = ()
     staff_senders: tuple[str, ...] = ()
+    needs_info_days: float = Field(default=7, gt=0)
+    """A request waiting for the sender's full notice is closed after this many days without a word."""
 
     def is_staff(self, address: str | None) -> bool:
         """Whether mail from `address` is a staff answer (an address, or a domain as "@example.org")."""

@@ -168,6 +168,8 @@ class Daemon:
         r = self.desk.sweep()
         metrics.ESCALATIONS.inc(len(r.escalated))
         metrics.BREACHES.inc(len(r.breached))
+        if r.expired:
+            log.info("closed %d request(s) the sender never completed: %s", len(r.expired), " ".join(r.expired))
         if r.escalated or r.breached:
             self.flush()
 

@@ -101,7 +101,7 @@ def sweep(ctx: click.Context) -> None:
     r = desk.sweep()
     f = desk.flush()
     click.echo(f"escalated {len(r.escalated)} {' '.join(r.escalated)}; breached {len(r.breached)} "
-               f"{' '.join(r.breached)}; sent {f.sent}")
+               f"{' '.join(r.breached)}; closed unanswered {len(r.expired)} {' '.join(r.expired)}; sent {f.sent}")
     warn_held(f)
 
 

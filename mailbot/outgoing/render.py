@@ -68,7 +68,7 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "failed_mail": [], "failed_total": 0, "attention_total": 1,
     "attention": [{"ref": "DL-000122", "what": "the sender wrote to the closed ticket", "who": "erik@contoso.example",
                    "at_local": "2026-11-29 17:10 CET"}], "new_total": 1, "answered_total": 0, "redirected_total": 0,
-    "needs_info_total": 0, "quarantined_total": 0, "open_states": ["open"],
+    "needs_info_total": 0, "quarantined_total": 0, "open_states": ["open"], "expired_total": 0, "needs_info_days": 7,
 }
 """Data every shipped template renders with, for `mailbot check` and previews."""
 

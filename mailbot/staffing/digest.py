@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 
 from mailbot import clock
 from mailbot.config import Config
+from mailbot.desk.expiry import EXPIRY_ACTOR
 from mailbot.desk.policy import code_family
 from mailbot.outgoing.mailer import Mailer
 from mailbot.outgoing.render import Renderer
@@ -106,6 +107,9 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
     redirected, redirected_total = listed(col(Ticket.opened_at) >= since, Ticket.state == TicketState.REDIRECTED,
                                           order=by_id)
     needs_info, needs_info_total = listed(Ticket.state == TicketState.NEEDS_INFO, order=by_id)
+    expired_total = session.exec(select(func.count()).select_from(TicketEvent).where(
+        TicketEvent.kind == EventKind.STATE, TicketEvent.to_state == TicketState.CLOSED,
+        TicketEvent.actor == EXPIRY_ACTOR, col(TicketEvent.at) >= since)).one()
     quarantined = [(m.id, m.sender, m.subject, m.outcome, m.fetched_at) for m in session.exec(
         select(StoredMessage).options(load_only(
             StoredMessage.id, StoredMessage.sender, StoredMessage.subject,  # type: ignore[arg-type]
@@ -145,6 +149,7 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
         "answered": [row(t) for t in answered], "answered_total": answered_total,
         "redirected": [row(t) for t in redirected], "redirected_total": redirected_total,
         "needs_info": [row(t) for t in needs_info], "needs_info_total": needs_info_total,
+        "expired_total": expired_total, "needs_info_days": config.desk.needs_info_days,
         "quarantined": [{"id": q[0], "sender": q[1] or "-", "subject": q[2] or "", "outcome": q[3] or "",
                          "fetched_local": clock.local(q[4], zone)} for q in quarantined],
         "quarantined_total": quarantined_total,

@@ -40,6 +40,8 @@ class SweepResult:
     escalated: list[str] = field(default_factory=list)
     breached: list[str] = field(default_factory=list)
     mailed: bool = False
+    expired: list[str] = field(default_factory=list)
+    """needs_info tickets closed for want of a reply (desk.needs_info_days)."""
 
 
 def human_delta(delta: timedelta) -> str:
