@@ -191,11 +191,12 @@ def _host_in(rx: re.Pattern[str], text: str) -> str | None:
 
 
 def shown(text: str, m: re.Match[str]) -> str:
-    """The matched words as the mail has them, carried on to the end of a code they start
-    ("AS(1430" -> "AS(1430)", "SC-00" -> "SC-001")."""
+    """The matched words as the mail has them, carried on to the end of the code or name they start
+    ("AS(1430" -> "AS(1430)", "SC-###" -> "SC-001", "zen" -> "zen.spamhaus.org")."""
     end = m.end()
     stop = min(len(text), end + 24)
-    while end < stop and (text[end].isalnum() or text[end] in "-_"):
+    while end < stop and (text[end].isalnum() or text[end] in "-_" or (
+            text[end] == "." and end + 1 < len(text) and text[end + 1].isalnum())):
         end += 1
     words = text[m.start() : end]
     opened = words.count("(") + words.count("[") > words.count(")") + words.count("]")
@@ -251,8 +252,9 @@ def _kind(
         if c.phrase_kind_regex is not None and (m := c.phrase_kind_regex.search(text)) and m.lastgroup:
             return c.phrase_kinds[m.lastgroup], (f'"{shown(text, m)}" ({c.issuer.name})',)
     for c, named in issuers:
-        # A block list named in the rejection is why it was refused, whatever generic code came with it.
-        if named and c.issuer.category == "blocklist" and c.issuer.default_kind:
+        # A block list or reputation service named in the rejection is why it was refused, whatever
+        # generic code and words came with it ("blocked for spamming issues ... csi.cloudmark.com").
+        if named and c.issuer.category != "provider" and c.issuer.default_kind:
             return c.issuer.default_kind, (f"named {c.issuer.name}",)
     if key and (kind := _decisive(key)):
         return kind, (f"code {status}",)

@@ -8,8 +8,9 @@ returned original, never past the point where an NDR starts quoting it). Such
 a finding has no reply code and no status: none was read. Its text is the
 sentence that holds the phrase (from the sentence before, when the IP is
 there: "messages from [IP] weren't sent. ... (S3150)"), its IPs those of that
-text. At most `MAX_FRAGMENTS`; one regular-expression search per block, and
-bounded work around each match.
+text. At most `MAX_FRAGMENTS` findings from `MAX_MATCHES` matches; one
+regular-expression search per block, and work within `_WINDOW` characters
+around each match.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from mailbot.extraction.patterns import rejection_ips
 
 MAX_FRAGMENTS = 20
 """Fragments reported per mail; a note names a block or two, junk can repeat one a million times."""
-_PARAGRAPH_LINES = 12
-"""Lines looked at around a match, each way: a pasted rejection is a few wrapped lines."""
+MAX_MATCHES = 200
+"""Matches looked at per mail (repeats of one fragment are looked at, then dropped as duplicates)."""
+_WINDOW = 600
+"""Characters around a match that can belong to its rejection: a pasted one is a few wrapped lines."""
 _BEFORE = 300
 """Characters before the phrase in which the IP the rejection names is looked for."""
 _SENTENCE_END = re.compile(r"[.!?:;](?:\s|$)|[«»\"“”]")
 _BRACKETED_IP = re.compile(r"[\[(]\s*[0-9A-Fa-f:.]{3,45}\s*[\])]")
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 
 def fragment_findings(node: Node, table: IssuerTable, budget: Budget) -> list[Finding]:
@@ -39,8 +43,9 @@ def fragment_findings(node: Node, table: IssuerTable, budget: Budget) -> list[Fi
         return []
     out: list[Finding] = []
     seen: set[tuple[str, tuple[str, ...]]] = set()
+    looked = 0
     stack = [node]
-    while stack and len(out) < MAX_FRAGMENTS:
+    while stack and len(out) < MAX_FRAGMENTS and looked < MAX_MATCHES:
         if budget.expired():
             break
         cur = stack.pop()
@@ -50,33 +55,36 @@ def fragment_findings(node: Node, table: IssuerTable, budget: Budget) -> list[Fi
             lines = block.lines
             joined = "\n".join(lines)
             first, limit = region(lines, joined)
-            lo = sum(len(ln) + 1 for ln in lines[:first]) if first else 0
-            hi = sum(len(ln) + 1 for ln in lines[:limit])
+            lo = sum(len(ln) + 1 for ln in lines[:first])
+            hi = lo + sum(len(ln) + 1 for ln in lines[first:limit])
+            line, counted = first, lo
             for m in rx.finditer(joined, lo, hi):
-                f = _finding(lines, joined, m.start(), m.end(), block.source)
+                looked += 1
+                # Matches come in order: count the line ends since the last one only.
+                line += joined.count("\n", counted, m.start())
+                counted = m.start()
+                f = _finding(joined, max(lo, m.start() - _WINDOW), min(hi, m.end() + _WINDOW), m.start(), m.end(),
+                             block.source, line + 1)
                 key = (f.text, f.ips)
                 if key not in seen:
                     seen.add(key)
                     out.append(f)
-                if len(out) >= MAX_FRAGMENTS:
+                if len(out) >= MAX_FRAGMENTS or looked >= MAX_MATCHES:
                     break
+            if len(out) >= MAX_FRAGMENTS or looked >= MAX_MATCHES:
+                break
         stack.extend(reversed([c for c in cur.children if not c.returned]))
     return out
 
 
-def _finding(lines: list[str], joined: str, start: int, end: int, source: str) -> Finding:
-    at = joined.count("\n", 0, start)
-    # The paragraph around the match, as one line (a pasted rejection is wrapped at will).
-    a = at
-    while a > max(0, at - _PARAGRAPH_LINES) and lines[a - 1].strip():
-        a -= 1
-    b = at + 1
-    while b < min(len(lines), at + 1 + _PARAGRAPH_LINES) and lines[b].strip():
-        b += 1
-    head = "\n".join(lines[a:at]) + ("\n" if a < at else "")
-    offset = len(head) + (start - (joined.rfind("\n", 0, start) + 1))
-    para = " ".join((head + "\n".join(lines[at:b])).split("\n"))
-    s, e = offset, offset + (end - start)
+def _finding(joined: str, lo: int, hi: int, start: int, end: int, source: str, line: int) -> Finding:
+    # The paragraph around the match within the window, as one line: a pasted rejection is wrapped at will.
+    breaks = [m.end() for m in _PARAGRAPH_BREAK.finditer(joined, lo, start)]
+    lo = breaks[-1] if breaks else lo
+    after = _PARAGRAPH_BREAK.search(joined, end, hi)
+    hi = after.start() if after else hi
+    para = joined[lo:hi].replace("\n", " ")
+    s, e = start - lo, end - lo
     begin = _sentence_start(para, s)
     stop = _sentence_end(para, e)
     if not rejection_ips(para[s:stop]):
@@ -86,14 +94,8 @@ def _finding(lines: list[str], joined: str, start: int, end: int, source: str) -
         if brackets:
             begin = _sentence_start(para, max(begin - _BEFORE, 0) + brackets[-1].start())
     text = " ".join(para[begin:stop].split())
-    return Finding(
-        reply_code=None,
-        status=None,
-        text=text,
-        ips=tuple(rejection_ips(text)),
-        source=source,
-        line=at + 1,
-    )
+    return Finding(reply_code=None, status=None, text=text, ips=tuple(rejection_ips(text)), source=source,
+                   line=line)
 
 
 def _sentence_start(text: str, pos: int) -> int:

@@ -71,7 +71,8 @@ def _logical(lines: list[str], skip: set[int], first: int, limit: int) -> list[t
 
 _STARTS_WITH_CODE = re.compile(r"^\s*(?:<<<\s*|>>>\s*)?#?(?:[45]\d\d\b|[45]\.\d{1,3}\.\d)")
 # A line that starts the next recipient's record rather than continuing this one.
-_NEW_RECORD = re.compile(r"^\s*(?:<?[^\s@<>]+@[^\s@<>]+>?:?\s*$|<[^\s@<>]+@[^\s<>]+>|[\w-]+:\s)")
+# (A quote closing a JSON or log string, '","next":...', ends the record too.)
+_NEW_RECORD = re.compile(r"^\s*(?:<?[^\s@<>]+@[^\s@<>]+>?:?\s*$|<[^\s@<>]+@[^\s<>]+>|[\w-]+:\s|[\"'][,}\]:])")
 _OPENERS = "[(<'\""
 _CLOSERS = "])>'\""
 
