@@ -7,8 +7,10 @@ Diagnostic-Code gives the codes, text and IPs; where it carries no enhanced
 code the Status field fills in, so a generic Status (5.0.0) never hides the
 real code in the diagnostic text. A record without a diagnostic code borrows
 the free-text rejection line of the same message. Without DSN records the
-free-text rejection lines are the findings. Records of delivered
-recipients are not rejections.
+free-text rejection lines are the findings (a line with a reply code alone
+only where no line has an enhanced code). Records of delivered recipients
+are not rejections. Each finding names the host that refused where the
+record (Remote-MTA) or the narration before the code does.
 """
 
 from __future__ import annotations
@@ -29,6 +31,26 @@ _ANY_CODE = re.compile(r"[45]\d\d|[245]\.\d{1,3}\.\d")
 _ADDR = re.compile(r"<?(?<![^\s<>;:\"'()\[\]])([^\s<>;:\"'()\[\]]+@[\w.\-]+\w)>?")
 MAX_RECIPIENT_LOOKUPS = 100
 """Distinct recipients per message matched against its free-text lines; an NDR names a few."""
+# The host that refused, as the narration before the code names it: Postfix "host mx.example[IP] said:",
+# Exim "host mx.example [IP]", Sendmail "while talking to mx.example.:", Exchange "Server at mx (IP)".
+_REMOTE = re.compile(
+    r"(?:\bhost|\bserver at|\bwhile talking to|\brelay=)\s*([A-Za-z0-9][A-Za-z0-9.\-]{0,252}[A-Za-z0-9])\.?(?![\w\-])",
+    re.I,
+)
+_NARRATION = 400
+"""Characters before the code in which the refusing host is looked for."""
+
+
+def _remote_in(before: str) -> str | None:
+    found = None
+    for m in _REMOTE.finditer(before[-_NARRATION:]):
+        found = m.group(1)
+    return found if found and "." in found else None
+
+
+def _host(value: str | None) -> str | None:
+    first = (value or "")[:300].split()
+    return first[0].strip(".") if first and "." in first[0] else None
 
 
 def _clean(text: str) -> str:
@@ -63,6 +85,10 @@ def findings_of(node: Node, budget: Budget | None = None) -> list[Finding]:
             out.append(f)
     if not out:
         out = [_from_text(source, rej) for source, rej in texts]
+        if any(f.status for f in out):
+            # A lone reply code beside lines with full codes is a number in the sender's words
+            # ("ca. 450 Empfänger", "550 EUR"), not the rejection.
+            out = [f for f in out if f.status]
     return _dedupe(out)
 
 
@@ -84,6 +110,7 @@ def _from_record(source: str, rec: dsn.DsnRecord, lookup: _TextLookup) -> Findin
             recipient=rec.recipient,
             source=source,
             line=rec.line,
+            remote=_host(rec.remote_mta),
         )
     match = lookup.text_for(rec.recipient)
     if match is not None:
@@ -97,6 +124,7 @@ def _from_record(source: str, rec: dsn.DsnRecord, lookup: _TextLookup) -> Findin
             recipient=rec.recipient or f.recipient,
             source=f.source,
             line=f.line,
+            remote=_host(rec.remote_mta) or f.remote,
         )
     if rec.status is None and not rec.diagnostic:
         return None
@@ -109,6 +137,7 @@ def _from_record(source: str, rec: dsn.DsnRecord, lookup: _TextLookup) -> Findin
         recipient=rec.recipient,
         source=source,
         line=rec.line,
+        remote=_host(rec.remote_mta),
     )
 
 
@@ -163,6 +192,7 @@ def _from_text(source: str, rej: rejection.Rejection) -> Finding:
         recipient=m.group(1) if m else None,
         source=source,
         line=rej.line,
+        remote=_remote_in(before),
     )
 
 

@@ -31,6 +31,8 @@ class DsnRecord:
     line: int
     """1-based line of the Diagnostic-Code field (else of Status)."""
     action: str | None
+    remote_mta: str | None = None
+    """The Remote-MTA field's host, without its "dns;" type."""
 
 
 def _groups(lines: list[str]) -> list[list[tuple[int, str, str]]]:
@@ -106,6 +108,7 @@ def records(grouped: list[Group]) -> list[DsnRecord]:
                 diagnostic=_TYPE_PREFIX.sub("", diag, count=1).strip(),
                 line=line + 1,
                 action=action,
+                remote_mta=_TYPE_PREFIX.sub("", fields.get("remote-mta", (0, ""))[1], count=1).strip() or None,
             )
         )
     return out

@@ -13,22 +13,31 @@ depth-first in document order, and reads its rejections: DSN recipient
 records first (their Diagnostic-Code, with the Status field as
 the fallback for the enhanced code), then the free-text rejection lines.
 The first message in document order that yields a rejection is the one
-reported; messages returned inside a report are never read.
+reported; messages returned inside a report are never read. Where no line
+with an enhanced code is found, a provider's words pasted without their code
+(`fragments`) are findings too, ahead of lines with a lone reply code. Every
+finding is then classified (`classify`) against the issuer table: `issuers`
+when given (an operator's extended table), else the one shipped.
 """
 
 from __future__ import annotations
 
+from mailbot.extraction.classify import classify_all
 from mailbot.extraction.combine import findings_of
 from mailbot.extraction.findings import Extraction, Finding
+from mailbot.extraction.fragments import fragment_findings
+from mailbot.extraction.issuers import IssuerTable, default_table
 from mailbot.extraction.limits import MAX_INPUT_BYTES, TOTAL_SECONDS, Budget
 from mailbot.extraction.mime import Node, read_message
 
 
-def extract(raw: bytes, *, seconds: float = TOTAL_SECONDS) -> Extraction:
+def extract(raw: bytes, *, seconds: float = TOTAL_SECONDS, issuers: IssuerTable | None = None) -> Extraction:
     """Read the rejection(s) from one forwarded NDR; faults become values."""
     budget = Budget(seconds=seconds)
     try:
-        return _extract(raw, budget)
+        table = issuers if issuers is not None else default_table()
+        budget.also_read = table.fragment_regex
+        return _extract(raw, budget, table)
     except MemoryError:
         raise
     except RecursionError:
@@ -38,7 +47,7 @@ def extract(raw: bytes, *, seconds: float = TOTAL_SECONDS) -> Extraction:
         return Extraction(unreadable=reason, notes=tuple(budget.notes))
 
 
-def _extract(raw: bytes, budget: Budget) -> Extraction:
+def _extract(raw: bytes, budget: Budget, table: IssuerTable) -> Extraction:
     if not isinstance(raw, bytes | bytearray | memoryview):
         return Extraction(unreadable="unreadable: not bytes")
     raw = bytes(raw)
@@ -51,6 +60,9 @@ def _extract(raw: bytes, budget: Budget) -> Extraction:
     if node is None:
         return Extraction(unreadable="unreadable: not a MIME message", notes=tuple(budget.notes))
     found = _search(node, budget, 0)
+    if not any(f.status for f in found):
+        found = _with_fragments(found, fragment_findings(node, table, budget))
+    found = classify_all(found, table)
     if budget.expired():
         budget.note("time limit reached; the mail was read in part")
     if not found:
@@ -60,6 +72,13 @@ def _extract(raw: bytes, budget: Budget) -> Extraction:
         primary=found[0] if found else None,
         notes=tuple(budget.notes),
     )
+
+
+def _with_fragments(coded: list[Finding], fragments: list[Finding]) -> list[Finding]:
+    """Fragments first: a lone reply code is weaker evidence than a provider's own words. A fragment
+    that a coded line already holds is that line (it has the reply code besides)."""
+    out = [f for f in fragments if not any(c.source == f.source and f.text in c.text for c in coded)]
+    return out + coded
 
 
 def _search(node: Node, budget: Budget, depth: int) -> list[Finding]:

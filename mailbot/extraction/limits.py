@@ -8,6 +8,7 @@ Every cap is a plain module constant so tests and callers can see them.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -39,6 +40,8 @@ class Budget:
     start: float = field(default_factory=time.monotonic)
     parts: int = 0
     notes: list[str] = field(default_factory=list)
+    also_read: re.Pattern[str] | None = None
+    """Words that make a text part without any code worth reading (the issuer table's fragments)."""
 
     def expired(self) -> bool:
         return time.monotonic() - self.start > self.seconds

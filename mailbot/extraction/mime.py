@@ -6,7 +6,8 @@ words costs nothing) and returns a `Node` per message (the outer mail, each
 attached or nested message, each parsed .eml/.msg/winmail.dat attachment).
 A node holds its own readable blocks in document order: text parts (HTML
 rendered, quote markers removed), `message/delivery-status` fields, and
-returned headers (kept apart so nobody reads IPs from them). Messages
+returned headers (kept apart so nobody reads IPs from them); a whole message
+pasted into a text part (`pasted.embedded_message`) is a nested message. Messages
 returned inside a `multipart/report` are marked `returned`. Depth, part
 count, bytes per part and the deadline are capped (see `limits`); what is
 skipped becomes a note on the budget.
@@ -25,6 +26,7 @@ from typing import Any, Literal
 
 from mailbot.extraction import attachments
 from mailbot.extraction.limits import MAX_DEPTH, MAX_PART_BYTES, MAX_PARTS, Budget
+from mailbot.extraction.pasted import embedded_message, unpaste
 from mailbot.extraction.text import html_to_text, plain_lines, to_text
 
 Kind = Literal["text", "dsn", "headers"]
@@ -248,14 +250,18 @@ def _leaf(part: Message, node: Node, prefix: str, sub: str, depth: int, budget: 
         ctype = "text/plain"
     if ctype.startswith("text/") or ctype == "message/disposition-notification":
         text = _decoded_text(part, budget)
-        if not _CODE_LIKE.search(text):
-            # No status or reply code anywhere: nothing here can be a rejection.
+        if ctype in _PLAIN_TYPES and (at := embedded_message(text)) is not None and depth + 1 <= MAX_DEPTH:
+            # A whole message pasted into the body (a terminal client's forward): read like an attached one.
+            _pasted(text[at:], node, source, depth, budget)
+            text = text[:at]
+        if not _CODE_LIKE.search(text) and not (budget.also_read and budget.also_read.search(text)):
+            # No status or reply code anywhere, nor a provider's words: nothing here can be a rejection.
             return
         if ctype == "text/html":
             text = html_to_text(text)
         elif ctype not in _PLAIN_TYPES:
             return
-        node.blocks.append(Block(source, "text", plain_lines(text)))
+        node.blocks.append(Block(source, "text", plain_lines(unpaste(text))))
         return
     if depth + 1 > MAX_DEPTH:
         return
@@ -268,6 +274,14 @@ def _leaf(part: Message, node: Node, prefix: str, sub: str, depth: int, budget: 
                 _walk_message(msg, child, f"{source} > ", depth + 1, budget)
         else:
             node.blocks.append(Block(f"{source} > {kind}", "text", plain_lines(data.decode("utf-8", "replace"))))
+
+
+def _pasted(text: str, node: Node, source: str, depth: int, budget: Budget) -> None:
+    msg = parse_bytes(text.encode("utf-8", "replace"), budget)
+    if msg is not None:
+        child = Node()
+        node.children.append(child)
+        _walk_message(msg, child, f"{source} > pasted message > ", depth + 1, budget)
 
 
 def _decoded_text(part: Message, budget: Budget) -> str:

@@ -71,7 +71,8 @@ def _logical(lines: list[str], skip: set[int], first: int, limit: int) -> list[t
 
 _STARTS_WITH_CODE = re.compile(r"^\s*(?:<<<\s*|>>>\s*)?#?(?:[45]\d\d\b|[45]\.\d{1,3}\.\d)")
 # A line that starts the next recipient's record rather than continuing this one.
-_NEW_RECORD = re.compile(r"^\s*(?:<?[^\s@<>]+@[^\s@<>]+>?:?\s*$|<[^\s@<>]+@[^\s<>]+>|[\w-]+:\s)")
+# (A quote closing a JSON or log string, '","next":...', ends the record too.)
+_NEW_RECORD = re.compile(r"^\s*(?:<?[^\s@<>]+@[^\s@<>]+>?:?\s*$|<[^\s@<>]+@[^\s<>]+>|[\w-]+:\s|[\"'][,}\]:])")
 _OPENERS = "[(<'\""
 _CLOSERS = "])>'\""
 
@@ -85,11 +86,26 @@ def _unclosed(text: str) -> bool:
     return any(c in tail for c in _OPENERS)
 
 
+# A reply code left alone at the end of a line, its enhanced code on the next ("said: 550\n5.7.606 ...").
+_ENDS_WITH_REPLY = re.compile(r"(?<![\w.\-/=%])[45]\d\d$")
+_STARTS_WITH_STATUS = re.compile(r"^\s*[45]\.\d{1,3}\.\d")
+# One multi-line SMTP reply: "550-5.7.1 ... is\n550-5.7.1 likely unsolicited mail ...\n550 5.7.1 ...".
+# A log line starts a record of its own: syslog "Jun  3 09:14:03", ISO "2025-06-03 09:14:03" or "...T09:14".
+_LOG_LINE = re.compile(r"^\s*(?:[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\d[T ]\d\d:\d\d)")
+_MULTILINE = re.compile(r"^(?:<<<\s*)?([45]\d\d)-")
+_NEXT_REPLY_LINE = re.compile(r"^\s*(?:<<<\s*)?([45]\d\d)[\- ]")
+
+
 def _carries_on(prev: str, nxt: str, base: int) -> bool:
     """A line the forwarding client wrapped: same indent, the sentence is not over."""
-    if _indent(nxt) != base or _NEW_RECORD.match(nxt):
+    if _indent(nxt) != base:
         return False
-    if _STARTS_WITH_CODE.match(nxt):
+    if _ENDS_WITH_REPLY.search(prev) and _STARTS_WITH_STATUS.match(nxt):
+        return True
+    first, then = _MULTILINE.match(prev), _NEXT_REPLY_LINE.match(nxt)
+    if first and then and first.group(1) == then.group(1):
+        return True
+    if _NEW_RECORD.match(nxt) or _STARTS_WITH_CODE.match(nxt) or _LOG_LINE.match(nxt):
         return False
     # An unclosed bracket or quote, or a line that ends mid-word-run, continues.
     if _unclosed(prev):

@@ -2,7 +2,8 @@
 
 Contract: `to_text` never raises; unknown or wrong charsets fall back to
 UTF-8 then Latin-1 with replacement. `html_to_text` keeps line structure
-(<br>, <p>, <div>, <tr> become line ends). `plain_lines` strips the quote
+(<br>, <p>, <div>, <tr> become line ends; a <pre> block keeps its own).
+`unescape` is html.unescape made safe for hostile numbers. `plain_lines` strips the quote
 markers of inline forwards ("> ", "| ") and NULs, so that an NDR quoted by a
 mail client reads like the original.
 """
@@ -41,7 +42,7 @@ def to_text(data: bytes, charset: str | None) -> str:
 # Each tag pattern below is applied by `_sub_tags`, not by re.sub: a tag runs
 # to the next ">", and re.sub would rescan that stretch from every "<" before
 # it ("<br" * n is quadratic). The results are re.sub's, match for match.
-_BLOCK_OPEN = re.compile(r"<\s*(?:br|/p|p|/div|div|/tr|tr|/li|li|/h\d|hr|/table|/blockquote)\b", re.I)
+_BLOCK_OPEN = re.compile(r"<\s*(?:br|/p|p|/div|div|/tr|tr|/li|li|/h\d|hr|/table|/blockquote|/?pre)\b", re.I)
 """Opens a tag that ends a line: the tag runs on to the next ">"."""
 _AFTER_BLOCK_OPEN = re.compile(r"<\s*(?:br|/?p|/?div|/?tr|/?li|/h\d|hr)\b", re.I)
 """Opens a tag whose own source line break (spaces, tabs, "\\n" after its ">") is layout."""
@@ -49,6 +50,7 @@ _ANY_OPEN = re.compile("<")
 _MAX_TAG = 2000
 """Characters between "<" and ">" of a tag that is dropped; a longer one is text."""
 _DROP_OPEN = re.compile(r"<\s*(style|script|head)\b", re.I)
+_PRE_OPEN = re.compile(r"<\s*(pre|xmp|textarea)\b", re.I)
 _DECIMAL_REF = re.compile(r"&#([0-9]{8,})")
 
 
@@ -56,15 +58,39 @@ def html_to_text(markup: str) -> str:
     """Render HTML to lines; good enough for the tables and <br> runs of forwards."""
     markup = _drop_comments(markup)
     markup = _drop_blocks(markup)
+    markup = _pre_lines(markup)
     # A source line break right after a block tag is layout of the HTML file;
     # elsewhere it is a space, as a browser shows it.
     markup = _sub_tags(markup.replace("\r", ""), _AFTER_BLOCK_OPEN, None, eat_line_end=True)
     markup = markup.replace("\n", " ")
     markup = _sub_tags(markup, _BLOCK_OPEN, "\n")
     markup = _sub_tags(markup, _ANY_OPEN, "", max_inner=_MAX_TAG)
-    markup = _DECIMAL_REF.sub(_short_ref, markup)
-    text = html.unescape(markup).replace("\xa0", " ")
-    return text
+    return unescape(markup).replace("\xa0", " ")
+
+
+def unescape(text: str) -> str:
+    """html.unescape, but a decimal reference of thousands of digits is one replacement character."""
+    return html.unescape(_DECIMAL_REF.sub(_short_ref, text))
+
+
+def _pre_lines(markup: str) -> str:
+    """Inside <pre> (a code block: a pasted transcript or log), each source line is a line: its line
+    ends become <br>. Each opener's closing tag is looked for once, and not again once missing."""
+    out: list[str] = []
+    pos = 0
+    m = _PRE_OPEN.search(markup)
+    while m is not None:
+        name = m.group(1).lower()
+        close = re.compile(rf"<\s*/\s*{name}\s*>", re.I).search(markup, m.end())
+        end = close.start() if close is not None else len(markup)
+        out.append(markup[pos : m.end()])
+        out.append(markup[m.end() : end].replace("\r\n", "\n").replace("\n", "<br>"))
+        pos = end
+        if close is None:
+            break
+        m = _PRE_OPEN.search(markup, close.end())
+    out.append(markup[pos:])
+    return "".join(out)
 
 
 def _drop_comments(markup: str) -> str:
