@@ -26,7 +26,7 @@ BATCH = 500
 def expire_needs_info(session: Session, days: float, now: datetime) -> list[str]:
     """Close the needs_info tickets idle for `days`; their references, oldest first."""
     cutoff = now - timedelta(days=days)
-    recent = exists().where(TicketEvent.ticket_id == Ticket.id, col(TicketEvent.kind).in_(list(SENDER_EVENTS)),
+    recent = exists().where(col(TicketEvent.ticket_id) == col(Ticket.id), col(TicketEvent.kind).in_(list(SENDER_EVENTS)),
                             col(TicketEvent.at) > cutoff)
     stale = session.exec(select(Ticket).where(Ticket.state == TicketState.NEEDS_INFO,
                                               col(Ticket.opened_at) <= cutoff, ~recent)
