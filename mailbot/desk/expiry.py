@@ -26,8 +26,8 @@ BATCH = 500
 def expire_needs_info(session: Session, days: float, now: datetime) -> list[str]:
     """Close the needs_info tickets idle for `days`; their references, oldest first."""
     cutoff = now - timedelta(days=days)
-    recent = exists().where(col(TicketEvent.ticket_id) == col(Ticket.id), col(TicketEvent.kind).in_(list(SENDER_EVENTS)),
-                            col(TicketEvent.at) > cutoff)
+    recent = exists().where(col(TicketEvent.ticket_id) == col(Ticket.id),
+                            col(TicketEvent.kind).in_(list(SENDER_EVENTS)), col(TicketEvent.at) > cutoff)
     stale = session.exec(select(Ticket).where(Ticket.state == TicketState.NEEDS_INFO,
                                               col(Ticket.opened_at) <= cutoff, ~recent)
                          .order_by(col(Ticket.id)).limit(BATCH)).all()
