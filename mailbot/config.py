@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mailbot.errors import ConfigurationError
+from mailbot.extraction.findings import Kind
 from mailbot.identity import person
 
 Security = Literal["tls", "starttls", "none"]
@@ -174,10 +175,28 @@ class DeskConfig(_Section):
 
 
 class RuleConfig(_Section):
+    """One policy rule: a rejection matches when it meets every criterion the rule gives."""
+
     name: str
-    codes: tuple[str, ...]
-    action: Literal["ticket", "redirect", "needs_info"]
+    codes: tuple[str, ...] = ()
+    """Enhanced status codes or ranges ("5.7.511", "5.7.606-5.7.649"); a family inferred from the
+    provider's words alone (no code in the mail) matches too, unless `inferred` is false."""
+    kinds: tuple[Kind, ...] = ()
+    issuers: tuple[str, ...] = ()
+    """Issuer names of the issuer table ("spamhaus", "gmail", ...)."""
+    ours: bool | None = None
+    """true: the issuer is this desk's provider; false: a known issuer that is not."""
+    phrases: tuple[str, ...] = ()
+    """Words of the rejection line (any of them, case-insensitive)."""
+    inferred: bool = True
+    action: Literal["ticket", "redirect", "needs_info", "not_ours", "not_a_block"]
     sla: bool = False
+
+    @model_validator(mode="after")
+    def _says_something(self) -> RuleConfig:
+        if not (self.codes or self.kinds or self.issuers or self.ours is not None or self.phrases):
+            raise ValueError(f"rule {self.name!r} matches everything: give codes, kinds, issuers, ours or phrases")
+        return self
 
 
 class PolicyConfig(_Section):

@@ -360,6 +360,10 @@ def parse(files: tuple[str, ...], as_json: bool) -> None:
             click.echo(f" {mark}{i + 1}. {code}  ips={','.join(f.ips) or '-'}"
                        f"{'  rcpt=' + f.recipient if f.recipient else ''}")
             click.echo(f"     text:   {f.text[:300]}")
+            if (c := f.classification) is not None:
+                click.echo(f"     kind={c.kind} issuer={c.issuer or '-'}{' (ours)' if c.issuer_is_ours else ''}"
+                           f"{f' (via {c.via})' if c.via else ''}"
+                           f"{f'  inferred {f.inferred.family}' if f.inferred else ''}")
             click.echo(f"     source: {f.source}, line {f.line}")
         for note in result.notes:
             click.echo(f"  note: {note}")

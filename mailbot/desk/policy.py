@@ -1,15 +1,23 @@
 """Policy: what the desk does with an extraction. Rules are data.
 
-The default table encodes the provider's published delisting procedure:
+The default table encodes the provider's published delisting procedure, and answers what
+is not this desk's to answer:
 
-| codes              | action     | meaning                                         |
-|--------------------|------------|-------------------------------------------------|
-| 5.7.511            | ticket     | banned sender; humans answer within the SLA     |
-| 5.7.606 – 5.7.649  | redirect   | self-service portal exists; send instructions   |
-| anything else      | needs_info | ask for the full NDR, saying what was missing   |
+| rule          | matches                                          | action      |
+|---------------|--------------------------------------------------|-------------|
+| banned_sender | 5.7.511, or "banned sender[IP]" without the code | ticket      |
+| self_service  | 5.7.606 - 5.7.649, or "banned sending IP [IP]"   | redirect    |
+| not_a_block   | unknown recipient, full mailbox, the sender's    | not_a_block |
+|               | own authentication, a rate limit                 |             |
+| not_ours      | a known list or provider other than ours         | not_ours    |
+| ours_other    | our provider's other blocks (5.7.708, 5.7.750...)| ticket      |
+| (none)        | nothing recognisable, or no IP for a block       | needs_info  |
 
-A desk for another provider replaces the table in the config
-(`[[policy.rules]]`); nothing else changes.
+A rule matches a rejection when every criterion it gives holds (codes, kinds, issuers,
+ours, phrases); the first rule in order that matches any rejection of the mail decides.
+A family inferred from the provider's words (no code in the mail) matches a rule's codes,
+and is never written as a code. A desk for another provider replaces the table in the
+config (`[[policy.rules]]`) and the issuer table's `ours`; nothing else changes.
 """
 
 from __future__ import annotations
@@ -20,12 +28,20 @@ from typing import Literal
 
 from mailbot.config import PolicyConfig, RuleConfig
 from mailbot.extraction import Extraction, Finding
+from mailbot.extraction.findings import Classification, Inferred
 
-Action = Literal["ticket", "redirect", "needs_info"]
+Action = Literal["ticket", "redirect", "needs_info", "not_ours", "not_a_block"]
+NEEDS_IP: frozenset[str] = frozenset({"ticket", "redirect"})
+"""Actions about a listed IP: without one they ask for it."""
 
 DEFAULT_RULES: tuple[RuleConfig, ...] = (
     RuleConfig(name="banned_sender", codes=("5.7.511",), action="ticket", sla=True),
     RuleConfig(name="self_service", codes=("5.7.606-5.7.649",), action="redirect"),
+    RuleConfig(name="not_a_block", kinds=("recipient_unknown", "mailbox_full", "auth_failure", "rate_limit"),
+               action="not_a_block"),
+    RuleConfig(name="not_ours", ours=False, action="not_ours"),
+    RuleConfig(name="ours_other", ours=True, kinds=("ip_block", "sender_block", "policy", "content"),
+               action="ticket", sla=True),
 )
 
 # Not delistable: nobody can be banned for sending from these. Documentation
@@ -51,6 +67,16 @@ class Decision:
     missing: tuple[str, ...] = ()
     """What the sender must supply, in words they read (needs_info only)."""
 
+    @property
+    def classification(self) -> Classification | None:
+        return self.finding.classification if self.finding else None
+
+    @property
+    def inferred(self) -> Inferred | None:
+        """The family the decision rests on when it was inferred from words, not read as a code."""
+        f = self.finding
+        return f.inferred if f is not None and not f.status else None
+
 
 def _status_key(status: str) -> tuple[int, int, int] | None:
     parts = status.split(".")
@@ -59,18 +85,41 @@ def _status_key(status: str) -> tuple[int, int, int] | None:
     return int(parts[0]), int(parts[1]), int(parts[2])
 
 
-def matches(rule: RuleConfig, status: str | None) -> bool:
-    if not status:
-        return False
-    key = _status_key(status)
-    for code in rule.codes:
-        if "-" in code:
-            lo, hi = (_status_key(c.strip()) for c in code.split("-", 1))
-            if key and lo and hi and lo <= key <= hi:
-                return True
-        elif code.strip() == status:
+def _range(code: str) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    lo, sep, hi = code.partition("-")
+    a, b = _status_key(lo.strip()), _status_key((hi if sep else lo).strip())
+    return (a, b) if a and b else None
+
+
+def code_matches(codes: tuple[str, ...], status: str) -> bool:
+    """Whether `status` (a code, or an inferred family such as "5.7.606-5.7.649") lies within one
+    of `codes`. A family that is not a code ("S3150") matches only its own name."""
+    mine = _range(status)
+    for code in codes:
+        if code.strip() == status:
+            return True
+        theirs = _range(code)
+        if mine and theirs and theirs[0] <= mine[0] and mine[1] <= theirs[1]:
             return True
     return False
+
+
+def matches(rule: RuleConfig, finding: Finding) -> bool:
+    c = finding.classification
+    if rule.codes:
+        if finding.status:
+            if not code_matches(rule.codes, finding.status):
+                return False
+        elif not (rule.inferred and finding.inferred and code_matches(rule.codes, finding.inferred.family)):
+            return False
+    if rule.kinds and (c is None or c.kind not in rule.kinds):
+        return False
+    if rule.issuers and (c is None or c.issuer not in rule.issuers):
+        return False
+    # `ours` speaks of known issuers only: an unknown one is neither ours nor someone else's
+    if rule.ours is not None and (c is None or c.issuer is None or c.issuer_is_ours != rule.ours):
+        return False
+    return not rule.phrases or any(p.casefold() in finding.text.casefold() for p in rule.phrases)
 
 
 class Policy:
@@ -91,21 +140,21 @@ class Policy:
         return not any(addr in net for net in self.blocked if net.version == addr.version)
 
     def rule_for(self, finding: Finding) -> RuleConfig | None:
-        return next((r for r in self.rules if matches(r, finding.status)), None)
+        return next((r for r in self.rules if matches(r, finding)), None)
 
     def decide(self, extraction: Extraction) -> Decision:
         # Act on the first rejection a rule covers (rule order is priority);
         # otherwise on the primary one, so the reply can say what was read.
         chosen: tuple[RuleConfig, Finding] | None = None
         for rule in self.rules:
-            hit = next((f for f in extraction.findings if matches(rule, f.status)), None)
+            hit = next((f for f in extraction.findings if matches(rule, f)), None)
             if hit:
                 chosen = (rule, hit)
                 break
         if chosen is None:
             finding = extraction.primary
             missing: list[str] = []
-            if finding is None or not finding.status:
+            if finding is None or not (finding.status or finding.inferred):
                 missing.append("the full rejection code (for example 550 5.7.511)")
             else:
                 missing.append(f"a rejection we handle here (the notice says {_full(finding)})")
@@ -114,10 +163,10 @@ class Policy:
             return Decision("needs_info", "default", finding, _first(finding), False, tuple(missing))
         rule, finding = chosen
         delistable = [ip for ip in finding.ips if self.delistable(ip)]
-        if rule.action != "needs_info" and not finding.ips:
+        if rule.action in NEEDS_IP and not finding.ips:
             return Decision("needs_info", rule.name, finding, None, False,
                             ("the IP address named in the rejection line (the notice we read names none)",))
-        if rule.action != "needs_info" and not delistable:
+        if rule.action in NEEDS_IP and not delistable:
             return Decision("needs_info", rule.name, finding, finding.ips[0], False,
                             (f"the public IP address of your sending server ({finding.ips[0]} is a "
                              "private or reserved address that cannot be listed)",))
@@ -130,7 +179,8 @@ def _first(finding: Finding | None) -> str | None:
 
 
 def _full(finding: Finding) -> str:
-    return " ".join(p for p in (finding.reply_code, finding.status) if p)
+    read = " ".join(p for p in (finding.reply_code, finding.status) if p)
+    return read or (f"{finding.inferred.family}, from its words" if finding.inferred else "no code")
 
 
 FAMILIES = ("5.7.511", "5.7.606-649", "other", "none")

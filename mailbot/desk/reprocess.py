@@ -25,11 +25,11 @@ from sqlmodel import Session, col, select
 from mailbot import clock
 from mailbot.desk import replyguard, tickets
 from mailbot.desk.extractor import ExtractionOverrun
-from mailbot.desk.triage import Triage
+from mailbot.desk.triage import AWAITING, Triage
 from mailbot.extraction import Extraction
 from mailbot.source import inbound
 from mailbot.store.engine import transaction
-from mailbot.store.states import EventKind, MessageState, TicketState
+from mailbot.store.states import EventKind, MessageState
 from mailbot.store.tables import StoredMessage, Ticket
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def _update_ticket(triage: Triage, session: Session, msg: StoredMessage, ticket:
                    extraction: Extraction) -> bool:
     now = clock.utcnow()
     decision = triage.policy.decide(extraction)
-    if ticket.state == TicketState.NEEDS_INFO and decision.action in ("ticket", "redirect"):
+    if ticket.state in AWAITING and decision.action in ("ticket", "redirect"):
         head = inbound.parse(msg.raw)
         # the same guard as at intake, with the [replies] settings (Authentication-Results, caps)
         verdict = replyguard.verdict(head, triage.config.own_addresses, triage.config.replies)

@@ -24,6 +24,7 @@ from mailbot.desk.bounces import attach_bounce
 from mailbot.desk.extractor import ExtractionOverrun
 from mailbot.desk.policy import Decision, Policy, code_family
 from mailbot.extraction import Extraction, extract
+from mailbot.extraction.findings import Classification
 from mailbot.identity import person
 from mailbot.outgoing.mailer import Mailer
 from mailbot.outgoing.outbox import recent_replies
@@ -34,6 +35,17 @@ from mailbot.store.states import EventKind, MailKind, MessageState, TicketState
 from mailbot.store.tables import OutboxMail, StoredMessage, Ticket, full_code
 
 log = logging.getLogger(__name__)
+
+STATE_OF: dict[str, TicketState] = {
+    "ticket": TicketState.OPEN, "redirect": TicketState.REDIRECTED, "needs_info": TicketState.NEEDS_INFO,
+    "not_ours": TicketState.NOT_OURS, "not_a_block": TicketState.NOT_A_BLOCK}
+"""The state a new ticket starts in, by the policy's action."""
+MAIL_OF: dict[str, MailKind] = {
+    "ticket": MailKind.ACK, "redirect": MailKind.REDIRECT, "needs_info": MailKind.NEEDS_INFO,
+    "not_ours": MailKind.NOT_OURS, "not_a_block": MailKind.NOT_A_BLOCK}
+"""The reply the sender gets, by the policy's action."""
+AWAITING = frozenset({TicketState.NEEDS_INFO, TicketState.NOT_OURS, TicketState.NOT_A_BLOCK})
+"""Tickets a later forward from their sender can still turn into a request for staff or the portal."""
 
 
 def quarantine(msg: StoredMessage, reason: str) -> None:
@@ -148,9 +160,12 @@ class Triage:
         return False
 
     def facts_of(self, decision: Decision) -> dict[str, object]:
-        f = decision.finding
+        """What the ticket records of the rejection the decision rests on."""
+        f, c, inferred = decision.finding, decision.classification, decision.inferred
         return {"ip": decision.ip, "reply_code": f.reply_code if f else None, "status": f.status if f else None,
-                "text": db_text(f.text, 4000) if f else None, "rule": decision.rule}
+                "text": db_text(f.text, 4000) if f else None, "rule": decision.rule,
+                "kind": c.kind if c else None, "issuer": c.issuer if c else None,
+                "inferred": inferred.family[:40] if inferred else None}
 
     def new_request(self, session: Session, msg: StoredMessage, head: inbound.Inbound, decision: Decision,
                      verdict: replyguard.ReplyVerdict, now: datetime) -> None:
@@ -167,8 +182,7 @@ class Triage:
             if ticket.state == TicketState.NEEDS_INFO:
                 self.upgrade(session, ticket, decision, sender, now)
         else:
-            state = {"ticket": TicketState.OPEN, "redirect": TicketState.REDIRECTED,
-                     "needs_info": TicketState.NEEDS_INFO}[decision.action]
+            state = STATE_OF[decision.action]
             ticket = tickets.open_ticket(session, now=now, state=state, sender=sender,
                                          subject=db_text(head.subject, 1000), verified=verdict.verified,
                                          reason="; ".join(decision.missing) or None, **facts)
@@ -183,10 +197,8 @@ class Triage:
             tickets.add_sender(session, ticket, head.sender, msg.id, facts, now)
         msg.ticket_id = ticket.id
         msg.outcome = f"{'joined' if joined else 'opened'} {ticket.ref} ({decision.action}, rule {decision.rule})"
-        kind = {"ticket": MailKind.ACK, "redirect": MailKind.REDIRECT,
-                "needs_info": MailKind.NEEDS_INFO}[decision.action]
-        self.reply(session, msg, head, ticket, kind, verdict, now, facts, joined=joined,
-                    missing=list(decision.missing))
+        self.reply(session, msg, head, ticket, MAIL_OF[decision.action], verdict, now, facts, joined=joined,
+                   missing=list(decision.missing), about=decision.classification)
 
     @staticmethod
     def sender_facts(session: Session, ticket: Ticket, address: str | None) -> dict[str, object]:
@@ -253,7 +265,7 @@ class Triage:
             self.reply(session, msg, head, ticket, MailKind.CLOSED, verdict, now, theirs,
                        dedupe=f"closed:{ticket.id}:{ticket.clock}:{person(head.sender or '')}")
             return
-        if ticket.state != TicketState.NEEDS_INFO or not extraction.findings:
+        if ticket.state not in AWAITING or not extraction.findings:
             return
         self.advance(session, msg, head, ticket, self.policy.decide(extraction), verdict, sender or "unknown", now)
 
@@ -262,7 +274,7 @@ class Triage:
         """A ticket waiting for information gets it from `msg`: when the policy now has what it
         needs, the ticket opens with its clock (or is redirected), the message's sender joins it
         if they are one of its senders, and they get the reply. False: nothing changed."""
-        if ticket.state != TicketState.NEEDS_INFO or decision.action not in ("ticket", "redirect"):
+        if ticket.state not in AWAITING or decision.action not in ("ticket", "redirect"):
             return False
         facts = self.facts_of(decision)
         if decision.action == "ticket":
@@ -273,13 +285,14 @@ class Triage:
             tickets.redirect(session, ticket, actor, None, now)
         if head.sender and tickets.is_sender(session, ticket, head.sender):
             tickets.add_sender(session, ticket, head.sender, msg.id, facts, now)
-        kind = MailKind.ACK if decision.action == "ticket" else MailKind.REDIRECT
-        self.reply(session, msg, head, ticket, kind, verdict, now, facts)
+        self.reply(session, msg, head, ticket, MAIL_OF[decision.action], verdict, now, facts,
+                   about=decision.classification)
         return True
 
     def reply(self, session: Session, msg: StoredMessage, head: inbound.Inbound, ticket: Ticket, kind: str,
                verdict: replyguard.ReplyVerdict, now: datetime, facts: dict[str, object], *, joined: bool = False,
-               missing: list[str] | None = None, dedupe: str | None = None) -> None:
+               missing: list[str] | None = None, dedupe: str | None = None,
+               about: Classification | None = None) -> None:
         """Queue the automatic reply of `kind` to this message's sender, showing `facts`: what was
         read from this very message, never another sender's forward on the same ticket."""
         if verdict.allowed and verdict.recipient is not None:
@@ -297,6 +310,12 @@ class Triage:
             "due_utc": clock.in_utc(ticket.due_at),
             "portal_url": self.policy.portal_url, "missing": missing or [], "joined": joined,
             "original_subject": head.subject,
+            # what the rejection is and whose (not_ours and not_a_block say it; ack and redirect
+            # say when the code was inferred from the provider's words)
+            "rejection_kind": facts.get("kind"), "inferred": facts.get("inferred"),
+            "issuer": about.issuer if about else None,
+            "issuer_label": (about.issuer_label or about.issuer) if about else None,
+            "removal": about.removal if about else None, "via": about.via if about else None,
         }
         assert ticket.id is not None
         row = self.mailer.to_person(session, kind, context, verdict.recipient, kind=kind, ticket_id=ticket.id,

@@ -71,7 +71,8 @@ def queue(session: Session, mail: Composed, *, kind: str, ticket_id: int | None,
     return row
 
 
-AUTO_KINDS = (MailKind.ACK, MailKind.REDIRECT, MailKind.NEEDS_INFO, MailKind.CLOSED)
+AUTO_KINDS = (MailKind.ACK, MailKind.REDIRECT, MailKind.NEEDS_INFO, MailKind.CLOSED, MailKind.NOT_OURS,
+              MailKind.NOT_A_BLOCK)
 """The mails mailbot sends on its own to a sender (the others go to staff, or are sent by a person)."""
 
 

@@ -53,6 +53,9 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     **_SAMPLE_TICKET, "rejection_text": _SAMPLE_TICKET["text"], "desk_name": "Example Delist Desk",
     "portal_url": "https://sender.office.com/", "missing": ["the IP address named in the rejection line"],
     "joined": False, "original_subject": "FW: Undelivered Mail Returned to Sender", "note": "",
+    # what a rejection is and whose (not_ours, not_a_block; ack and redirect when inferred)
+    "inferred": None, "rejection_kind": "recipient_unknown", "issuer": "spamhaus", "issuer_label": "Spamhaus",
+    "removal": "https://check.spamhaus.org/", "via": None,
     "hours": 48, "now_local": "2026-11-30 02:00 CET", "since_local": "2026-11-29 08:00 CET",
     "escalations": [_SAMPLE_TICKET], "breaches": [], "width": 760, "more_escalations": 0, "more_breaches": 0,
     "by_state": {"open": 1, "needs_info": 0, "answered": 0, "redirected": 0, "closed": 0},
@@ -77,8 +80,8 @@ class TemplateError(CommandFailed):
     """A template is missing or does not render; names the template."""
 
 
-AUTOMATIC_TEMPLATES = frozenset({"ack", "needs_info", "redirect", "closed", "sla_notice", "digest", "poll_alert",
-                                 "database_alert", "folder_alert", "send_alert"})
+AUTOMATIC_TEMPLATES = frozenset({"ack", "needs_info", "redirect", "closed", "not_ours", "not_a_block", "sla_notice",
+                                 "digest", "poll_alert", "database_alert", "folder_alert", "send_alert"})
 """The mails mailbot writes by itself, each filled with data of its own; never a staff reply.
 Every other template (the shipped `delisted` and `declined`, and any an operator adds) is one."""
 

@@ -43,6 +43,7 @@ def ticket_dict(t: Ticket, now: datetime | None = None, when: When = _iso) -> di
     return {
         "ref": t.ref, "state": t.state, "sender": t.sender, "ip": t.ip, "reply_code": t.reply_code,
         "status": t.status, "text": t.text, "rule": t.rule, "reason": t.reason, "verified": t.verified,
+        "kind": t.kind, "issuer": t.issuer, "inferred": t.inferred,
         "opened_at": when(t.opened_at), "due_at": when(t.due_at), "acked_at": when(t.acked_at),
         "answered_at": when(t.answered_at), "closed_at": when(t.closed_at), "clock": t.clock,
         "time_left": time_left(t.due_at, now) if now and t.state == TicketState.OPEN else None,
@@ -106,7 +107,10 @@ def print_ticket(session: Session, t: Ticket, zone: ZoneInfo, console: Console |
         return printable(value, one_line=True)
 
     console.print(f"[bold]{t.ref}[/bold]  {t.state}  ", end="", markup=True)
-    out(f"{p(t.full_code or 'no code')}  ip {p(t.ip or '-')}")
+    code = t.full_code or (f"no code; inferred {t.inferred} from its words" if t.inferred else "no code")
+    out(f"{p(code)}  ip {p(t.ip or '-')}")
+    if t.kind or t.issuer:
+        out(f"what:     {p(t.kind or '-')}, issued by {p(t.issuer or 'unknown')}  (rule {p(t.rule or '-')})")
     out(f"sender:   {p(t.sender or '-')}")
     out(f"opened:   {local(t.opened_at, zone)}   due: {local(t.due_at, zone)}   "
         f"acknowledged: {local(t.acked_at, zone)}")

@@ -17,6 +17,12 @@ class TicketState(StrEnum):
     ANSWERED = "answered"
     REDIRECTED = "redirected"
     CLOSED = "closed"
+    NOT_OURS = "not_ours"
+    """Another list or provider refused the mail: the sender was told whose block it is and where
+    its removal process is. Nothing for staff to do."""
+    NOT_A_BLOCK = "not_a_block"
+    """The rejection is no block (unknown recipient, full mailbox, the sender's own authentication,
+    a rate limit): the sender was told what it means. Nothing for staff to do."""
 
 
 class MessageState(StrEnum):
@@ -60,6 +66,8 @@ class MailKind(StrEnum):
     ACK = "ack"
     NEEDS_INFO = "needs_info"
     REDIRECT = "redirect"
+    NOT_OURS = "not_ours"
+    NOT_A_BLOCK = "not_a_block"
     CLOSED = "closed"
     STAFF_REPLY = "staff_reply"
     SLA_NOTICE = "sla_notice"

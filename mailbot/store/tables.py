@@ -111,13 +111,19 @@ class Ticket(SQLModel, table=True):
                       Index("ix_ticket_sender", "sender", postgresql_using="hash"))
     id: int | None = Field(default=None, primary_key=True)
     state: str = Field(max_length=20, index=True)
-    """open | answered | closed | redirected | needs_info."""
+    """A `TicketState`: open | answered | closed | redirected | needs_info | not_ours | not_a_block."""
     sender: str | None = Field(default=None, sa_type=Text)
     ip: str | None = Field(default=None, max_length=64, index=True)
     reply_code: str | None = Field(default=None, max_length=8)
     status: str | None = Field(default=None, max_length=16)
     text: str | None = Field(default=None, sa_type=Text)
     rule: str | None = Field(default=None, max_length=100)
+    kind: str | None = Field(default=None, max_length=20)
+    """What the rejection is (extraction's `Kind`: ip_block, recipient_unknown, ...)."""
+    issuer: str | None = Field(default=None, max_length=40)
+    """Whose block it is, by the issuer table's name (microsoft, spamhaus, gmail, ...)."""
+    inferred: str | None = Field(default=None, max_length=40)
+    """The code family read from the provider's words alone (the mail had no code): never a code."""
     reason: str | None = Field(default=None, sa_type=Text)
     """Why the ticket waits for information, in words the sender reads."""
     subject: str | None = Field(default=None, sa_type=Text)
