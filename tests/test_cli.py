@@ -50,18 +50,20 @@ def test_the_demo_runs_the_whole_desk_without_a_mail_server(tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     assert "DL-000001  open" in r.stdout and "redirected" in r.stdout and "needs_info" in r.stdout
     replies = list((tmp_path / "demo" / "outbox" / "new").iterdir())
-    assert len(replies) == 5
-    assert f"Replies (5) are in the Maildir outbox {tmp_path / 'demo' / 'outbox' / 'new'}" in r.stdout
+    assert len(replies) == 7
+    assert f"Replies (7) are in the Maildir outbox {tmp_path / 'demo' / 'outbox' / 'new'}" in r.stdout
     assert list((tmp_path / "demo" / "inbox" / "new").iterdir()) == []
-    assert len(list((tmp_path / "demo" / "inbox" / ".Processed" / "cur").iterdir())) == 6
+    assert len(list((tmp_path / "demo" / "inbox" / ".Processed" / "cur").iterdir())) == 8
 
     again = mailbot("demo", "--dir", str(tmp_path / "demo"))
-    assert "Processed 0 messages (6 already seen" in again.stdout
-    assert len(list((tmp_path / "demo" / "outbox" / "new").iterdir())) == 5
+    assert "Processed 0 messages (8 already seen" in again.stdout
+    assert "not_ours" in r.stdout and "not_a_block" in r.stdout
+    assert len(list((tmp_path / "demo" / "outbox" / "new").iterdir())) == 7
 
     config = str(tmp_path / "demo" / "mailbot.toml")
     tickets = json.loads(mailbot("-c", config, "tickets", "--sort", "id", "--json").stdout)
-    assert [t["ref"] for t in tickets] == ["DL-000001", "DL-000002", "DL-000003", "DL-000004", "DL-000005"]
+    assert [t["ref"] for t in tickets] == ["DL-000001", "DL-000002", "DL-000003", "DL-000004", "DL-000005",
+                                             "DL-000006", "DL-000007"]
     assert tickets[0]["status"] == "5.7.511" and tickets[0]["ip"] == "203.0.113.45"
     shown = mailbot("-c", config, "show", "DL-000001")
     assert shown.returncode == 0
@@ -150,7 +152,7 @@ def test_reply_offers_the_staff_templates_only_and_says_so_in_one_line(tmp_path:
         assert r.returncode == 1, (name, r.stderr)
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
         assert f"no staff template '{name}'" in r.stderr and "declined, delisted" in r.stderr
-    assert len(list(outbox.iterdir())) == 5  # nothing was sent
+    assert len(list(outbox.iterdir())) == 7  # nothing was sent
     shown = mailbot("-c", config, "show", "DL-000001").stdout
     assert "staff_reply" not in shown and "answered" not in shown
 
@@ -167,10 +169,10 @@ def test_a_staff_template_that_does_not_render_is_one_line_and_sends_nothing(tmp
     r = mailbot("-c", str(config), "reply", "DL-000001", "--template", "apology")
     assert r.returncode == 1
     assert r.stderr == "mailbot: template apology: 'customer_name' is undefined\n"
-    assert len(list(outbox.iterdir())) == 5
+    assert len(list(outbox.iterdir())) == 7
     ok = mailbot("-c", str(config), "reply", "DL-000001", "--template", "delisted")
     assert ok.returncode == 0, ok.stderr
-    assert len(list(outbox.iterdir())) == 7  # both senders of DL-000001
+    assert len(list(outbox.iterdir())) == 9  # both senders of DL-000001
 
 
 def test_the_demo_goes_on_to_the_48_hour_mark_in_simulated_time(tmp_path: Path) -> None:
@@ -210,7 +212,7 @@ def test_the_demo_goes_on_to_the_48_hour_mark_in_simulated_time(tmp_path: Path) 
     for table, in_copy in (("sla_notice", 2), ("digest_run", 1)):
         assert (count(real, f"select count(*) from {table}"), count(copy, f"select count(*) from {table}")) == (
             0, in_copy), table
-    assert len(list((tmp_path / "demo" / "outbox" / "new").iterdir())) == 5
+    assert len(list((tmp_path / "demo" / "outbox" / "new").iterdir())) == 7
 
 
 def test_the_demo_as_the_readme_runs_it_with_its_default_folder(tmp_path: Path) -> None:
