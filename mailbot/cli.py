@@ -19,6 +19,7 @@ from mailbot import __version__
 from mailbot.config import Config, Security, load
 from mailbot.db import fault_line, is_fault
 from mailbot.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNREACHABLE, MailbotError
+from mailbot.listing.commands import listing as listing_group
 from mailbot.policy import FAMILIES
 from mailbot.states import OutboxState, TicketState
 
@@ -903,3 +904,5 @@ def demo(directory: str) -> None:
 
     run_demo(Path(directory), click.echo)
 
+
+main.add_command(listing_group)  # mailbot listing add|remove|show|import|export (mailbot/listing/commands.py)

@@ -32,6 +32,7 @@ from mailbot.listing.base import (
     PermanentListingError,
     TemporaryListingError,
 )
+from mailbot.sanitize import printable
 
 NAME = "command"
 EX_TEMPFAIL = 75
@@ -135,4 +136,5 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 def _last_line(err: bytes) -> str:
     lines = [line for line in err.decode("utf-8", "replace").splitlines() if line.strip()]
-    return f": {' '.join(lines[-1].split())[:300]}" if lines else ""
+    # the operator's program may echo what it was fed: shown to staff escaped, never obeyed
+    return f": {printable(' '.join(lines[-1].split())[:300], one_line=True)}" if lines else ""

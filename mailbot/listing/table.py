@@ -45,6 +45,7 @@ from mailbot.listing_tables import ListingEntry, ListingHistory
 from mailbot.sanitize import db_text
 
 NAME = "table"
+LISTED = "listed"
 HOST_PREFIX = {4: 32, 6: 128}
 MAX_CATEGORY, MAX_ORIGIN, MAX_REASON = 100, 100, 2000
 
@@ -277,13 +278,20 @@ def import_rows(engine: Engine, rows: Sequence[NewListing], actor: str) -> tuple
                 continue
             entry = _entry(r, actor, now)
             session.add(entry)
-            _record(session, entry, r.network, "listed", actor, r.reason, now)
+            _record(session, entry, r.network, LISTED, actor, r.reason, now)
             listed.add(net)
             added.append(net)
     return added, already
 
 
 def add(engine: Engine, new: NewListing, actor: str) -> ListingEntry:
+    try:
+        return _add(engine, new, actor)
+    except IntegrityError:  # added by someone else between our look and our insert
+        raise TableError(f"{new.network} is already listed") from None
+
+
+def _add(engine: Engine, new: NewListing, actor: str) -> ListingEntry:
     with _write(engine) as session:
         existing = session.exec(select(ListingEntry).where(ListingEntry.network == str(new.network))).first()
         if existing:
@@ -291,7 +299,7 @@ def add(engine: Engine, new: NewListing, actor: str) -> ListingEntry:
                              f"UTC, {existing.category or 'no category'}); remove it first to change it")
         entry = _entry(new, actor, clock.utcnow())
         session.add(entry)
-        _record(session, entry, new.network, "listed", actor, new.reason, entry.since)
+        _record(session, entry, new.network, LISTED, actor, new.reason, entry.since)
         return entry
 
 
