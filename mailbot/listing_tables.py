@@ -9,10 +9,12 @@ Tables of the store (registered by `mailbot.models`), read and written by
   not listed), with who, why, and the idempotency key of a delist: the unique key is what
   makes "a repeated delist never delists twice" a database fact.
 
-Containment ("is 203.0.113.45 inside 203.0.113.0/24?") is a range query on `first`/`last`,
-the network's first and last address as big-endian bytes (4 for IPv4, 16 for IPv6, told
-apart by `version`): bytes compare the same way on SQLite (memcmp) and PostgreSQL (bytea),
-whatever the database's collation, and no 128-bit integer type is needed.
+Which listings hold an IP is asked by name: a listing is CIDR-aligned, so the networks that
+can hold 203.0.113.45 are its 33 prefixes (`203.0.113.45/32` ... `0.0.0.0/0`), each found by
+the index on `network`. Overlap of two networks (`mailbot listing show`) is a range query on
+`first`/`last`, the network's first and last address as big-endian bytes (4 for IPv4, 16 for
+IPv6, told apart by `version`): bytes compare the same way on SQLite (memcmp) and PostgreSQL
+(bytea), whatever the database's collation, and no 128-bit integer type is needed.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class ListingEntry(SQLModel, table=True):
 
 class ListingHistory(SQLModel, table=True):
     __tablename__ = "listing_history"
-    __table_args__ = (Index("ix_listing_history_range", "version", "first", "last"),)
+    __table_args__ = (Index("ix_listing_history_range", "version", "first", "last"),
+                      Index("ix_listing_history_network", "network", "action"))
     id: int | None = Field(default=None, primary_key=True)
     network: str = Field(max_length=64)
     version: int

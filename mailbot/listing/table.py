@@ -110,9 +110,19 @@ def _overlap(model: type[ListingEntry] | type[ListingHistory], b: Bounds) -> lis
     return [col(model.version) == b.version, col(model.first) <= b.last, col(model.last) >= b.first]
 
 
+def containing(ip: IPAddress) -> list[str]:
+    """Every network that can hold `ip`, as stored (`203.0.113.45/32` ... `0.0.0.0/0`): a listing
+    is CIDR-aligned, so these 33 (IPv4) or 129 (IPv6) names are the only ones to look up, each
+    by the unique index, however large the table (a range scan would read half of it)."""
+    n, bits, make = int(ip), ip.max_prefixlen, type(ip)
+    # integer masking, not ip_network(): parsing 33 strings was half the cost of a lookup
+    return [f"{make(n >> (bits - p) << (bits - p))}/{p}" for p in range(bits, -1, -1)]
+
+
 def covering(session: Session, ip: IPAddress, lock: bool = False) -> list[ListingEntry]:
     """The entries holding `ip`, most specific first."""
-    q = select(ListingEntry).where(*_overlap(ListingEntry, bounds(ip))).order_by(col(ListingEntry.prefix).desc())
+    q = select(ListingEntry).where(col(ListingEntry.network).in_(containing(ip))) \
+        .order_by(col(ListingEntry.prefix).desc())
     if lock:
         q = q.with_for_update()
     return list(session.exec(q).all())
@@ -131,7 +141,7 @@ def history_overlapping(session: Session, net: IPNetwork) -> list[ListingHistory
 def _delistings(session: Session, ip: IPAddress) -> tuple[int, datetime | None]:
     """How many listings of `ip` ended in a delisting, and when the last did."""
     q = select(func.count(col(ListingHistory.id)), func.max(ListingHistory.at)).where(
-        *_overlap(ListingHistory, bounds(ip)), ListingHistory.action == DelistStatus.DELISTED)
+        col(ListingHistory.network).in_(containing(ip)), ListingHistory.action == DelistStatus.DELISTED)
     count, last = session.exec(q).one()
     return int(count or 0), aware(last) if last else None
 

@@ -58,9 +58,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("idempotency_key"),
     )
     op.create_index("ix_listing_history_range", "listing_history", ["version", "first", "last"])
+    op.create_index("ix_listing_history_network", "listing_history", ["network", "action"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_listing_history_network", "listing_history")
     op.drop_index("ix_listing_history_range", "listing_history")
     op.drop_table("listing_history")
     op.drop_index("ix_listing_range", "listing")
