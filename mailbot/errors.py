@@ -13,6 +13,7 @@ the base class once (`mailbot.cli.operator_errors`), so a new error only has to 
     │   ├── ExtractorUnavailable    no extraction worker could be started (extractor.py)
     │   ├── SchemaBehind            a read-only command met an older schema (schema.py)
     │   ├── TableError              a change to the listing table refused (listing/table.py)
+    │   │   └── CsvError            a CSV file not imported, every bad line named (listing/csvfile.py)
     │   └── PermanentListingError   a listing source refused or cannot (listing/base.py)
     ├── ConfigurationError          exit 2: the configuration cannot be used
     │   └── ConfigError             names the key (config.py)

@@ -176,3 +176,13 @@ def test_the_group_lists_its_commands() -> None:
     assert r.returncode == 0
     for name in ("add", "remove", "show", "import", "export"):
         assert f"  {name} " in r.stdout
+
+
+def test_a_large_import_is_one_transaction_and_reads_back_whole(toml: Path, tmp_path: Path) -> None:
+    lines = ["network,category"] + [f"10.{i // 256}.{i % 256}.0/24,bulk" for i in range(1500)]
+    (tmp_path / "big.csv").write_text("\n".join(lines) + "\n")
+    assert listing(toml, "add", "10.0.7.0/24").returncode == 0  # one of them is listed already
+    r = listing(toml, "import", str(tmp_path / "big.csv"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("imported 1499 listing(s)") and "1 already listed" in r.stdout
+    assert len(listing(toml, "export").stdout.splitlines()) == 1 + 1500

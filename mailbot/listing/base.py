@@ -2,9 +2,9 @@
 
     ListingError                    a source could not answer (carries source, operation, IP)
     ├── TemporaryListingError       try again later: a timeout, a refused connection, a 5xx, a
-    │                               busy database (exit 3 on the command line)
+    │                               busy database (also an `errors.Unreachable`: exit 3)
     └── PermanentListingError       asking again gives the same answer: unsupported, refused,
-                                    an answer that makes no sense (exit 1)
+                                    an answer that makes no sense (also a `CommandFailed`: exit 1)
 
 Results are values (`Listing`, `DelistResult`, `LookupFailed`); faults are exceptions.
 """
@@ -18,14 +18,16 @@ from enum import StrEnum
 from typing import ClassVar, Protocol
 
 from mailbot import clock
-from mailbot.errors import CommandFailed, MailbotError, Unreachable
+from mailbot.errors import CommandFailed, Unreachable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class ListingError(MailbotError):
-    """A listing source could not answer. `source`, `operation` ("lookup"/"delist") and `ip` say what failed."""
+class ListingError(Exception):
+    """A listing source could not answer. `source`, `operation` ("lookup"/"delist") and `ip` say what failed.
+
+    What both kinds share; each is also in its branch of `mailbot.errors` (exit 3 or 1)."""
 
     temporary: ClassVar[bool] = False
 

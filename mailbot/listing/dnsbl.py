@@ -22,6 +22,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
+from mailbot.config import ConfigError
 from mailbot.listing.base import DelistResult, Listing, PermanentListingError, TemporaryListingError, parse_ip
 from mailbot.sanitize import db_text
 
@@ -49,7 +50,11 @@ class DnsblSource:
             self.resolver.nameservers = [nameserver]
             self.resolver.port = port
         else:
-            self.resolver = dns.resolver.Resolver()
+            try:
+                self.resolver = dns.resolver.Resolver()
+            except dns.resolver.NoResolverConfiguration:
+                raise ConfigError("listing.dnsbl_nameserver: this host has no resolver configured "
+                                  "(/etc/resolv.conf): name the nameserver to ask") from None
         self.resolver.lifetime = timeout
         self.resolver.timeout = timeout
 

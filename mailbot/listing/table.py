@@ -279,8 +279,11 @@ def import_rows(engine: Engine, rows: Sequence[NewListing], actor: str) -> tuple
     already: list[str] = []
     now = clock.utcnow()
     with _write(engine) as session:
-        listed = set(session.exec(select(ListingEntry.network).where(
-            col(ListingEntry.network).in_([str(r.network) for r in rows]))).all()) if rows else set()
+        names = [str(r.network) for r in rows]
+        listed: set[str] = set()
+        for i in range(0, len(names), 500):  # bound parameters per statement are limited (SQLite, PostgreSQL)
+            listed.update(session.exec(select(ListingEntry.network).where(
+                col(ListingEntry.network).in_(names[i:i + 500]))).all())
         for r in rows:
             net = str(r.network)
             if net in listed:
