@@ -11,6 +11,7 @@ the value from a file, so secrets never need to be in the TOML.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import ssl
@@ -274,6 +275,66 @@ class TemplatesConfig(_Section):
         return v
 
 
+class ListingConfig(_Section):
+    """Where the desk looks IPs up and delists them (mailbot.listing). No source: no lookups at all."""
+
+    source: Literal["table", "dnsbl", "http", "command"] | None = None
+    cache_seconds: float = Field(60.0, ge=0, le=86400)
+    repeat_days: float = Field(90.0, ge=0, le=3650)
+    timeout_seconds: float = Field(5.0, gt=0, le=300)
+    lookup_attempts: int = Field(2, ge=1, le=10)
+    delist_attempts: int = Field(5, ge=1, le=20)
+    retry_base_seconds: float = Field(1.0, ge=0, le=600)
+    retry_max_seconds: float = Field(30.0, ge=0, le=3600)
+    dnsbl_zone: str = ""
+    dnsbl_nameserver: str = ""
+    dnsbl_port: int = Field(53, ge=1, le=65535)
+    http_url: str = ""
+    token_file: str | None = None
+    command: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_token_here(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "token" in data:
+            raise ValueError("token: never in the TOML; put it in a file named by token_file, "
+                             "or in the environment as MAILBOT_LISTING_TOKEN")
+        return data
+
+    @model_validator(mode="after")
+    def _needs(self) -> ListingConfig:
+        if self.source == "dnsbl":
+            if not re.fullmatch(r"(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
+                                r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?", self.dnsbl_zone):
+                raise ValueError("dnsbl_zone: required when source = \"dnsbl\": the list's zone, "
+                                 f"like \"bl.example.org\" (got {self.dnsbl_zone!r})")
+            if self.dnsbl_nameserver:
+                try:
+                    ipaddress.ip_address(self.dnsbl_nameserver)
+                except ValueError:
+                    raise ValueError(f"dnsbl_nameserver: must be an IP address, got {self.dnsbl_nameserver!r}") \
+                        from None
+        if self.source == "http" and not re.match(r"https?://[^/\s]+", self.http_url):
+            raise ValueError("http_url: required when source = \"http\": the service's base URL, like "
+                             f"\"https://list.example.org/api\" (got {self.http_url!r})")
+        if self.source == "command" and not self.command:
+            raise ValueError("command: required when source = \"command\": the program and its arguments, "
+                             "like [\"/usr/local/bin/list-client\", \"--json\"]")
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError("retry_max_seconds: must not be less than retry_base_seconds")
+        return self
+
+    def token(self, environ: dict[str, str] | None = None, base: Path | None = None) -> str | None:
+        """The bearer token of the http source: MAILBOT_LISTING_TOKEN, else the token file's content."""
+        env = os.environ if environ is None else environ
+        if env.get("MAILBOT_LISTING_TOKEN"):
+            return env["MAILBOT_LISTING_TOKEN"].strip()
+        if not self.token_file:
+            return None
+        path = Path(self.token_file).expanduser()
+        return _read_secret(None, str(base / path if base and not path.is_absolute() else path), "listing.token")
+
+
 class Config(_Section):
     mailbox: MailboxConfig
     outgoing: OutgoingConfig
@@ -289,6 +350,7 @@ class Config(_Section):
     metrics: MetricsConfig = MetricsConfig()
     alerts: AlertsConfig = AlertsConfig()
     extraction: ExtractionConfig = ExtractionConfig()
+    listing: ListingConfig = ListingConfig()
     base_dir: str = Field(".", exclude=True)
     """Directory of the config file; relative paths in it are taken from there."""
 
@@ -304,7 +366,7 @@ class Config(_Section):
 
 
 SECTIONS = ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "digest", "replies", "templates",
-            "log", "metrics", "alerts", "extraction")
+            "log", "metrics", "alerts", "extraction", "listing")
 
 
 def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:

@@ -11,12 +11,16 @@ the base class once (`mailbot.cli.operator_errors`), so a new error only has to 
     │   ├── StaffError              a staff action refused (staff.py)
     │   ├── InitError               the config was not written (init.py)
     │   ├── ExtractorUnavailable    no extraction worker could be started (extractor.py)
-    │   └── SchemaBehind            a read-only command met an older schema (schema.py)
+    │   ├── SchemaBehind            a read-only command met an older schema (schema.py)
+    │   ├── TableError              a change to the listing table refused (listing/table.py)
+    │   │   └── CsvError            a CSV file not imported, every bad line named (listing/csvfile.py)
+    │   └── PermanentListingError   a listing source refused or cannot (listing/base.py)
     ├── ConfigurationError          exit 2: the configuration cannot be used
     │   └── ConfigError             names the key (config.py)
     └── Unreachable                 exit 3: a server or the database cannot be reached or used
         ├── SourceError             the mailbox: names the server and user (source.py)
-        └── DatabaseError           the database: names it, never the password (db.py)
+        ├── DatabaseError           the database: names it, never the password (db.py)
+        └── TemporaryListingError   a listing source did not answer; retry later (listing/base.py)
 
 This module imports nothing from mailbot, so every module can raise from it without a cycle.
 """

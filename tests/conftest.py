@@ -1,6 +1,7 @@
 """Shared fixtures: the real servers of tests/servers.py (Dovecot, SMTP, databases)."""
 
 from app import cli_desk, make_world, world  # noqa: F401  (mailbot wired to those servers)
+from listing_servers import dnsbl, list_service  # noqa: F401  (the DNS server and list service of #17)
 from servers import (  # noqa: F401  (fixtures are found by name)
     database_url,
     dovecot,

@@ -7,6 +7,8 @@
   its failed attempts (quarantined after three).
 - `Ticket`, `TicketEvent`: the desk's work and its history; `TicketSender`:
   who may act on a ticket, and what each of them forwarded.
+- `ListingEntry`, `ListingHistory`: the desk's own block list and its history
+  (defined in `mailbot.store.listing_tables`, registered here with the rest).
 - `OutboxMail`: every outgoing mail, rendered once (Message-ID fixed), sent
   by the outbox job. `dedupe_key` makes "once per ticket and recipient" a
   database fact rather than a hope.
@@ -19,6 +21,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from mailbot.store.listing_tables import ListingEntry, ListingHistory  # noqa: F401  (registers the listing tables)
 from mailbot.store.states import MessageState, OutboxState
 
 # Whatever comes from a message (its headers, addresses, Message-ID) goes into unbounded
