@@ -1,13 +1,5 @@
-"""Configuration: one TOML file, validated into typed sections.
-
-`load(path)` returns a `Config` or raises `ConfigError` whose message names
-the key and what is wrong with it (never a traceback for the operator).
-Every key is documented in `config.example.toml`; a test checks that.
-
-Any key can be overridden from the environment as `MAILBOT_<SECTION>_<KEY>`
-(e.g. `MAILBOT_MAILBOX_PASSWORD`), and `MAILBOT_<SECTION>_<KEY>_FILE` reads
-the value from a file, so secrets never need to be in the TOML.
-"""
+"""The sections of the configuration, one class each, validated by pydantic: a wrong value
+names its key and what is wrong. `mailbot.config` assembles them into `Config`."""
 
 from __future__ import annotations
 
@@ -15,12 +7,11 @@ import ipaddress
 import os
 import re
 import ssl
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mailbot.errors import ConfigurationError
 from mailbot.extraction.findings import Kind
@@ -33,11 +24,11 @@ class ConfigError(ConfigurationError):
     """The configuration cannot be used; the message names the key."""
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _TlsClient(_Section):
+class _TlsClient(Section):
     """A client of a TLS server (the mailbox, the SMTP server)."""
 
     tls_verify: bool = True
@@ -132,7 +123,7 @@ class OutgoingConfig(_TlsClient):
         return _read_secret(self.password, self.password_file, "outgoing.password")
 
 
-class DatabaseConfig(_Section):
+class DatabaseConfig(Section):
     url: str = "sqlite:///mailbot.db"
 
     @field_validator("url")
@@ -143,7 +134,7 @@ class DatabaseConfig(_Section):
         return v
 
 
-class DeskConfig(_Section):
+class DeskConfig(Section):
     name: str = "Delist desk"
     timezone: str = "UTC"
     own_addresses: tuple[str, ...] = ()
@@ -175,7 +166,7 @@ class DeskConfig(_Section):
         return ZoneInfo(self.timezone)
 
 
-class RuleConfig(_Section):
+class RuleConfig(Section):
     """One policy rule: a rejection matches when it meets every criterion the rule gives."""
 
     name: str
@@ -200,21 +191,21 @@ class RuleConfig(_Section):
         return self
 
 
-class PolicyConfig(_Section):
+class PolicyConfig(Section):
     portal_url: str = "https://sender.office.com/"
     rules: tuple[RuleConfig, ...] | None = None
     non_delistable: tuple[str, ...] | None = None
     allow_ranges: tuple[str, ...] = ()
 
 
-class SlaConfig(_Section):
+class SlaConfig(Section):
     hours: float = Field(48.0, gt=0)
     escalate_before: float = Field(8.0, ge=0)
     sweep_seconds: float = Field(300.0, gt=0)
     reopen_on_thanks: bool = False
 
 
-class DigestConfig(_Section):
+class DigestConfig(Section):
     enabled: bool = True
     cron: str = "0 8 * * *"
 
@@ -226,7 +217,7 @@ class DigestConfig(_Section):
         return v
 
 
-class RepliesConfig(_Section):
+class RepliesConfig(Section):
     """Limits on automatic replies, and whose Authentication-Results to believe."""
 
     per_recipient_daily: int = Field(10, ge=0)
@@ -236,33 +227,33 @@ class RepliesConfig(_Section):
     trust_topmost: bool = False
 
 
-class ScheduleConfig(_Section):
+class ScheduleConfig(Section):
     poll_seconds: float = Field(60.0, gt=0)
     flush_seconds: float = Field(15.0, gt=0)
 
 
-class LogConfig(_Section):
+class LogConfig(Section):
     format: Literal["text", "json"] = "text"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(Section):
     port: int = Field(0, ge=0, le=65535)
     address: str = "127.0.0.1"
 
 
-class ExtractionConfig(_Section):
+class ExtractionConfig(Section):
     """What reading one message's NDR may cost; a message that costs more is quarantined."""
 
     seconds: float = Field(5.0, gt=0, le=600)
     memory_mb: int = Field(1024, ge=64, le=1024 * 1024)
 
 
-class AlertsConfig(_Section):
+class AlertsConfig(Section):
     poll_failure_minutes: float = Field(30.0, gt=0)
 
 
-class TemplatesConfig(_Section):
+class TemplatesConfig(Section):
     dir: str | None = None
     language: str = "en"
 
@@ -275,7 +266,7 @@ class TemplatesConfig(_Section):
         return v
 
 
-class ListingConfig(_Section):
+class ListingConfig(Section):
     """Where the desk looks IPs up and delists them (mailbot.listing). No source: no lookups at all."""
 
     source: Literal["table", "dnsbl", "http", "command"] | None = None
@@ -333,118 +324,3 @@ class ListingConfig(_Section):
             return None
         path = Path(self.token_file).expanduser()
         return _read_secret(None, str(base / path if base and not path.is_absolute() else path), "listing.token")
-
-
-class Config(_Section):
-    mailbox: MailboxConfig
-    outgoing: OutgoingConfig
-    database: DatabaseConfig = DatabaseConfig()
-    desk: DeskConfig = DeskConfig()
-    policy: PolicyConfig = PolicyConfig()
-    sla: SlaConfig = SlaConfig()
-    schedule: ScheduleConfig = ScheduleConfig()
-    replies: RepliesConfig = RepliesConfig()
-    digest: DigestConfig = DigestConfig()
-    templates: TemplatesConfig = TemplatesConfig()
-    log: LogConfig = LogConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    alerts: AlertsConfig = AlertsConfig()
-    extraction: ExtractionConfig = ExtractionConfig()
-    listing: ListingConfig = ListingConfig()
-    base_dir: str = Field(".", exclude=True)
-    """Directory of the config file; relative paths in it are taken from there."""
-
-    def path(self, p: str) -> Path:
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else Path(self.base_dir) / q
-
-    @property
-    def own_addresses(self) -> frozenset[str]:
-        own = {a.lower() for a in self.desk.own_addresses}
-        own.add(self.outgoing.from_address.lower())
-        return frozenset(own)
-
-
-SECTIONS = ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "digest", "replies", "templates",
-            "log", "metrics", "alerts", "extraction", "listing")
-
-
-def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:
-    """Apply MAILBOT_<SECTION>_<KEY>[_FILE] on top of the file's values."""
-    for section in SECTIONS:
-        model = Config.model_fields[section].annotation
-        fields = getattr(model, "model_fields", {})
-        for key in fields:
-            env = f"MAILBOT_{section.upper()}_{key.upper()}"
-            value: str | None = environ.get(env)
-            if value is None and env + "_FILE" in environ:
-                try:
-                    value = Path(environ[env + "_FILE"]).read_text(encoding="utf-8").strip()
-                except OSError as e:
-                    raise ConfigError(f"{env}_FILE: cannot read {environ[env + '_FILE']}: {e.strerror}") from None
-            if value is not None:
-                data.setdefault(section, {})[key] = _coerce_env(value, fields[key].annotation)
-
-
-def _coerce_env(value: str, annotation: object) -> object:
-    if "tuple" in str(annotation):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return value
-
-
-def _describe(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (is it misspelt, or in the wrong [section]?)"
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        elif msg.startswith("Value error, "):
-            msg = msg.removeprefix("Value error, ")
-            # validators of a whole section name the key inside the message
-            if ": " in msg and " " not in msg.split(": ", 1)[0]:
-                key, msg = msg.split(": ", 1)
-                loc = f"{loc}.{key}" if loc else key
-        elif "input" in e and e["type"] not in ("missing",):
-            msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"{loc}: {msg}")
-    return "; ".join(lines)
-
-
-def parse(data: dict[str, Any], base_dir: str = ".", environ: dict[str, str] | None = None) -> Config:
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    _env_overrides(data, dict(os.environ) if environ is None else environ)
-    try:
-        return Config(**data, base_dir=base_dir)
-    except ValidationError as e:
-        raise ConfigError(_describe(e)) from None
-
-
-def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p} not found (write one with `mailbot init`; "
-                          "`mailbot init --example` shows every key)") from None
-    except OSError as e:
-        raise ConfigError(f"config file {p}: {e.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    try:
-        return parse(data, base_dir=str(p.resolve().parent), environ=environ)
-    except ConfigError as e:
-        raise ConfigError(f"{p}: {e}") from None
-
-
-def database_url(config: Config) -> str:
-    """The database URL with a relative SQLite path taken from the config's directory."""
-    url = config.database.url
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
-        return prefix + str(config.path(url.removeprefix(prefix)))
-    return url
