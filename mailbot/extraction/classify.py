@@ -77,9 +77,10 @@ _PHRASES: tuple[tuple[Kind, tuple[str, ...]], ...] = (
     ("rate_limit", ("rate limit", "rate limited", "ratelimit", "rate-limited", "too many",
                     "temporarily deferred", "deferred due to", "unexpected volume", "unusual rate",
                     "exceeded the rate", "exceeded permitted limits", "sending quota", "submission quota",
-                    "daily limit", "message rate", "connection rate", "try again later", "server busy", "greylisted",
-                    "relay quota", "sending limit", "sending rate",
-                    "greylisting", "graylisted", "throttled", "throttling")),
+                    "daily limit", "message rate", "connection rate", "try again later", "server busy",
+                    "relay quota", "sending limit", "sending rate", "throttled", "throttling",
+                    # A deferral to see whether the sender retries: nothing to delist either.
+                    "greylisted", "greylisting", "graylisted")),
     ("ip_block", ("blocked using", "listed in", "listed on", "listed at", "listed by", "blacklist",
                   "blocklist", "block list", "black list", "block-list", "blocklisted", "blacklisted",
                   "block listed", "RBL", "DNSBL", "reputation", "banned sending IP", "banned sender",
@@ -105,11 +106,11 @@ _PHRASES: tuple[tuple[Kind, tuple[str, ...]], ...] = (
 )
 _WEAK_POLICY = ("access denied", "not allowed", "not authorized", "exceeds", "denied", "rejected", "refused",
                 "blocked")
-"""Postfix's "Client host rejected:", "Recipient address rejected:" say at which step, not why."""
+"""Words of a refusal that say no more than that, read after the issuer's default kind (Postfix's "Client
+host rejected:", "Recipient address rejected:" say at which step, not why)."""
 _CODE_CLASS: dict[int, Kind] = {7: "policy", 6: "content"}
 """RFC 3463 subjects that still say something when nothing else did: X.7.x security or policy, X.6.x the
 message's content or media."""
-"""Words of a refusal that say no more than that: after the issuer's default kind."""
 
 
 def _words(words: Sequence[str]) -> re.Pattern[str]:
