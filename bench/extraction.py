@@ -4,7 +4,10 @@ Prints accuracy (reply code, status, IP set) overall, by forward variant and
 by category for rows of confidence high/medium (also without the labels
 listed as disputed in tests/corpus.py), the decoy IPs reported, the
 rate in messages per second, and the rate of `email.message_from_bytes`
-alone over the same bytes in the same run (best of three, alternating). The last line is one JSON object
+alone over the same bytes in the same run (best of three, alternating); and
+the accuracy of the classification (kind and issuer, overall and by the
+expected value) on the rows where bench/expected_class.py can derive the
+expected value unambiguously (the labels carry neither). The last line is one JSON object
 of these figures. Usage: .venv/bin/python bench/extraction.py [--misses]
 """
 
@@ -20,9 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from corpus import DECOY_IPS, MS_BAN, Row, ips_match, load_rows
+from corpus import DECOY_IPS, MS_BAN, Row, corpus_dir, ips_match, load_rows
+from expected_class import UNSET, expected_issuer, expected_kind, load_sisimai
 
-from mailbot.extraction import extract
+from mailbot.extraction import Extraction, extract
 
 FIELDS = ("reply", "status", "ips")
 
@@ -81,6 +85,7 @@ def main() -> None:
         if (r.scored or r.category in MS_BAN) and not all(ok.values()):
             misses.append(_miss(r, ex.reply_code, ex.status, ex.ips, ok))
 
+    classification, class_misses = _classification(rows, results)
     n = len(files)
     figures = {
         "rows": len(rows),
@@ -95,6 +100,7 @@ def main() -> None:
         "msgs_per_s": round(n / ours, 1),
         "baseline_msgs_per_s": round(n / base, 1),
         "ratio": round(base / ours, 3),
+        "classification": classification,
     }
     print(f"{len(rows)} rows, {figures['scored_rows']} scored (confidence high/medium)")
     print(f"{'':24} {'reply':>8} {'status':>8} {'ips':>8}")
@@ -112,11 +118,52 @@ def main() -> None:
     if show_misses:
         for m in misses:
             print("  " + m)
+    print(f"classification (rows with an expected value: kind {classification['kind_rows']}, "
+          f"issuer {classification['issuer_rows']}):")
+    print(f"  kind   {classification['kind']:6.2f}%   issuer {classification['issuer']:6.2f}%")
+    for field in ("kind", "issuer"):
+        for k, v in classification[f"by_{field}"].items():
+            print(f"  {field:6} {k:20} {v['accuracy']:6.2f}% of {v['rows']}")
+    print(f"classification misses: {len(class_misses)}")
+    if show_misses:
+        for m in class_misses:
+            print("  " + m)
     print(
         f"throughput: {figures['msgs_per_s']} msg/s; message_from_bytes alone: "
         f"{figures['baseline_msgs_per_s']} msg/s; ratio {figures['ratio']}"
     )
     print(json.dumps(figures, sort_keys=True))
+
+
+def _classification(rows: list[Row], results: dict[str, Extraction]) -> tuple[dict[str, object], list[str]]:
+    """Kind and issuer accuracy on scored rows whose expected values are derivable (bench/expected_class.py)."""
+    sisimai = load_sisimai(corpus_dir())
+    hits: dict[str, dict[str, list[int]]] = {"kind": defaultdict(list), "issuer": defaultdict(list)}
+    misses: list[str] = []
+    for r in rows:
+        if not r.scored or r.disputed or not (r.expected_status or r.expected_reply):
+            continue
+        ex = results[r.variant_file]
+        for field, want in (("kind", expected_kind(r.file, r.category, r.expected_status, sisimai)),
+                            ("issuer", expected_issuer(r.file, r.category, r.expected_status, sisimai,
+                                                       r.path.read_bytes()))):
+            if want is UNSET:
+                continue
+            got = ex.kind if field == "kind" else ex.issuer
+            ok = got in want if isinstance(want, frozenset) else got == want
+            label = "|".join(sorted(want)) if isinstance(want, frozenset) else str(want)
+            hits[field][label].append(int(ok))
+            if not ok:
+                misses.append(f"{r.variant_file} [{r.variant}] {field}: expected {label} got {got} "
+                              f"({(ex.text or '')[:100]!r})")
+    out: dict[str, object] = {}
+    for field, by in hits.items():
+        every = [h for v in by.values() for h in v]
+        out[field] = round(100.0 * sum(every) / len(every), 2) if every else 100.0
+        out[f"{field}_rows"] = len(every)
+        out[f"by_{field}"] = {k: {"accuracy": round(100.0 * sum(v) / len(v), 2), "rows": len(v)}
+                              for k, v in sorted(by.items())}
+    return out, misses
 
 
 def _line(name: str, acc: dict[str, float]) -> str:

@@ -58,6 +58,21 @@ SHAPES: dict[str, tuple[bytes, Body]] = {
         + REJECTION + b"\r\n--in--"),
     # The hostile part is the Content-Type parameter list, not the text.
     "ct-params": (b'text/plain; a="', lambda n: _fill(b";", n)),
+    # Text as people paste it (issue #15): quoted forever, escaped by a web page or a log, code blocks,
+    # log lines, header blocks that look like a pasted message, one endless multi-line reply.
+    "quoted-forever": (b"text/plain", lambda n: _fill(b"> ", n) + REJECTION),
+    "entities": (b"text/plain", lambda n: _fill(b"&gt;&#39;&", n) + b"\n" + REJECTION),
+    "literal-escapes": (b"text/plain", lambda n: REJECTION + _fill(b"\\r\\n\\u003c\\", n)),
+    # (Lines long enough that the part's MAX_LINES keeps the rejection at the end.)
+    "pre-blocks": (b"text/html", lambda n: _fill(b"<pre>" + b"a" * 200 + b"\n</pre><pre>", n) + b"</pre><br>"
+                   + REJECTION),
+    "log-lines": (b"text/plain", lambda n: _fill(b"Jun  3 09:14:03 mx smtpd[1]: connect from x[198.51.100.1]\n", n)
+                  + REJECTION),
+    "header-blocks": (b"text/plain", lambda n: _fill(
+        b"Received: " + b"x" * 100 + b"\nFrom: a\nDate: b\nContent-Type: multipart/mixed; boundary=q\n\n", n)
+        + REJECTION),
+    "multi-line-reply": (b"text/plain", lambda n: _fill(b"550-5.7.511 " + b"x" * 60 + b"\n", n) + REJECTION),
+    "issuer-words": (b"text/plain", lambda n: REJECTION + b" " + _fill(b"AS(1spamhaus S31 mx.google.com ", n)),
 }
 
 

@@ -74,10 +74,26 @@ class Issuer:
     fragments: tuple[Fragment, ...] = ()
 
     def has_code(self, status: str) -> bool:
-        return _in_any(status, self.codes)
+        key = _key(status)
+        return key is not None and self.has_key(key)
+
+    def has_key(self, key: Code) -> bool:
+        """`has_code` for a status already split into numbers (`status_key`)."""
+        return any(lo <= key <= hi for lo, hi in self._code_ranges)
 
     def kind_for(self, status: str) -> Kind | None:
-        return next((k for spec, k in self.kinds if _in_any(status, (spec,))), None)
+        key = _key(status)
+        if key is None:
+            return None
+        return next((k for (lo, hi), k in self._kind_ranges if lo <= key <= hi), None)
+
+    @cached_property
+    def _code_ranges(self) -> tuple[tuple[Code, Code], ...]:
+        return tuple(r for spec in self.codes if (r := _range(spec)))
+
+    @cached_property
+    def _kind_ranges(self) -> tuple[tuple[tuple[Code, Code], Kind], ...]:
+        return tuple((r, k) for spec, k in self.kinds if (r := _range(spec)))
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,12 @@ class CompiledIssuer:
     host_regex: re.Pattern[str] | None = None
     phrase_kind_regex: re.Pattern[str] | None = None
     phrase_kinds: dict[str, Kind] = field(default_factory=dict)
+    kind_literals: re.Pattern[str] | None = None
+    """The lower-case text every phrase-kind pattern contains, as one plain alternation: where none of
+    it is in a rejection's lower-cased text, the patterns are not run over it."""
+
+    def may_kind(self, lowered: str) -> bool:
+        return self.kind_literals is not None and self.kind_literals.search(lowered) is not None
 
 
 @dataclass(frozen=True)
@@ -138,8 +160,35 @@ class IssuerTable:
     @cached_property
     def fragment_regex(self) -> re.Pattern[str] | None:
         """Every fragment phrase of every issuer, in table order, one named group each (see `fragment_of`)."""
-        alts = [f"(?P<f{k}>{_regex(f.phrase)})" for k, (_, f) in enumerate(self._fragments)]
+        alts = [f"(?P<f{k}>{word_regex(f.phrase)})" for k, (_, f) in enumerate(self._fragments)]
         return re.compile("|".join(alts), re.I) if alts else None
+
+    def candidates(self, lowered: str) -> set[int]:
+        """Indexes of the issuers whose text or host patterns may match `lowered` (lower-cased text):
+        the others need not be run over it. One search per occurrence of a pattern's literal part."""
+        rx, closure = self._literal_index
+        out: set[int] = set()
+        if rx is None:
+            return out
+        m = rx.search(lowered)
+        while m is not None:
+            out |= closure[m.group(0)]
+            # Overlapping literals ("olc.protection.outlook.com", "protection.outlook.com"): go on
+            # from the next character, not from the end of this one.
+            m = rx.search(lowered, m.start() + 1)
+        return out
+
+    @cached_property
+    def _literal_index(self) -> tuple[re.Pattern[str] | None, dict[str, frozenset[int]]]:
+        owners: dict[str, set[int]] = {}
+        for n, c in enumerate(self.compiled):
+            for p in [*(w.pattern for w in c.groups.values()), *c.issuer.hosts]:
+                owners.setdefault(_literal(p), set()).add(n)
+        found = sorted(owners, key=len, reverse=True)
+        # The longest literal found at a place hides the shorter ones that start there: it stands for them.
+        closure = {lit: frozenset(n for o in owners if lit.startswith(o) for n in owners[o]) for lit in found}
+        rx = re.compile("|".join(re.escape(lit) for lit in found)) if found else None
+        return rx, closure
 
     def fragment_of(self, group: str) -> tuple[Issuer, Fragment]:
         return self._fragments[int(group[1:])]
@@ -307,6 +356,11 @@ def _patterns(value: Any, where: str) -> tuple[str, ...]:
 # Codes ----------------------------------------------------------------------------
 
 
+def status_key(code: str | None) -> Code | None:
+    """"5.7.606" -> (5, 7, 606); None for anything else."""
+    return _key(code) if code else None
+
+
 def _key(code: str) -> Code | None:
     if not _CODE.match(code):
         return None
@@ -339,18 +393,33 @@ def in_family(status: str, family: str) -> bool:
 # Patterns -------------------------------------------------------------------------
 
 
-def _regex(pattern: str) -> str:
-    """Literal text, `#` one digit, white space any run of it; word boundaries at alphanumeric ends."""
+def word_regex(pattern: str) -> str:
+    """Literal text, `#` one digit, white space any run of it; word boundaries at alphanumeric ends.
+
+    The start boundary is tested after the first character ("s(?<!\\w.)pf"), not before it: an
+    alternation whose branches all start with a literal lets the regex engine skip, at C speed,
+    every position where none can start (ten times faster over a rejection's text)."""
     parts: list[str] = []
     for word in pattern.split():
         parts.append("".join(r"\d" if ch == "#" else re.escape(ch) for ch in word))
     body = r"\s+".join(parts)
-    if pattern[0].isalnum() or pattern[0] == "_":
-        body = r"(?<!\w)" + body
+    first = pattern[0]
+    if first.isalnum() or first == "_":
+        body = re.escape(first) + r"(?<!\w.)" + body[len(re.escape(first)) :]
     last = pattern.rstrip()[-1]
     if (last.isalnum() or last == "_") and last != "#":
         body += r"(?!\w)"
     return body
+
+
+def _literal(pattern: str) -> str:
+    """The longest run of the pattern without a placeholder, lower case: every match contains it."""
+    return max(re.split(r"#|\s+", pattern.lower()), key=len)
+
+
+def _literals(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    found = sorted({_literal(p) for p in patterns}, key=len, reverse=True)
+    return re.compile("|".join(re.escape(lit) for lit in found)) if found else None
 
 
 def _host_regex(hosts: Sequence[str]) -> re.Pattern[str] | None:
@@ -373,12 +442,12 @@ def _compile(issuer: Issuer) -> CompiledIssuer:
             seen.add(p.lower())
             name = f"p{len(groups)}"
             groups[name] = Weighted(p, weight)
-            alts.append(f"(?P<{name}>{_regex(p)})")
+            alts.append(f"(?P<{name}>{word_regex(p)})")
     kind_alts: list[str] = []
     phrase_kinds: dict[str, Kind] = {}
     for n, (p, kind) in enumerate(issuer.phrase_kinds):
         phrase_kinds[f"k{n}"] = kind
-        kind_alts.append(f"(?P<k{n}>{_regex(p)})")
+        kind_alts.append(f"(?P<k{n}>{word_regex(p)})")
     return CompiledIssuer(
         issuer=issuer,
         text_regex=re.compile("|".join(alts), re.I) if alts else None,
@@ -386,4 +455,5 @@ def _compile(issuer: Issuer) -> CompiledIssuer:
         host_regex=_host_regex(issuer.hosts),
         phrase_kind_regex=re.compile("|".join(kind_alts), re.I) if kind_alts else None,
         phrase_kinds=phrase_kinds,
+        kind_literals=_literals(p for p, _ in issuer.phrase_kinds),
     )

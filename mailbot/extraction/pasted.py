@@ -41,14 +41,16 @@ _HEADER_LINE = re.compile(r"^([A-Za-z][\w\-]{0,60}):[ \t]*(.*)$")
 _MBOX_FROM = re.compile(r"^From \S+ +\S")
 _ORIGIN = frozenset({"return-path", "received", "from", "date", "message-id", "delivered-to", "x-original-to"})
 _NEEDS_DECODING = re.compile(r"^(?:multipart/|message/)|\b(?:base64|quoted-printable)\b", re.I)
+_MIME_HEADER = re.compile(r"^content-(?:type|transfer-encoding):[^\n]*?(?:multipart/|message/|base64|quoted-printable)",
+                          re.I | re.M)
 MIN_HEADERS = 4
 """Header lines a pasted message starts with, at least: a forward's own From/Date/Subject/To are not one."""
 
 
 def embedded_message(text: str) -> int | None:
     """Where a pasted message (a header block whose MIME headers say the body is encoded) starts."""
-    if "content-t" not in text.lower():
-        return None
+    if not _MIME_HEADER.search(text):
+        return None  # most text: no header that says a body is encoded, no line-by-line look
     start = 0  # offset of the current line
     block_start: int | None = None
     count = 0

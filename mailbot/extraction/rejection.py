@@ -59,7 +59,7 @@ def _logical(lines: list[str], skip: set[int], first: int, limit: int) -> list[t
         j = i + 1
         while j < limit and j not in skip and lines[j].strip() and not _HEADER.match(lines[j]):
             nxt = lines[j]
-            if _indent(nxt) > base or _carries_on(parts[-1], nxt, base):
+            if _indent(nxt) > base or _carries_on(parts[-1], nxt, base, parts[0]):
                 parts.append(nxt.strip())
                 j += 1
                 continue
@@ -90,22 +90,24 @@ def _unclosed(text: str) -> bool:
 _ENDS_WITH_REPLY = re.compile(r"(?<![\w.\-/=%])[45]\d\d$")
 _STARTS_WITH_STATUS = re.compile(r"^\s*[45]\.\d{1,3}\.\d")
 # One multi-line SMTP reply: "550-5.7.1 ... is\n550-5.7.1 likely unsolicited mail ...\n550 5.7.1 ...".
-# A log line starts a record of its own: syslog "Jun  3 09:14:03", ISO "2025-06-03 09:14:03" or "...T09:14".
+# A log line: syslog "Jun  3 09:14:03", ISO "2025-06-03 09:14:03" or "...T09:14". After another, it
+# starts a record of its own.
 _LOG_LINE = re.compile(r"^\s*(?:[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\d[T ]\d\d:\d\d)")
 _MULTILINE = re.compile(r"^(?:<<<\s*)?([45]\d\d)-")
 _NEXT_REPLY_LINE = re.compile(r"^\s*(?:<<<\s*)?([45]\d\d)[\- ]")
 
 
-def _carries_on(prev: str, nxt: str, base: int) -> bool:
-    """A line the forwarding client wrapped: same indent, the sentence is not over."""
+def _carries_on(prev: str, nxt: str, base: int, head: str = "") -> bool:
+    """A line the forwarding client wrapped: same indent, the sentence is not over. `head` is the
+    logical line's first line: a log record (it starts with a time stamp) ends where the next starts."""
     if _indent(nxt) != base:
         return False
     if _ENDS_WITH_REPLY.search(prev) and _STARTS_WITH_STATUS.match(nxt):
         return True
-    first, then = _MULTILINE.match(prev), _NEXT_REPLY_LINE.match(nxt)
-    if first and then and first.group(1) == then.group(1):
+    opened, then = _MULTILINE.match(prev), _NEXT_REPLY_LINE.match(nxt)
+    if opened and then and opened.group(1) == then.group(1):
         return True
-    if _NEW_RECORD.match(nxt) or _STARTS_WITH_CODE.match(nxt) or _LOG_LINE.match(nxt):
+    if _NEW_RECORD.match(nxt) or _STARTS_WITH_CODE.match(nxt) or (_LOG_LINE.match(nxt) and _LOG_LINE.match(head)):
         return False
     # An unclosed bracket or quote, or a line that ends mid-word-run, continues.
     if _unclosed(prev):
