@@ -19,7 +19,8 @@ from sqlmodel import Session, col, select
 from mailbot.config import parse
 from mailbot.db import create_schema, make_engine
 from mailbot.listing import DelistStatus, Listing, PermanentListingError, open_lister
-from mailbot.listing.table import NewListing, TableError, add, delist, lookup, parse_network, remove
+from mailbot.listing.admin import NewListing, TableError, add, parse_network, remove
+from mailbot.listing.table import delist, lookup
 from mailbot.listing_tables import ListingEntry, ListingHistory
 
 ROOT = Path(__file__).resolve().parents[1]
