@@ -12,7 +12,7 @@ the base class once (`mailbot.cli.operator_errors`), so a new error only has to 
     │   ├── InitError               the config was not written (init.py)
     │   ├── ExtractorUnavailable    no extraction worker could be started (extractor.py)
     │   ├── SchemaBehind            a read-only command met an older schema (schema.py)
-    │   ├── TableError              a change to the listing table refused (listing/table.py)
+    │   ├── TableError              a change to the listing table refused (listing/admin.py)
     │   │   └── CsvError            a CSV file not imported, every bad line named (listing/csvfile.py)
     │   └── PermanentListingError   a listing source refused or cannot (listing/base.py)
     ├── ConfigurationError          exit 2: the configuration cannot be used

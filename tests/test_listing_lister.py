@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from mailbot.config import parse
-from mailbot.listing import Lister, Listing, LookupFailed, PermanentListingError, delist_key, is_repeat
-from mailbot.listing.table import NewListing, TableSource, add, parse_network
 from mailbot.store.engine import create_schema, make_engine
+from mailbot.listing import Lister, Listing, LookupFailed, PermanentListingError, delist_key, is_repeat
+from mailbot.listing.admin import NewListing, add, parse_network
+from mailbot.listing.table import TableSource
 
 
 def config(**listing: Any) -> Any:

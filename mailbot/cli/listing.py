@@ -29,7 +29,7 @@ from sqlmodel import Session
 from mailbot import clock
 from mailbot.config import Config, database_url, load
 from mailbot.errors import EXIT_UNREACHABLE, MailbotError
-from mailbot.listing import csvfile, table
+from mailbot.listing import admin, csvfile, table
 from mailbot.listing.base import aware
 from mailbot.outgoing.sanitize import printable
 from mailbot.store.engine import create_schema, fault_line, is_fault, make_engine, require_schema
@@ -120,7 +120,7 @@ def add(network: str, category: str | None, reason: str | None, origin: str | No
     """
     new = csvfile.new_listing(network, category, reason, origin, since)
     with _engine(write=True) as (config, engine):
-        entry = table.add(engine, new, _actor())
+        entry = admin.add(engine, new, _actor())
         click.echo(f"listed {entry.network} since {clock.local(entry.since, config.desk.zone)}")
 
 
@@ -135,9 +135,9 @@ def remove(network: str, reason: str) -> None:
     Example:
       mailbot listing remove 203.0.113.45 --reason "cleaned up, confirmed by phone"
     """
-    net = table.parse_network(network)
+    net = admin.parse_network(network)
     with _engine(write=True) as (_cfg, engine):
-        entry = table.remove(engine, net, _actor(), reason)
+        entry = admin.remove(engine, net, _actor(), reason)
         click.echo(f"delisted {entry.network}")
 
 
@@ -166,7 +166,7 @@ def show(network: str, as_json: bool) -> None:
     Example:
       mailbot listing show 203.0.113.45
     """
-    net = table.parse_network(network)
+    net = admin.parse_network(network)
     with _engine(write=False) as (config, engine), Session(engine) as session:
         entries = table.entries_overlapping(session, net)
         history = table.history_overlapping(session, net)
@@ -204,10 +204,10 @@ def import_(file: Path) -> None:
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise table.TableError(f"{file} is not UTF-8 text") from None
+        raise admin.TableError(f"{file} is not UTF-8 text") from None
     rows = csvfile.read(text)
     with _engine(write=True) as (_cfg, engine):
-        added, already = table.import_rows(engine, rows, _actor())
+        added, already = admin.import_rows(engine, rows, _actor())
     note = f" ({len(already)} already listed, left as they are: {', '.join(already[:10])}" \
            f"{' ...' if len(already) > 10 else ''})" if already else ""
     click.echo(f"imported {len(added)} listing(s) from {printable(file, one_line=True)}{note}")
@@ -223,4 +223,4 @@ def export() -> None:
       mailbot listing export > listings.csv
     """
     with _engine(write=False) as (_cfg, engine), Session(engine) as session:
-        csvfile.write(table.all_entries(session), sys.stdout)
+        csvfile.write(admin.all_entries(session), sys.stdout)

@@ -20,7 +20,8 @@ lookup that never raises (`LookupFailed` is a value to record as "lookup failed"
 
 Sources, chosen by `[listing] source` (`config.ListingConfig`):
 
-    table    mailbot's own tables (`table.py`), managed with `mailbot listing ...` (`commands.py`)
+    table    mailbot's own tables (`table.py`), managed with `mailbot listing ...` (`commands.py`,
+             `admin.py`, `csvfile.py`)
     dnsbl    an RFC 5782 DNS zone (`dnsbl.py`); lookups only, a delist is a permanent error
     http     the provider's list service (`http_api.py`), contract in docs/operators.md
     command  an operator's program, JSON on stdin and stdout (`program.py`)

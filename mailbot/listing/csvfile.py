@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from mailbot import clock
-from mailbot.listing.table import (
+from mailbot.listing.admin import (
     MAX_CATEGORY,
     MAX_ORIGIN,
     MAX_REASON,

@@ -1,8 +1,8 @@
 """The `table` source: the list kept in mailbot's own database (`mailbot.store.listing_tables`).
 
 Reads: `lookup(engine, ip)`, `entries_overlapping` and `history_overlapping` (for `show`).
-Writes, each one transaction: `add`, `remove` (staff, on the command line), `delist` (the
-desk's action, idempotent on its key), `import_rows`.
+Writes: `delist` (the desk's action, idempotent on its key), in `write_session`, which staff's
+changes (`admin.py`) use too, each recording its history row with `record`.
 
 A delist removes the IP's own entry (`/32`, `/128`). An IP that is listed as part of a wider
 network is not delisted by it (that would lift the whole network for one sender, or leave
@@ -17,7 +17,7 @@ on SQLite the write lock is taken first (`BEGIN IMMEDIATE`), which serialises th
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from mailbot import clock
-from mailbot.errors import CommandFailed
+from mailbot.store.engine import fault_line, is_fault
 from mailbot.listing.base import (
     DelistResult,
     DelistStatus,
@@ -40,57 +40,13 @@ from mailbot.listing.base import (
     aware,
     parse_ip,
 )
-from mailbot.outgoing.sanitize import db_text
-from mailbot.store.engine import fault_line, is_fault
 from mailbot.store.listing_tables import ListingEntry, ListingHistory
+from mailbot.outgoing.sanitize import db_text
 
 NAME = "table"
 LISTED = "listed"
 HOST_PREFIX = {4: 32, 6: 128}
-MAX_CATEGORY, MAX_ORIGIN, MAX_REASON = 100, 100, 2000
-
-
-class TableError(CommandFailed):
-    """A change to the listing table was refused (already listed, not listed, a bad value)."""
-
-
-def parse_network(value: str) -> IPNetwork:
-    """An IP (a one-address network) or a CIDR network; refuses host bits, zone ids and the like."""
-    text = value.strip()
-    if "/" not in text:
-        try:
-            ip = parse_ip(text)
-        except ValueError:
-            raise TableError(f"{value!r} is not an IP address or network (like 203.0.113.45 or 203.0.113.0/24)") \
-                from None
-        return ipaddress.ip_network(ip)
-    if len(text) > 64 or "%" in text:
-        raise TableError(f"{value[:70]!r} is not a network")
-    try:
-        return ipaddress.ip_network(text, strict=True)
-    except ValueError as e:
-        loose = _loose(text)
-        hint = f"; did you mean {loose}?" if loose else ""
-        raise TableError(f"{text!r} is not a network: {e}{hint}") from None
-
-
-def _loose(text: str) -> str | None:
-    try:
-        return str(ipaddress.ip_network(text, strict=False))
-    except ValueError:
-        return None
-
-
-def checked_text(value: str | None, what: str, limit: int) -> str | None:
-    """A category, origin or reason as staff typed it: no control characters, bounded."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F for c in value):
-        raise TableError(f"{what} has control characters (a line break, an escape): write it on one line")
-    if len(value) > limit:
-        raise TableError(f"{what} is longer than {limit} characters")
-    return value
+MAX_REASON = 2000
 
 
 @dataclass(frozen=True)
@@ -157,7 +113,7 @@ def listing_of(session: Session, ip: IPAddress) -> Listing:
 
 
 @contextmanager
-def _write(engine: Engine) -> Iterator[Session]:
+def write_session(engine: Engine) -> Iterator[Session]:
     """One write transaction; on SQLite it holds the write lock from its first statement, so
     what it reads cannot change before it writes (two daemons delisting at once)."""
     with Session(engine, expire_on_commit=False) as session:
@@ -187,7 +143,7 @@ def lookup(engine: Engine, ip: str) -> Listing:
         raise _db_error(engine, e, "lookup", ip) from None
 
 
-def _record(session: Session, entry: ListingEntry | None, net: IPNetwork, action: str, actor: str,
+def record(session: Session, entry: ListingEntry | None, net: IPNetwork, action: str, actor: str,
             why: str | None, now: datetime, ip: str | None = None, key: str | None = None) -> ListingHistory:
     b = bounds(net)
     row = ListingHistory(network=str(net), version=b.version, first=b.first, last=b.last, action=action, at=now,
@@ -223,7 +179,7 @@ def delist(engine: Engine, ip: str, key: str, actor: str, note: str | None) -> D
                                     operation="delist", ip=ip)
     try:
         try:
-            with _write(engine) as session:
+            with write_session(engine) as session:
                 done = _by_key(session, key)
                 if done:
                     return _replay(done, ip, key)
@@ -237,10 +193,10 @@ def delist(engine: Engine, ip: str, key: str, actor: str, note: str | None) -> D
                         source=NAME, operation="delist", ip=ip)
                 own = ipaddress.ip_network(address)
                 if entries:
-                    row = _record(session, entries[0], own, DelistStatus.DELISTED, actor, note, now, ip, key)
+                    row = record(session, entries[0], own, DelistStatus.DELISTED, actor, note, now, ip, key)
                     session.delete(entries[0])
                 else:
-                    row = _record(session, None, own, DelistStatus.NOT_LISTED, actor, note, now, ip, key)
+                    row = record(session, None, own, DelistStatus.NOT_LISTED, actor, note, now, ip, key)
                 session.flush()
                 return DelistResult(ip=ip, key=key, source=NAME, status=DelistStatus(row.action), at=now,
                                     answer=_answer(row))
@@ -253,85 +209,6 @@ def delist(engine: Engine, ip: str, key: str, actor: str, note: str | None) -> D
                 return _replay(done, ip, key)
     except SQLAlchemyError as e:
         raise _db_error(engine, e, "delist", ip) from None
-
-
-@dataclass(frozen=True)
-class NewListing:
-    """One row to add: the network, and what staff know about it."""
-
-    network: IPNetwork
-    category: str | None = None
-    reason: str | None = None
-    origin: str | None = None
-    since: datetime | None = None
-
-
-def _entry(n: NewListing, actor: str, now: datetime) -> ListingEntry:
-    b = bounds(n.network)
-    return ListingEntry(network=str(n.network), version=b.version, first=b.first, last=b.last,
-                        prefix=n.network.prefixlen, since=n.since or now, category=n.category, reason=n.reason,
-                        origin=n.origin, added_by=db_text(actor, 500) or "?")
-
-
-def import_rows(engine: Engine, rows: Sequence[NewListing], actor: str) -> tuple[list[str], list[str]]:
-    """Add every row not listed yet, in one transaction: (added, already listed) networks."""
-    added: list[str] = []
-    already: list[str] = []
-    now = clock.utcnow()
-    with _write(engine) as session:
-        names = [str(r.network) for r in rows]
-        listed: set[str] = set()
-        for i in range(0, len(names), 500):  # bound parameters per statement are limited (SQLite, PostgreSQL)
-            listed.update(session.exec(select(ListingEntry.network).where(
-                col(ListingEntry.network).in_(names[i:i + 500]))).all())
-        for r in rows:
-            net = str(r.network)
-            if net in listed:
-                already.append(net)
-                continue
-            entry = _entry(r, actor, now)
-            session.add(entry)
-            _record(session, entry, r.network, LISTED, actor, r.reason, now)
-            listed.add(net)
-            added.append(net)
-    return added, already
-
-
-def add(engine: Engine, new: NewListing, actor: str) -> ListingEntry:
-    try:
-        return _add(engine, new, actor)
-    except IntegrityError:  # added by someone else between our look and our insert
-        raise TableError(f"{new.network} is already listed") from None
-
-
-def _add(engine: Engine, new: NewListing, actor: str) -> ListingEntry:
-    with _write(engine) as session:
-        existing = session.exec(select(ListingEntry).where(ListingEntry.network == str(new.network))).first()
-        if existing:
-            raise TableError(f"{existing.network} is already listed (since {aware(existing.since):%Y-%m-%d %H:%M} "
-                             f"UTC, {existing.category or 'no category'}); remove it first to change it")
-        entry = _entry(new, actor, clock.utcnow())
-        session.add(entry)
-        _record(session, entry, new.network, LISTED, actor, new.reason, entry.since)
-        return entry
-
-
-def remove(engine: Engine, net: IPNetwork, actor: str, why: str) -> ListingEntry:
-    """Remove exactly `net`; an IP that is only inside a wider listed network names that network."""
-    with _write(engine) as session:
-        entry = session.exec(select(ListingEntry).where(ListingEntry.network == str(net)).with_for_update()).first()
-        if entry is None:
-            wider = [e.network for e in entries_overlapping(session, net)]
-            hint = f" (it is inside {', '.join(wider)}: remove that)" if wider else ""
-            raise TableError(f"{net} is not listed{hint}")
-        _record(session, entry, net, DelistStatus.DELISTED, actor, why, clock.utcnow())
-        session.delete(entry)
-        return entry
-
-
-def all_entries(session: Session) -> Iterable[ListingEntry]:
-    return session.exec(select(ListingEntry).order_by(col(ListingEntry.version), col(ListingEntry.first),
-                                                      col(ListingEntry.prefix)))
 
 
 class TableSource:
