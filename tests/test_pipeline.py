@@ -98,13 +98,27 @@ def test_a_forward_without_a_code_asks_for_the_ndr_as_an_attachment(world: World
     assert "the full rejection code" in body and "the IP address named in the rejection line" in body
 
 
-def test_another_code_asks_for_information_and_says_which_code_it_read(world: World) -> None:
+def test_an_unknown_recipient_is_explained_with_the_code_it_read(world: World) -> None:
+    # 5.1.351 is Exchange's unknown recipient: no block, nothing to delist (issue #15)
     world.deliver(corpus("forwards/maildir/bsd/lhost-office365-10/fwd_attach.eml"))
     world.run()
 
     [ticket] = world.tickets()
+    assert (ticket.state, ticket.status, ticket.kind) == ("not_a_block", "5.1.351", "recipient_unknown")
+    body = " ".join(world.smtp.wait_for(1)[0].message.get_body(("plain",)).get_content().split())
+    assert "5.1.351" in body and "The recipient address does not exist" in body
+
+
+def test_a_code_no_rule_handles_asks_for_information_and_says_which_code_it_read(make_world) -> None:  # type: ignore[no-untyped-def]
+    # a desk with only the procedure's two rules: anything else is asked about, naming what was read
+    w = make_world(policy={"rules": [{"name": "banned_sender", "codes": ["5.7.511"], "action": "ticket", "sla": True},
+                                     {"name": "self_service", "codes": ["5.7.606-5.7.649"], "action": "redirect"}]})
+    w.deliver(corpus("forwards/maildir/bsd/lhost-office365-10/fwd_attach.eml"))
+    w.run()
+
+    [ticket] = w.tickets()
     assert (ticket.state, ticket.status) == ("needs_info", "5.1.351")
-    body = world.smtp.wait_for(1)[0].message.get_body(("plain",)).get_content()
+    body = w.smtp.wait_for(1)[0].message.get_body(("plain",)).get_content()
     assert "5.1.351" in body
 
 
