@@ -11,7 +11,7 @@ point, with the bounds of `limits`).
 
 from mailbot.extraction.extract import extract
 from mailbot.extraction.findings import KINDS, Classification, Extraction, Finding, Inferred, Kind
-from mailbot.extraction.issuers import IssuerTable, IssuerTableError, default_table, load_table
+from mailbot.extraction.issuers import IssuerTable, IssuerTableError, default_table, in_family, load_table
 
 __all__ = [
     "KINDS",
@@ -24,5 +24,6 @@ __all__ = [
     "Kind",
     "default_table",
     "extract",
+    "in_family",
     "load_table",
 ]
