@@ -9,9 +9,10 @@ findings), `fragments` (a provider's words without their code), `classify`
 point, with the bounds of `limits`).
 """
 
+from mailbot.extraction.codes import in_family
 from mailbot.extraction.extract import extract
 from mailbot.extraction.findings import KINDS, Classification, Extraction, Finding, Inferred, Kind
-from mailbot.extraction.issuers import IssuerTable, IssuerTableError, default_table, in_family, load_table
+from mailbot.extraction.issuers import IssuerTable, IssuerTableError, default_table, load_table
 
 __all__ = [
     "KINDS",

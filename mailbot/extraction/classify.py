@@ -29,16 +29,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
+from mailbot.extraction.codes import Code, status_key, word_regex
 from mailbot.extraction.findings import Classification, Finding, Inferred, Kind
 from mailbot.extraction.issuers import (
     CODE,
     HOST,
-    Code,
     CompiledIssuer,
     Fragment,
     IssuerTable,
-    status_key,
-    word_regex,
 )
 
 MAX_CLASSIFY_CHARS = 2000

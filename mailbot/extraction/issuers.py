@@ -23,24 +23,31 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
 from importlib import resources
 from typing import Any, cast, get_args
 
+from mailbot.extraction.codes import (
+    Code,
+    code_key,
+    code_range,
+    host_regex,
+    literal_of,
+    literals_regex,
+    word_regex,
+)
 from mailbot.extraction.findings import KINDS, IssuerCategory, Kind
 
 CATEGORIES: tuple[IssuerCategory, ...] = get_args(IssuerCategory)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,39}$")
-_CODE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 MAX_PATTERN = 200
 _LIST_KEYS = ("codes", "tags", "marks", "hosts")
 _KEYS = frozenset({"name", "label", "category", "removal", "codes", "tags", "marks", "hosts", "kinds",
                    "phrase_kinds", "default_kind", "fragment", "replace"})
 _FRAGMENT_KEYS = frozenset({"phrase", "family", "kind"})
 
-Code = tuple[int, int, int]
 
 
 class IssuerTableError(ValueError):
@@ -74,7 +81,7 @@ class Issuer:
     fragments: tuple[Fragment, ...] = ()
 
     def has_code(self, status: str) -> bool:
-        key = _key(status)
+        key = code_key(status)
         return key is not None and self.has_key(key)
 
     def has_key(self, key: Code) -> bool:
@@ -82,18 +89,18 @@ class Issuer:
         return any(lo <= key <= hi for lo, hi in self._code_ranges)
 
     def kind_for(self, status: str) -> Kind | None:
-        key = _key(status)
+        key = code_key(status)
         if key is None:
             return None
         return next((k for (lo, hi), k in self._kind_ranges if lo <= key <= hi), None)
 
     @cached_property
     def _code_ranges(self) -> tuple[tuple[Code, Code], ...]:
-        return tuple(r for spec in self.codes if (r := _range(spec)))
+        return tuple(r for spec in self.codes if (r := code_range(spec)))
 
     @cached_property
     def _kind_ranges(self) -> tuple[tuple[tuple[Code, Code], Kind], ...]:
-        return tuple((r, k) for spec, k in self.kinds if (r := _range(spec)))
+        return tuple((r, k) for spec, k in self.kinds if (r := code_range(spec)))
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,7 @@ class IssuerTable:
         owners: dict[str, set[int]] = {}
         for n, c in enumerate(self.compiled):
             for p in [*(w.pattern for w in c.groups.values()), *c.issuer.hosts]:
-                owners.setdefault(_literal(p), set()).add(n)
+                owners.setdefault(literal_of(p), set()).add(n)
         found = sorted(owners, key=len, reverse=True)
         # The longest literal found at a place hides the shorter ones that start there: it stands for them.
         closure = {lit: frozenset(n for o in owners if lit.startswith(o) for n in owners[o]) for lit in found}
@@ -291,7 +298,7 @@ def _merged(old: Issuer, entry: Mapping[str, Any], where: str) -> Issuer:
 def _codes(value: Any, where: str) -> tuple[str, ...]:
     out = _strings(value, where)
     for spec in out:
-        if _range(spec) is None:
+        if code_range(spec) is None:
             raise IssuerTableError(f"{where}: {spec!r} is not a status code (5.7.511) or range (5.7.606-5.7.649)")
     return out
 
@@ -353,83 +360,6 @@ def _patterns(value: Any, where: str) -> tuple[str, ...]:
     return out
 
 
-# Codes ----------------------------------------------------------------------------
-
-
-def status_key(code: str | None) -> Code | None:
-    """"5.7.606" -> (5, 7, 606); None for anything else."""
-    return _key(code) if code else None
-
-
-def _key(code: str) -> Code | None:
-    if not _CODE.match(code):
-        return None
-    a, b, c = code.split(".")
-    return int(a), int(b), int(c)
-
-
-def _range(spec: str) -> tuple[Code, Code] | None:
-    lo, _, hi = spec.partition("-")
-    a, b = _key(lo.strip()), _key((hi or lo).strip())
-    return (a, b) if a and b and a <= b else None
-
-
-def _in_any(status: str, specs: Sequence[str]) -> bool:
-    key = _key(status)
-    if key is None:
-        return False
-    for spec in specs:
-        bounds = _range(spec)
-        if bounds and bounds[0] <= key <= bounds[1]:
-            return True
-    return False
-
-
-def in_family(status: str, family: str) -> bool:
-    """Whether `status` ("5.7.612") is in `family` ("5.7.606-5.7.649", "5.7.511"); False for S-code families."""
-    return _in_any(status, (family,))
-
-
-# Patterns -------------------------------------------------------------------------
-
-
-def word_regex(pattern: str) -> str:
-    """Literal text, `#` one digit, white space any run of it; word boundaries at alphanumeric ends.
-
-    The start boundary is tested after the first character ("s(?<!\\w.)pf"), not before it: an
-    alternation whose branches all start with a literal lets the regex engine skip, at C speed,
-    every position where none can start (ten times faster over a rejection's text)."""
-    parts: list[str] = []
-    for word in pattern.split():
-        parts.append("".join(r"\d" if ch == "#" else re.escape(ch) for ch in word))
-    body = r"\s+".join(parts)
-    first = pattern[0]
-    if first.isalnum() or first == "_":
-        body = re.escape(first) + r"(?<!\w.)" + body[len(re.escape(first)) :]
-    last = pattern.rstrip()[-1]
-    if (last.isalnum() or last == "_") and last != "#":
-        body += r"(?!\w)"
-    return body
-
-
-def _literal(pattern: str) -> str:
-    """The longest run of the pattern without a placeholder, lower case: every match contains it."""
-    return max(re.split(r"#|\s+", pattern.lower()), key=len)
-
-
-def _literals(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    found = sorted({_literal(p) for p in patterns}, key=len, reverse=True)
-    return re.compile("|".join(re.escape(lit) for lit in found)) if found else None
-
-
-def _host_regex(hosts: Sequence[str]) -> re.Pattern[str] | None:
-    if not hosts:
-        return None
-    alts = "|".join("".join(r"\d" if ch == "#" else re.escape(ch) for ch in h.strip()) for h in hosts)
-    # A host or the tail of one ("mx.gmail-smtp-in.l.google.com" ends in "google.com"), never a longer name.
-    return re.compile(rf"(?<![\w\-])(?:{alts})(?!\.?[\w\-])", re.I)
-
-
 def _compile(issuer: Issuer) -> CompiledIssuer:
     groups: dict[str, Weighted] = {}
     alts: list[str] = []
@@ -452,8 +382,8 @@ def _compile(issuer: Issuer) -> CompiledIssuer:
         issuer=issuer,
         text_regex=re.compile("|".join(alts), re.I) if alts else None,
         groups=groups,
-        host_regex=_host_regex(issuer.hosts),
+        host_regex=host_regex(issuer.hosts),
         phrase_kind_regex=re.compile("|".join(kind_alts), re.I) if kind_alts else None,
         phrase_kinds=phrase_kinds,
-        kind_literals=_literals(p for p, _ in issuer.phrase_kinds),
+        kind_literals=literals_regex(p for p, _ in issuer.phrase_kinds),
     )
