@@ -70,7 +70,9 @@ class Desk:
         self.processor = Processor(config, self.engine, self.renderer)
         self.sending = SendHealth(self.engine, config, self.renderer)
         # Extraction runs in a worker that is killed when a message overruns its time or memory.
-        self.extractor = Extractor(config.extraction.seconds, config.extraction.memory_mb)
+        issuers = config.extraction.issuers_file
+        self.extractor = Extractor(config.extraction.seconds, config.extraction.memory_mb,
+                                   str(config.path(issuers)) if issuers else None)
         self.processor.extract = self.extractor.run
 
     def close(self) -> None:

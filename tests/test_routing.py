@@ -161,3 +161,27 @@ def test_show_says_what_was_inferred_and_whose_block_it_is(cli_desk: Callable[..
     assert "what:     ip_block, issued by microsoft  (rule banned_sender)" in r.stdout
     j = mailbot_cli("-c", str(c.path), "show", "DL-000001", "--json", env=c.env())
     assert '"inferred": "5.7.511"' in j.stdout and '"status": null' in j.stdout
+
+
+def test_an_operator_s_own_block_list_is_named_with_its_removal_page(
+        make_world: Callable[..., World], tmp_path: Any) -> None:
+    issuers = tmp_path / "issuers.toml"
+    issuers.write_text('[[issuer]]\nname = "examplebl"\nlabel = "ExampleBL"\ncategory = "blocklist"\n'
+                       'removal = "https://examplebl.example/remove"\nmarks = ["examplebl.example"]\n')
+    w = make_world(extraction={"issuers_file": str(issuers)})
+    line = "554 5.7.1 Service unavailable; Client host [203.0.113.7] blocked using bl.examplebl.example"
+    w.deliver(fwd_attach(ndr("postfix", "bob@example.com", "mx.example.com", "198.51.100.25", line)))
+    w.run()
+    [t] = w.tickets()
+    assert (t.state, t.issuer) == ("not_ours", "examplebl")
+    _reply, body = one_reply(w)
+    assert "ExampleBL" in body and "https://examplebl.example/remove" in body
+
+
+def test_a_broken_issuers_file_is_named_when_the_desk_starts(make_world: Callable[..., World], tmp_path: Any) -> None:
+    from mailbot.errors import ConfigurationError
+
+    bad = tmp_path / "issuers.toml"
+    bad.write_text('[[issuer]]\nname = "x"\ncolour = "red"\n')
+    with pytest.raises(ConfigurationError, match=r"extraction\.issuers_file: .*colour"):
+        make_world(extraction={"issuers_file": str(bad)})

@@ -247,6 +247,8 @@ class ExtractionConfig(Section):
 
     seconds: float = Field(5.0, gt=0, le=600)
     memory_mb: int = Field(1024, ge=64, le=1024 * 1024)
+    issuers_file: str | None = None
+    """A TOML file of issuers merged into the shipped table (mailbot/extraction/issuers.toml's shape)."""
 
 
 class AlertsConfig(Section):

@@ -36,12 +36,13 @@ import socket
 import subprocess
 import sys
 import threading
+import tomllib
 import weakref
 from multiprocessing.connection import Connection
 
 from mailbot import PACKAGE_DIR
-from mailbot.errors import CommandFailed
-from mailbot.extraction import Extraction, extract
+from mailbot.errors import CommandFailed, ConfigurationError
+from mailbot.extraction import Extraction, IssuerTable, IssuerTableError, default_table, extract
 from mailbot.extraction.limits import TOTAL_SECONDS
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,10 @@ class ExtractorUnavailable(CommandFailed):
 class Extractor:
     """One worker process at a time, started on first use and replaced after every overrun."""
 
-    def __init__(self, seconds: float, memory_mb: int) -> None:
+    def __init__(self, seconds: float, memory_mb: int, issuers_file: str | None = None) -> None:
+        if issuers_file is not None:
+            load_issuers(issuers_file)  # a bad file is the operator's error now, not a dead worker later
+        self.issuers_file = issuers_file
         self.seconds = seconds
         self.memory_mb = memory_mb
         self.soft_seconds = min(TOTAL_SECONDS, seconds / 2)
@@ -136,7 +140,7 @@ class Extractor:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mailbot.desk.extractor", str(theirs.fileno()),
-                 str(self.memory_mb * 1024 * 1024), repr(self.soft_seconds)],
+                 str(self.memory_mb * 1024 * 1024), repr(self.soft_seconds), self.issuers_file or ""],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env, close_fds=True)
         except OSError as e:
             ours.close()
@@ -200,7 +204,17 @@ def _worker_environment() -> dict[str, str]:
     return env
 
 
-def serve(conn: Connection, memory_bytes: int, seconds: float) -> None:
+def load_issuers(path: str) -> IssuerTable:
+    """The shipped issuer table with the operator's file merged in; a ConfigurationError naming the key
+    (mailbot.config is not imported here: the worker imports this module and must start fast)."""
+    try:
+        with open(path, "rb") as f:
+            return default_table().extended(tomllib.load(f))
+    except (OSError, tomllib.TOMLDecodeError, IssuerTableError) as e:
+        raise ConfigurationError(f"extraction.issuers_file: {path}: {e}") from None
+
+
+def serve(conn: Connection, memory_bytes: int, seconds: float, issuers: IssuerTable | None = None) -> None:
     """The worker's loop: says it is ready (and whether its memory limit holds), then takes
     mails (bytes) and answers ("ok", Extraction) or ("memory", None), until told to stop."""
     # Ctrl-C in the daemon's terminal reaches the whole process group; the daemon decides.
@@ -223,7 +237,7 @@ def serve(conn: Connection, memory_bytes: int, seconds: float) -> None:
         if raw == _STOP:
             return
         try:
-            result: tuple[str, Extraction | None] = ("ok", extract(raw, seconds=seconds))
+            result: tuple[str, Extraction | None] = ("ok", extract(raw, seconds=seconds, issuers=issuers))
         except MemoryError:
             result = ("memory", None)
         del raw
@@ -233,5 +247,5 @@ def serve(conn: Connection, memory_bytes: int, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    fd, memory, soft = sys.argv[1:4]
-    serve(Connection(int(fd)), int(memory), float(soft))
+    fd, memory, soft, issuers_file = sys.argv[1:5]
+    serve(Connection(int(fd)), int(memory), float(soft), load_issuers(issuers_file) if issuers_file else None)
