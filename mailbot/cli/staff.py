@@ -26,6 +26,9 @@ from mailbot.store.states import TicketState
 @click.option("--family", type=click.Choice(FAMILIES), help="Code family.")
 @click.option("--ip", help="Exactly this IP.")
 @click.option("--sender", help="Sender address contains this.")
+@click.option("--assignee", help="Assigned to this address or name.")
+@click.option("--mine", is_flag=True, help="Assigned to me (MAILBOT_STAFF, else the login name).")
+@click.option("--unassigned", is_flag=True, help="Assigned to nobody.")
 @click.option("--overdue", is_flag=True, help="Open tickets past the SLA mark.")
 @click.option("--due-within", "due_within", type=float, metavar="HOURS", help="Open tickets due within HOURS.")
 @click.option("--sort", type=click.Choice(["due", "id"]), default="due", show_default=True,
@@ -35,7 +38,8 @@ from mailbot.store.states import TicketState
 @click.pass_context
 @operator_errors
 def tickets(ctx: click.Context, state: str | None, family: str | None, ip: str | None, sender: str | None,
-            overdue: bool, due_within: float | None, sort: str, limit: int | None, as_json: bool) -> None:
+            assignee: str | None, mine: bool, unassigned: bool, overdue: bool, due_within: float | None, sort: str,
+            limit: int | None, as_json: bool) -> None:
     """List tickets, least time left first.
 
     \b
@@ -52,8 +56,9 @@ def tickets(ctx: click.Context, state: str | None, family: str | None, ip: str |
     now = clock.utcnow()
     with Session(desk.engine) as session:
         rows = find(session, TicketFilter(state=TicketState(state) if state else None, family=family, ip=ip,
-                                          sender=sender, overdue=overdue, due_within_hours=due_within, sort=sort,
-                                          limit=limit), now)
+                                          sender=sender, assignee=me() if mine else assignee,
+                                          unassigned=unassigned, overdue=overdue, due_within_hours=due_within,
+                                          sort=sort, limit=limit), now)
         if as_json:
             click.echo(json.dumps([views.ticket_dict(t, now) for t in rows], indent=1))
         else:
@@ -126,6 +131,50 @@ def close(ctx: click.Context, ref: str, note: str | None) -> None:
 
     t = staff.close(desk_of(ctx).engine, ref, actor(), note)
     click.echo(f"{t.ref} closed")
+
+
+@main.command()
+@click.argument("ref")
+@click.argument("who")
+@click.pass_context
+@operator_errors
+def assign(ctx: click.Context, ref: str, who: str) -> None:
+    """Give a ticket to a member of staff ("me" for yourself, "nobody" to take it back).
+
+    \b
+    Example:
+      mailbot assign DL-000123 ann@example.org
+    """
+    from mailbot.staffing import staff
+
+    t = staff.assign(desk_of(ctx).engine, ref, me() if who == "me" else "" if who == "nobody" else who, actor())
+    click.echo(f"{t.ref} assigned to {t.assignee or 'nobody'}")
+
+
+@main.command()
+@click.argument("ref")
+@click.argument("text")
+@click.pass_context
+@operator_errors
+def note(ctx: click.Context, ref: str, text: str) -> None:
+    """Keep a note on a ticket that only staff see (show, the digest); never sent to a sender.
+
+    \b
+    Example:
+      mailbot note DL-000123 "called them; they fixed the open relay"
+    """
+    from mailbot.staffing import staff
+
+    t = staff.note(desk_of(ctx).engine, ref, text, actor())
+    click.echo(f"note kept on {t.ref}")
+
+
+def me() -> str:
+    """Who "me" is on the command line: MAILBOT_STAFF (an address), else the login name."""
+    import getpass
+    import os
+
+    return os.environ.get("MAILBOT_STAFF") or getpass.getuser()
 
 
 @main.command()

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from mailbot.identity import person
@@ -131,6 +132,17 @@ def change_state(session: Session, ticket: Ticket, to: TicketState, actor: str, 
     return previous
 
 
+def note(session: Session, ticket: Ticket, actor: str, text: str, now: datetime) -> None:
+    """A note only staff see: in `show` and the digest, never in a mail to a sender."""
+    event(session, ticket, EventKind.NOTE, actor, text, now)
+
+
+def assign(session: Session, ticket: Ticket, assignee: str, actor: str, now: datetime) -> None:
+    previous = ticket.assignee
+    ticket.assignee = assignee or None
+    event(session, ticket, EventKind.ASSIGNED, actor, f"{previous or 'nobody'} → {ticket.assignee or 'nobody'}", now)
+
+
 def mark_answered(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime) -> bool:
     """Stop the clock: staff answered. False when the ticket was not waiting for an answer."""
     if ticket.state not in ANSWERABLE:
@@ -176,6 +188,8 @@ class TicketFilter:
     family: str | None = None
     ip: str | None = None
     sender: str | None = None
+    assignee: str | None = None
+    unassigned: bool = False
     overdue: bool = False
     due_within_hours: float | None = None
     sort: str = "due"
@@ -191,6 +205,10 @@ def find(session: Session, f: TicketFilter, now: datetime) -> list[Ticket]:
         stmt = stmt.where(Ticket.ip == f.ip)
     if f.sender:
         stmt = stmt.where(col(Ticket.sender).ilike(f"%{f.sender}%"))
+    if f.assignee:
+        stmt = stmt.where(func.lower(col(Ticket.assignee)) == f.assignee.lower())
+    if f.unassigned:
+        stmt = stmt.where(col(Ticket.assignee).is_(None))
     if f.family == "5.7.511":
         stmt = stmt.where(Ticket.status == "5.7.511")
     elif f.family == "5.7.606-649":

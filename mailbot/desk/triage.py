@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from mailbot import clock, faults, metrics
 from mailbot.clock import local
 from mailbot.config import Config
-from mailbot.desk import followup, replyguard, tickets
+from mailbot.desk import commands, followup, replyguard, tickets
 from mailbot.desk.bounces import attach_bounce
 from mailbot.desk.extractor import ExtractionOverrun
 from mailbot.desk.policy import Decision, Policy, code_family
@@ -136,6 +136,10 @@ class Triage:
         happens but the event and the log line, since a forged staff From is an attack."""
         if replyguard.verified_staff(head, self.config.desk, self.config.replies):
             msg.ticket_id = ticket.id
+            found = commands.parse(followup.own_words(msg.raw))
+            if found:
+                self.staff_commands(session, msg, head, ticket, found, now)
+                return True
             answered = tickets.mark_answered(session, ticket, head.sender or "staff",
                                              f"staff mail {msg.message_id}", now)
             msg.outcome = f"staff mail on {ticket.ref}" + (" (answered)" if answered else "")
@@ -158,6 +162,23 @@ class Triage:
                       f"message {msg.message_id} cites this ticket but is not from its senders or verified staff: "
                       "changed nothing here, handled as a message of its own", now)
         return False
+
+    def staff_commands(self, session: Session, msg: StoredMessage, head: inbound.Inbound, ticket: Ticket,
+                       found: list[commands.Command], now: datetime) -> None:
+        """Verified staff's commands on `ticket`: carried out, recorded, and confirmed to them in
+        one mail (never to the sender). Such a mail is not itself an answer to the sender."""
+        actor = head.sender or "staff"
+        results = commands.carry_out(session, ticket, found, actor, now, self.config.sla.hours)
+        tickets.event(session, ticket, EventKind.STAFF_COMMANDS, actor,
+                      f"message {msg.message_id}: " + "; ".join(results), now)
+        msg.outcome = db_text(f"staff commands on {ticket.ref}: " + "; ".join(results), 2000)
+        if head.sender:
+            assert ticket.id is not None
+            self.mailer.to_person(session, MailKind.STAFF_CONFIRMATION,
+                                  {"ref": ticket.ref, "results": results, "desk_name": self.config.desk.name},
+                                  head.sender, kind=MailKind.STAFF_CONFIRMATION, ticket_id=ticket.id,
+                                  ticket_ref=ticket.ref, now=now, dedupe=f"confirm:{msg.id}",
+                                  in_reply_to=head.reply_msgid, references=head.references)
 
     def facts_of(self, decision: Decision) -> dict[str, object]:
         """What the ticket records of the rejection the decision rests on."""

@@ -56,6 +56,9 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     # what a rejection is and whose (not_ours, not_a_block; ack and redirect when inferred)
     "inferred": None, "rejection_kind": "recipient_unknown", "issuer": "spamhaus", "issuer_label": "Spamhaus",
     "removal": "https://check.spamhaus.org/", "via": None,
+    # staff commands by mail (sla_notice) and their confirmation (staff_confirmation)
+    "commands": "#close [why] | #answered [note] | #note <text> | #assign <me|address>",
+    "results": ["#note: note kept on the ticket (staff only)", "#close: DL-000123 closed"],
     "hours": 48, "now_local": "2026-11-30 02:00 CET", "since_local": "2026-11-29 08:00 CET",
     "escalations": [_SAMPLE_TICKET], "breaches": [], "width": 760, "more_escalations": 0, "more_breaches": 0,
     "by_state": {"open": 1, "needs_info": 0, "answered": 0, "redirected": 0, "closed": 0},
@@ -81,7 +84,8 @@ class TemplateError(CommandFailed):
 
 
 AUTOMATIC_TEMPLATES = frozenset({"ack", "needs_info", "redirect", "closed", "not_ours", "not_a_block", "sla_notice",
-                                 "digest", "poll_alert", "database_alert", "folder_alert", "send_alert"})
+                                 "digest", "poll_alert", "database_alert", "folder_alert", "send_alert",
+                                 "staff_confirmation"})
 """The mails mailbot writes by itself, each filled with data of its own; never a staff reply.
 Every other template (the shipped `delisted` and `declined`, and any an operator adds) is one."""
 

@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 
 from mailbot import clock
 from mailbot.config import Config
+from mailbot.desk import commands
 from mailbot.outgoing.mailer import Mailer
 from mailbot.outgoing.render import Renderer
 from mailbot.store.engine import is_postgres, transaction
@@ -153,6 +154,7 @@ def sweep(engine: Engine, config: Config, renderer: Renderer, now: datetime | No
             "more_escalations": max(len(escalation_ids) - MAIL_DETAIL, 0),
             "more_breaches": max(len(breach_ids) - MAIL_DETAIL, 0),
             "now_local": clock.local(now, config.desk.zone),
+            "commands": commands.usage(TicketState.OPEN),  # every escalated ticket is open
         }
         first = min(tid for tid, _ in ours)
         row = Mailer(renderer, config.outgoing, config.desk.staff).to_staff(

@@ -50,6 +50,22 @@ def close(engine: Engine, ref: str, actor: str, note: str | None) -> Ticket:
         return ticket
 
 
+def assign(engine: Engine, ref: str, who: str, actor: str) -> Ticket:
+    with transaction(engine) as session:
+        ticket = _ticket(session, ref)
+        tickets.assign(session, ticket, sanitize.db_text(who, 200) or "", actor, clock.utcnow())
+        return ticket
+
+
+def note(engine: Engine, ref: str, text: str, actor: str) -> Ticket:
+    if not text.strip():
+        raise StaffError("say what the note is")
+    with transaction(engine) as session:
+        ticket = _ticket(session, ref)
+        tickets.note(session, ticket, actor, sanitize.db_text(text, 4000) or "", clock.utcnow())
+        return ticket
+
+
 def reopen(engine: Engine, config: Config, ref: str, actor: str, note: str | None) -> Ticket:
     with transaction(engine) as session:
         ticket = _ticket(session, ref)

@@ -43,7 +43,7 @@ def ticket_dict(t: Ticket, now: datetime | None = None, when: When = _iso) -> di
     return {
         "ref": t.ref, "state": t.state, "sender": t.sender, "ip": t.ip, "reply_code": t.reply_code,
         "status": t.status, "text": t.text, "rule": t.rule, "reason": t.reason, "verified": t.verified,
-        "kind": t.kind, "issuer": t.issuer, "inferred": t.inferred,
+        "kind": t.kind, "issuer": t.issuer, "inferred": t.inferred, "assignee": t.assignee,
         "opened_at": when(t.opened_at), "due_at": when(t.due_at), "acked_at": when(t.acked_at),
         "answered_at": when(t.answered_at), "closed_at": when(t.closed_at), "clock": t.clock,
         "time_left": time_left(t.due_at, now) if now and t.state == TicketState.OPEN else None,
@@ -112,6 +112,7 @@ def print_ticket(session: Session, t: Ticket, zone: ZoneInfo, console: Console |
     if t.kind or t.issuer:
         out(f"what:     {p(t.kind or '-')}, issued by {p(t.issuer or 'unknown')}  (rule {p(t.rule or '-')})")
     out(f"sender:   {p(t.sender or '-')}")
+    out(f"assignee: {p(t.assignee or 'nobody')}")
     out(f"opened:   {local(t.opened_at, zone)}   due: {local(t.due_at, zone)}   "
         f"acknowledged: {local(t.acked_at, zone)}")
     if t.text:

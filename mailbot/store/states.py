@@ -57,6 +57,11 @@ class EventKind(StrEnum):
     MAIL_FAILED = "mail_failed"
     MAIL_BOUNCED = "mail_bounced"
     MAIL_REQUEUED = "mail_requeued"
+    NOTE = "note"
+    """A staff-only note (never shown to a sender)."""
+    ASSIGNED = "assigned"
+    STAFF_COMMANDS = "staff_commands"
+    """A verified staff mail carrying commands; its detail lists what each did."""
 
 
 class MailKind(StrEnum):
@@ -71,5 +76,6 @@ class MailKind(StrEnum):
     CLOSED = "closed"
     STAFF_REPLY = "staff_reply"
     SLA_NOTICE = "sla_notice"
+    STAFF_CONFIRMATION = "staff_confirmation"
     DIGEST = "digest"
 

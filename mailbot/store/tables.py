@@ -143,6 +143,8 @@ class Ticket(SQLModel, table=True):
     closed_at: datetime | None = None
     updated_at: datetime
     verified: bool = True
+    assignee: str | None = Field(default=None, max_length=200)
+    """Who on staff has the ticket (an address or a name); None: nobody yet."""
 
     @property
     def ref(self) -> str:

@@ -1,0 +1,108 @@
+"""Staff act by replying (issue #18): command lines at the start of a verified staff mail are
+carried out, recorded with the staff address as actor, and confirmed to that staff member in
+one mail; from anyone else the same lines are ordinary mail and change nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from app import World, forward, mailbot_cli
+
+from mailbot.desk.commands import Command, parse
+
+DESK = {"staff": ["ann@example.org"]}
+TRUSTED = {"authserv_ids": ["mx.example.org"]}
+OWNER = "dana.ops@mailops.example"
+VOUCHED = "Authentication-Results: mx.example.org; dmarc=pass header.from=example.org"
+
+
+def staff_mail(body: str, *, sender: str = "Ann Support <ann@example.org>", headers: tuple[str, ...] = (VOUCHED,),
+               ref: str = "DL-000001", n: int = 1) -> bytes:
+    head = [*headers, f"From: {sender}", "To: delist@example.org", f"Subject: Re: [{ref}] your request",
+            f"Message-ID: <cmd-{n}@example.org>", "Date: Mon, 30 Nov 2026 10:00:00 +0000"]
+    return ("\r\n".join(head) + "\r\n\r\n" + body + "\r\n").encode()
+
+
+def opened(w: World) -> None:
+    w.deliver(forward("203.0.113.45", "own", OWNER))
+    w.run()
+
+
+def test_commands_are_read_only_at_the_start_of_the_staff_member_s_own_words() -> None:
+    assert parse("#close fixed their relay\n#note called them\n\nThanks, Ann\n#reopen") == [
+        Command("close", "fixed their relay"), Command("note", "called them")]
+    assert parse("Hello,\n#close") == []  # after words, a # line is text
+    assert parse("#CLOSE\n") == [Command("close", "")]
+
+
+def test_verified_staff_close_a_ticket_by_mail_and_get_one_confirmation(make_world: Callable[..., World]) -> None:
+    w = make_world(desk=DESK, replies=TRUSTED)
+    opened(w)
+    w.deliver(staff_mail("#note called them, relay fixed\n#close delisted by hand\n\nAnn\n> quoted #reopen"))
+    w.run()
+    [t] = w.tickets()
+    assert (t.state, t.answered_at) == ("closed", None)  # commands are not an answer to the sender
+    kinds = [(e.kind, e.actor) for e in w.events(t)]
+    assert ("note", "ann@example.org") in kinds and ("staff_commands", "ann@example.org") in kinds
+    close = next(e for e in w.events(t) if e.kind == "state")
+    assert (close.to_state, close.actor, close.detail) == ("closed", "ann@example.org", "delisted by hand")
+    [confirmation] = [m for m in w.smtp.wait_for(1) if m.rcpt_tos != [OWNER]]
+    assert confirmation.rcpt_tos == ["ann@example.org"]  # to the staff member, never to the sender
+    assert confirmation.message["Subject"] == "[DL-000001] Done by mail: 2 commands"
+    body = " ".join(confirmation.message.get_body(("plain",)).get_content().split())
+    assert "#note: note kept on the ticket (staff only)" in body and "#close: DL-000001 closed" in body
+    w.desk.flush()
+    assert [m.rcpt_tos for m in w.smtp.messages] == [["ann@example.org"]]  # the note never reached the sender
+
+
+def test_assignment_by_mail_and_what_cannot_be_done_yet_is_said(make_world: Callable[..., World]) -> None:
+    w = make_world(desk=DESK, replies=TRUSTED)
+    opened(w)
+    w.deliver(staff_mail("#assign me\n#delist\n#frobnicate"))
+    w.run()
+    [t] = w.tickets()
+    assert (t.assignee, t.state) == ("ann@example.org", "open")
+    [confirmation] = w.smtp.wait_for(1)
+    body = " ".join(confirmation.message.get_body(("plain",)).get_content().split())
+    assert "#assign: DL-000001 assigned to ann@example.org" in body
+    assert "#delist: not done: not available on this desk yet" in body
+    assert "#frobnicate: not done: unknown command" in body
+
+
+def test_a_forged_staff_from_with_commands_changes_nothing(make_world: Callable[..., World]) -> None:
+    w = make_world(desk=DESK, replies=TRUSTED)
+    opened(w)
+    forged = "Authentication-Results: mx.example.org; dmarc=fail header.from=example.org"
+    w.deliver(staff_mail("#close\n#assign mallory@evil.example", headers=(forged,)))
+    w.run()
+    [t] = w.tickets()
+    assert (t.state, t.assignee) == ("open", None)
+    assert "unverified_staff" in [e.kind for e in w.events(t)]
+    w.desk.flush()
+    assert w.smtp.messages == []  # no confirmation to anyone
+
+
+def test_the_sender_writing_a_command_line_only_follows_up(make_world: Callable[..., World]) -> None:
+    w = make_world(desk=DESK, replies=TRUSTED)
+    opened(w)
+    w.deliver(staff_mail("#close\n#assign me", sender=f"Dana <{OWNER}>", headers=()))
+    w.run()
+    [t] = w.tickets()
+    assert (t.state, t.assignee) == ("open", None)
+    assert "follow_up" in [e.kind for e in w.events(t)]
+
+
+def test_assign_and_note_from_the_command_line(cli_desk: Callable[..., object]) -> None:
+    c = cli_desk(desk=DESK)
+    c.world.deliver(forward("203.0.113.45", "own", OWNER))  # type: ignore[attr-defined]
+    c.world.run()  # type: ignore[attr-defined]
+    env = {**c.env(), "MAILBOT_STAFF": "bo@example.org"}  # type: ignore[attr-defined]
+    path = str(c.path)  # type: ignore[attr-defined]
+    assert mailbot_cli("-c", path, "assign", "DL-000001", "me", env=env).stdout.strip() == \
+        "DL-000001 assigned to bo@example.org"
+    assert mailbot_cli("-c", path, "note", "DL-000001", "asked Spamhaus too", env=env).returncode == 0
+    mine = mailbot_cli("-c", path, "tickets", "--mine", "--json", env=env).stdout
+    nobody = mailbot_cli("-c", path, "tickets", "--unassigned", "--json", env=env).stdout
+    assert '"DL-000001"' in mine and nobody.strip() == "[]"
+    shown = mailbot_cli("-c", path, "show", "DL-000001", env=env).stdout
+    assert "asked Spamhaus too" in shown and "assignee: bo@example.org" in shown
