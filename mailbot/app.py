@@ -60,6 +60,11 @@ class Desk:
         """`migrate`: bring the schema to the newest first (what writes); False for what only
         reads: then a schema that is behind raises SchemaBehind and nothing is changed."""
         self.config = config
+        # Extraction runs in a worker that is killed when a message overruns its time or memory.
+        # Made first: a broken issuers file is the operator's error before any connection is open.
+        issuers = config.extraction.issuers_file
+        self.extractor = Extractor(config.extraction.seconds, config.extraction.memory_mb,
+                                   str(config.path(issuers)) if issuers else None)
         self.engine = engine or make_engine(database_url(config))
         if migrate:
             create_schema(self.engine)
@@ -69,10 +74,6 @@ class Desk:
         self.renderer = Renderer(override, config.templates.language)
         self.processor = Processor(config, self.engine, self.renderer)
         self.sending = SendHealth(self.engine, config, self.renderer)
-        # Extraction runs in a worker that is killed when a message overruns its time or memory.
-        issuers = config.extraction.issuers_file
-        self.extractor = Extractor(config.extraction.seconds, config.extraction.memory_mb,
-                                   str(config.path(issuers)) if issuers else None)
         self.processor.extract = self.extractor.run
 
     def close(self) -> None:
