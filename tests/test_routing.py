@@ -185,3 +185,18 @@ def test_a_broken_issuers_file_is_named_when_the_desk_starts(make_world: Callabl
     bad.write_text('[[issuer]]\nname = "x"\ncolour = "red"\n')
     with pytest.raises(ConfigurationError, match=r"extraction\.issuers_file: .*colour"):
         make_world(extraction={"issuers_file": str(bad)})
+
+
+def test_a_masked_ip_is_named_as_masked_never_read_as_an_ip(make_world: Callable[..., World]) -> None:
+    from mailbot.extraction import extract
+
+    ex = extract(pasted("Our mail bounces: Access denied, banned sending IP [x.x.x.x]\n"))
+    assert ex.ips == () and ex.redacted == ("x.x.x.x",) and ex.as_json()["redacted"] == ["x.x.x.x"]
+    assert extract(pasted("550 5.7.511 Access denied, banned sender[203.0.113.7]\n")).redacted == ()
+    w = make_world()
+    w.deliver(pasted("Our mail bounces: Access denied, banned sending IP [x.x.x.x]. Please delist.\n"))
+    w.run()
+    [t] = w.tickets()
+    assert (t.state, t.ip, t.inferred) == ("needs_info", None, "5.7.606-5.7.649")
+    _reply, body = one_reply(w)
+    assert "masked as x.x.x.x" in body

@@ -164,8 +164,10 @@ class Policy:
         rule, finding = chosen
         delistable = [ip for ip in finding.ips if self.delistable(ip)]
         if rule.action in NEEDS_IP and not finding.ips:
+            why = (f"your mail shows it masked as {extraction.redacted[0]}" if extraction.redacted
+                   else "the notice we read names none")
             return Decision("needs_info", rule.name, finding, None, False,
-                            ("the IP address named in the rejection line (the notice we read names none)",))
+                            (f"the IP address named in the rejection line ({why})",))
         if rule.action in NEEDS_IP and not delistable:
             return Decision("needs_info", rule.name, finding, finding.ips[0], False,
                             (f"the public IP address of your sending server ({finding.ips[0]} is a "

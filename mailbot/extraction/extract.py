@@ -22,13 +22,14 @@ when given (an operator's extended table), else the one shipped.
 
 from __future__ import annotations
 
-from mailbot.extraction.classify import classify_all
+from mailbot.extraction.classify import MAX_CLASSIFIED, classify_all
 from mailbot.extraction.combine import findings_of
 from mailbot.extraction.findings import Extraction, Finding
 from mailbot.extraction.fragments import fragment_findings
 from mailbot.extraction.issuers import IssuerTable, default_table
 from mailbot.extraction.limits import MAX_INPUT_BYTES, TOTAL_SECONDS, Budget
 from mailbot.extraction.mime import Node, read_message
+from mailbot.extraction.redaction import redacted
 
 
 def extract(raw: bytes, *, seconds: float = TOTAL_SECONDS, issuers: IssuerTable | None = None) -> Extraction:
@@ -71,6 +72,7 @@ def _extract(raw: bytes, budget: Budget, table: IssuerTable) -> Extraction:
         findings=tuple(found),
         primary=found[0] if found else None,
         notes=tuple(budget.notes),
+        redacted=redacted(f.text for f in found[:MAX_CLASSIFIED]),
     )
 
 

@@ -111,6 +111,8 @@ class Extraction:
     """"unreadable: <reason>" where the mail could not be read at all."""
     notes: tuple[str, ...] = field(default=())
     """Anything else worth showing staff (a part skipped for size, a parser time-out)."""
+    redacted: tuple[str, ...] = ()
+    """Addresses the sender masked in the rejection lines ("x.x.x.x", "[IP]"), as written."""
 
     @property
     def reply_code(self) -> str | None:
@@ -171,4 +173,5 @@ class Extraction:
             "issuer_via": c.via if c else None,
             "inferred": self.inferred.as_dict() if self.inferred else None,
             "evidence": {"kind": list(c.kind_evidence), "issuer": list(c.issuer_evidence)} if c else None,
+            "redacted": list(self.redacted),
         }
