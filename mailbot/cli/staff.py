@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from sqlmodel import Session
@@ -267,3 +268,29 @@ def digest(ctx: click.Context, preview: str | None, send_now: bool) -> None:
         r = desk.flush()
         click.echo(f"digest sent to {', '.join(desk.config.desk.staff)} (sent {r.sent}, retry later {r.retried})")
         warn_held(r)
+
+
+@main.command()
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Requests opened on or after (default: 30 days ago).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+@click.pass_context
+@operator_errors
+def report(ctx: click.Context, since: Any, as_json: bool) -> None:
+    """How the desk keeps its promise: requests, outcomes, time to reply and to outcome, the SLA.
+
+    \b
+    Example:
+      mailbot report --since 2026-11-01
+      mailbot report --json | jq .to_outcome
+    """
+    from datetime import UTC, timedelta
+
+    from mailbot import clock
+    from mailbot.staffing import report as figures
+
+    desk = desk_of(ctx, migrate=False)
+    now = clock.utcnow()
+    start = since.replace(tzinfo=UTC) if since else now - timedelta(days=30)
+    with Session(desk.engine) as session:
+        r = figures.build(session, start, now)
+    click.echo(json.dumps(r.as_json(), indent=1) if as_json else figures.text(r))
