@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from mailbot.config import parse
-from mailbot.store.engine import create_schema, make_engine
 from mailbot.listing import Lister, Listing, LookupFailed, PermanentListingError, delist_key, is_repeat
 from mailbot.listing.admin import NewListing, add, parse_network
 from mailbot.listing.table import TableSource
+from mailbot.store.engine import create_schema, make_engine
 
 
 def config(**listing: Any) -> Any:

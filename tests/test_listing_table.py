@@ -17,10 +17,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailbot.config import parse
-from mailbot.store.engine import create_schema, make_engine
 from mailbot.listing import DelistStatus, Listing, PermanentListingError, open_lister
 from mailbot.listing.admin import NewListing, TableError, add, parse_network, remove
 from mailbot.listing.table import delist, lookup
+from mailbot.store.engine import create_schema, make_engine
 from mailbot.store.listing_tables import ListingEntry, ListingHistory
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,8 +21,8 @@ from mailbot import clock
 from mailbot.errors import CommandFailed
 from mailbot.listing.base import DelistStatus, IPNetwork, aware, parse_ip
 from mailbot.listing.table import LISTED, bounds, entries_overlapping, record, write_session
-from mailbot.store.listing_tables import ListingEntry
 from mailbot.outgoing.sanitize import db_text
+from mailbot.store.listing_tables import ListingEntry
 
 MAX_CATEGORY, MAX_ORIGIN, MAX_REASON = 100, 100, 2000
 

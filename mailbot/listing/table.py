@@ -28,7 +28,6 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from mailbot import clock
-from mailbot.store.engine import fault_line, is_fault
 from mailbot.listing.base import (
     DelistResult,
     DelistStatus,
@@ -40,8 +39,9 @@ from mailbot.listing.base import (
     aware,
     parse_ip,
 )
-from mailbot.store.listing_tables import ListingEntry, ListingHistory
 from mailbot.outgoing.sanitize import db_text
+from mailbot.store.engine import fault_line, is_fault
+from mailbot.store.listing_tables import ListingEntry, ListingHistory
 
 NAME = "table"
 LISTED = "listed"

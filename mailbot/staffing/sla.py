@@ -42,6 +42,10 @@ class SweepResult:
     mailed: bool = False
     expired: list[str] = field(default_factory=list)
     """needs_info tickets closed for want of a reply (desk.needs_info_days)."""
+    rechecked: int = 0
+    """Open tickets whose IP was looked up afresh (listing.recheck_per_sweep)."""
+    not_listed: list[str] = field(default_factory=list)
+    """Open tickets whose IP the source no longer lists: answered so, ended `not_listed`."""
 
 
 def human_delta(delta: timedelta) -> str:
