@@ -50,7 +50,7 @@ _SAMPLE_TICKET = {
     # what the listing source said (staff mail only; the reason never goes to a sender)
     "listing": "listed since 2026-11-27 08:00 CET (spam-trap); listed 1 time before, last delisted "
                "2026-10-02 11:00 CEST; REPEAT (checked 2026-11-28 10:00 CET)",
-    "listing_reason": "hit our spam traps 40 times on 2026-11-27", "repeat": True,
+    "listing_reason": "hit our spam traps 40 times on 2026-11-27", "repeat": True, "flag": "REPEAT",
 }
 
 SAMPLE_CONTEXT: dict[str, Any] = {
