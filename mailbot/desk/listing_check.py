@@ -72,23 +72,26 @@ def record_once(session: Session, ticket: Ticket, what: Outcome, detail: str | N
     return True
 
 
-def summary(ticket: Ticket, zone: ZoneInfo) -> str:
-    """The listing in one line for staff (show, escalations, the digest); "" when never asked."""
+def summary(ticket: Ticket, zone: ZoneInfo, checked: bool = True) -> str:
+    """The listing in one line for staff (show, escalations, the digest); "" when never asked.
+    `checked`: with the time of the lookup (an event has its own)."""
     history = ""
     if ticket.listed_before:
         history = f"; listed {ticket.listed_before} time{'s' if ticket.listed_before != 1 else ''} before"
         if ticket.last_delisted:
             history += f", last delisted {local(ticket.last_delisted, zone)}"
     repeat = "; REPEAT" if ticket.repeat else ""
-    checked = local(ticket.listing_checked_at, zone)
+    at = local(ticket.listing_checked_at, zone)
+    when = f" (checked {at})" if checked else ""
     if ticket.listing == ListingState.LISTED:
         since = f" since {local(ticket.listed_since, zone)}" if ticket.listed_since else ""
         category = f" ({ticket.listing_category})" if ticket.listing_category else ""
-        return f"listed{since}{category}{history}{repeat} (checked {checked})"
+        return f"listed{since}{category}{history}{repeat}{when}"
     if ticket.listing == ListingState.NOT_LISTED:
-        return f"not listed (checked {checked}){history}"
+        return f"not listed{when}{history}"
     if ticket.listing == ListingState.LOOKUP_FAILED:
-        return f"lookup failed at {checked}: {ticket.listing_error or 'no answer'}; the sweep asks again"
+        return f"lookup failed{f' at {at}' if checked else ''}: {ticket.listing_error or 'no answer'}; " \
+               "the sweep asks again"
     return ""
 
 
@@ -108,7 +111,7 @@ def record(session: Session, ticket: Ticket, answer: Answer, now: datetime) -> N
         ticket.listed_before, ticket.last_delisted = answer.times_listed_before, answer.last_delisted
         ticket.repeat = answer.repeat
     if ticket.listing != before:
-        detail = summary(ticket, ZoneInfo("UTC"))
+        detail = summary(ticket, ZoneInfo("UTC"), checked=False)
         tickets.event(session, ticket, EventKind.LISTING, f"{ACTOR} ({answer.source})", detail, now)
 
 

@@ -168,7 +168,8 @@ def redirect(session: Session, ticket: Ticket, actor: str, detail: str | None, n
 
 
 def not_listed(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime) -> None:
-    """open → not_listed: the list does not hold the IP, and the sender was told so (no clock)."""
+    """open → not_listed: the list does not hold the IP, and the sender was told so (no clock runs)."""
+    ticket.due_at = None
     change_state(session, ticket, TicketState.NOT_LISTED, actor, detail, now)
 
 
