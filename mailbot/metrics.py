@@ -84,10 +84,11 @@ def outcome_metrics(engine: Engine) -> Iterator[Any]:
                                  labels=["kind"])
     for kind in Outcome:
         row = by_kind.get(kind.value)
-        n = int(row[0]) if row else 0
+        # row: outcome, count, sum of seconds, then one count per bucket
+        n = int(row[1]) if row else 0
         total.add_metric([kind.value], float(n))
-        buckets = [(str(b), float(row[2 + i] or 0) if row else 0.0) for i, b in enumerate(OUTCOME_BUCKETS)]
-        hist.add_metric([kind.value], [*buckets, ("+Inf", float(n))], sum_value=float(row[1]) if row else 0.0)
+        buckets = [(str(b), float(row[3 + i] or 0) if row else 0.0) for i, b in enumerate(OUTCOME_BUCKETS)]
+        hist.add_metric([kind.value], [*buckets, ("+Inf", float(n))], sum_value=float(row[2]) if row else 0.0)
     yield total
     yield hist
 

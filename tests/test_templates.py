@@ -124,8 +124,8 @@ def test_templates_preview_prints_subject_and_text_and_writes_the_html(tmp_path:
     assert de.returncode == 0 and "Wir brauchen die vollständige Unzustellbarkeitsmeldung" in de.stdout
 
     unknown = mailbot("templates", "preview", "ackk", cwd=tmp_path)
-    assert unknown.returncode == 1 and "no template 'ackk'; there are: ack, closed, conditional, database_alert, declined" \
-        in unknown.stderr
+    assert unknown.returncode == 1
+    assert "no template 'ackk'; there are: ack, closed, conditional, database_alert, declined" in unknown.stderr
     bad = mailbot("templates", "preview", "ack", "--language", "../x", cwd=tmp_path)
     assert bad.returncode == 2 and "--language" in bad.stderr
 
