@@ -215,3 +215,55 @@ def test_a_sender_who_still_gets_rejected_reopens_the_request_for_staff(
     # no second "not listed": a person looks now, and the sweep leaves it to them
     assert w.desk.sweep().not_listed == []
     assert [m.message["Subject"] for m in w.smtp.wait_for(1)] == [f"[DL-000001] {IP} is not on our block list"]
+
+
+def auto_submitted(raw: bytes) -> bytes:
+    """The forward as an autoresponder would send it (RFC 3834): it must never be answered."""
+    return b"Auto-Submitted: auto-replied\r\n" + raw
+
+
+def test_not_listed_is_never_sent_to_an_autoresponder_nor_by_the_sweep_to_a_sender_never_written_to(
+        make_world: Callable[..., World], list_service: ListService) -> None:
+    # Someone who makes mailers forward NDRs for clean IPs must not turn the desk into a
+    # "not listed" backscatter source: the reply guard holds that mail as it holds an ack.
+    w = make_world(listing=http(list_service, cache_seconds=0))
+    w.deliver(auto_submitted(forward(IP, tag="robot-1", sender="robot@loop.example")))
+    list_service.listings["203.0.113.70"] = {"category": "spam"}
+    w.deliver(auto_submitted(forward("203.0.113.70", tag="robot-2", sender="robot@loop.example")))
+    w.run()
+    clean, listed = w.tickets()
+    assert (clean.state, listed.state) == ("not_listed", "open")
+    assert any(e.kind == "no_reply" and "not_listed not sent" in (e.detail or "") for e in w.events(clean))
+    del list_service.listings["203.0.113.70"]
+    assert w.desk.sweep().not_listed == ["DL-000002"]
+    w.desk.flush()
+    assert w.smtp.messages == []
+
+
+def test_a_source_s_hostile_reason_reaches_staff_escaped_and_never_a_sender(
+        make_world: Callable[..., World], list_service: ListService) -> None:
+    import io
+
+    from rich.console import Console
+
+    hostile = "\x1b]2;owned\x07<script>alert(1)</script> \u202eevil"
+    list_service.listings[IP] = {"reason": hostile, "category": "<b>x</b>"}
+    w = make_world(listing=http(list_service), desk={"staff": ["support@example.org"]})
+    w.deliver(forward(IP))
+    w.run()
+    [ack] = w.smtp.wait_for(1)
+    assert b"script" not in ack.data and b"owned" not in ack.data
+    out = io.StringIO()
+    with Session(w.desk.engine) as s:
+        t = s.get(Ticket, 1)
+        assert t is not None
+        views.print_ticket(s, t, w.desk.config.desk.zone, Console(file=out, width=200, highlight=False))
+    shown = out.getvalue()
+    assert "\x1b" not in shown and "\u202e" not in shown and "\\x1b]2;owned\\x07<script>" in shown
+    with time_machine.travel(datetime.now(UTC) + timedelta(hours=41), tick=False):
+        w.desk.sweep()
+        w.desk.flush()
+    escalation = w.smtp.wait_for(2)[1].message
+    html = str(escalation.get_body(("html",)).get_content())
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "\x1b" not in str(escalation.get_body(("plain",)).get_content())
