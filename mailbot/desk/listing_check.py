@@ -63,10 +63,12 @@ def once_key(what: Outcome, ticket: Ticket) -> str:
 
 
 def record_once(session: Session, ticket: Ticket, what: Outcome, detail: str | None, now: datetime,
-                actor: str = ACTOR) -> bool:
-    """The outcome, unless this ticket's clock has it already (a message redone alone after its batch failed)."""
+                actor: str = ACTOR, check: bool = True) -> bool:
+    """The outcome, unless this ticket's clock has it already. `check=False` where the caller's
+    state change makes a second one impossible (processing: a ticket opens or leaves `open`
+    once), so the batch's pending writes are not flushed early for the look."""
     key = once_key(what, ticket)
-    if session.exec(select(TicketEvent.id).where(TicketEvent.once == key)).first() is not None:
+    if check and session.exec(select(TicketEvent.id).where(TicketEvent.once == key)).first() is not None:
         return False
     tickets.outcome(session, ticket, what, actor, detail, now, once=key)
     return True
@@ -125,7 +127,9 @@ def senders_we_wrote_to(session: Session, ticket: Ticket) -> set[str]:
 def tell_not_listed(session: Session, mailer: Mailer, config: Config, ticket: Ticket, now: datetime,
                     skip: str | None = None) -> list[str]:
     """Queue the `not_listed` mail to each of the ticket's senders we wrote to before (but
-    `skip`, a person answered by the caller), each shown their own forward and threaded to it."""
+    `skip`, a person answered by the caller), each shown their own forward and threaded to it.
+    The reply guard passed them when they were first answered; this is once per sender and
+    clock (the dedupe key), so the daily caps are not asked again."""
     assert ticket.id is not None
     wrote = senders_we_wrote_to(session, ticket)
     told = []
@@ -147,9 +151,11 @@ def tell_not_listed(session: Session, mailer: Mailer, config: Config, ticket: Ti
     return told
 
 
-def resolve_not_listed(session: Session, ticket: Ticket, answer: Listing, why: str, now: datetime) -> None:
+def resolve_not_listed(session: Session, ticket: Ticket, answer: Listing, why: str, now: datetime,
+                       check: bool = True) -> None:
     tickets.not_listed(session, ticket, f"{ACTOR} ({answer.source})", why, now)
-    record_once(session, ticket, Outcome.NOT_LISTED, f"{answer.source}: {ticket.ip} is not listed ({why})", now)
+    record_once(session, ticket, Outcome.NOT_LISTED, f"{answer.source}: {ticket.ip} is not listed ({why})", now,
+                check=check)
 
 
 class ListingCheck:
@@ -179,7 +185,7 @@ class ListingCheck:
         what the ticket's state and its IP's listing say of how it ends."""
         opened_as = OPENED_AS.get(TicketState(ticket.state))
         if opened_as is not None:
-            record_once(session, ticket, opened_as, f"{ticket.state} by rule {ticket.rule}", now)
+            record_once(session, ticket, opened_as, f"{ticket.state} by rule {ticket.rule}", now, check=False)
             return kind
         if kind != MailKind.ACK or ticket.state != TicketState.OPEN or not ticket.ip:
             return kind
@@ -193,9 +199,10 @@ class ListingCheck:
         if not isinstance(answer, Listing) or answer.listed or not self.config.listing.answer_not_listed \
                 or previous not in ANSWER_AFTER:
             return kind
-        resolve_not_listed(session, ticket, answer, "answered at once", now)
-        if self.mailer is not None:
+        resolve_not_listed(session, ticket, answer, "answered at once", now, check=False)
+        if self.mailer is not None and ticket.opened_at != now:
             # the sender in hand gets the reply from triage; earlier senders of a joined ticket from here
+            # (a ticket opened by this very message has none)
             tell_not_listed(session, self.mailer, self.config, ticket, now, skip=person(sender) if sender else None)
         return MailKind.NOT_LISTED
 
