@@ -8,6 +8,7 @@ at the SMTP server, the requests the list service received.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -267,3 +268,21 @@ def test_a_source_s_hostile_reason_reaches_staff_escaped_and_never_a_sender(
     html = str(escalation.get_body(("html",)).get_content())
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "\x1b" not in str(escalation.get_body(("plain",)).get_content())
+
+
+def test_a_dns_block_list_answers_for_the_desk_v4_and_v6(make_world: Callable[..., World], dnsbl: Any) -> None:
+    v6 = "2001:db8:5::25"
+    nibbles = ".".join(reversed(ipaddress.ip_address(v6).exploded.replace(":", "")))
+    nsd = dnsbl("bl.test", ["45.113.0.203 IN A 127.0.0.2", '45.113.0.203 IN TXT "trap hits"',
+                            f"{nibbles} IN A 127.0.0.3"])
+    w = make_world(listing={"source": "dnsbl", "dnsbl_zone": "bl.test", "dnsbl_nameserver": "127.0.0.1",
+                            "dnsbl_port": nsd.port, "timeout_seconds": 2})
+    w.deliver(forward(IP, tag="v4"))
+    w.deliver(forward(v6, tag="v6", sender="ada@adatum.example"))
+    w.deliver(forward("203.0.113.46", tag="clean", sender="kim@elsewhere.example"))
+    w.run()
+    assert [(t.ip, t.state, t.listing, t.listing_category, t.listing_reason) for t in w.tickets()] == [
+        (IP, "open", "listed", "127.0.0.2", "trap hits"), (v6, "open", "listed", "127.0.0.3", None),
+        ("203.0.113.46", "not_listed", "not_listed", None, None)]
+    assert sorted(m.message["Subject"] for m in w.smtp.wait_for(3))[2] == \
+        "[DL-000003] 203.0.113.46 is not on our block list"
