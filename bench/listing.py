@@ -1,6 +1,6 @@
 """The cost of a listing lookup per message, against parsing the message (issue #17).
 
-    .venv/bin/python bench/listing.py [--entries 10000] [--lookups 2000] [--db sqlite|postgresql]
+    .venv/bin/python bench/listing.py [--entries 10000] [--lookups 2000] [--db sqlite|postgresql] [--process 300]
 
 Measured in the same run, each as the median time per operation over `--lookups` operations
 (IPs drawn at random, about half of them listed), in this process:
@@ -12,6 +12,12 @@ Measured in the same run, each as the median time per operation over `--lookups`
   database holding `--entries` listings (a tenth of them networks) and their history;
 - dnsbl, uncached: `Lister.lookup` against a private NSD on 127.0.0.1 serving a zone of the
   same listings (an A and a TXT query for a listed IP, one for the rest).
+
+Then, in the same run, what a lookup costs a message where it happens, in processing
+(`_processing.py`, `--process N` forwards, 0 to skip): `Desk.processor.run()` over the same N
+stored forwards without a listing source, and with the table (cached, uncached), the http source
+against the list service in a process of its own, and the dnsbl source against NSD, uncached:
+the time per message of each and what the lookup adds to it.
 
 Prints each cost and its ratio to the baseline; the last line is one JSON object of the figures.
 Needs nsd (scripts/install-test-deps) for the dnsbl row, PostgreSQL for --db postgresql
@@ -163,6 +169,8 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=10_000)
     ap.add_argument("--lookups", type=int, default=2_000)
     ap.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument("--process", type=int, default=300, help="forwards processed per mode (0: skip)")
+    ap.add_argument("--rounds", type=int, default=2, help="runs of each processing mode (the best counts)")
     ns = ap.parse_args()
     rng = random.Random(17)
     nets, asked_all = listed_set(ns.entries, rng)
@@ -204,6 +212,26 @@ def main() -> None:
     else:
         print("dnsbl: skipped (nsd is not installed)")
         figures["dnsbl_uncached_us"] = None
+
+    if ns.process > 0:
+        import _processing
+
+        @contextmanager
+        def nsd_server() -> Iterator[Any]:
+            from listing_servers import NsdServer
+
+            with tempfile.TemporaryDirectory() as d:
+                server = NsdServer(str(nsd), Path(d), "bl.bench", zone_records(nets))
+                server.start()
+                try:
+                    yield server
+                finally:
+                    server.stop()
+
+        processed = _processing.figures(ns.process, asked, listed, lambda: database(ns.db), lambda u: fill(u, nets),
+                                        nsd_server if nsd else None, ns.rounds)
+        _processing.report(processed)
+        figures.update(processed)
 
     base = figures["baseline_parse_15kb_us"]
     for key, label in (("table_cached_us", "table, cached"), ("table_uncached_us", f"table, uncached ({ns.db})"),

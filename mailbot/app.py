@@ -23,7 +23,9 @@ from mailbot import clock, faults
 from mailbot.config import Config, database_url
 from mailbot.desk.expiry import expire_needs_info
 from mailbot.desk.extractor import Extractor
+from mailbot.desk.listing_check import recheck
 from mailbot.desk.worker import Processor, ProcessResult
+from mailbot.listing import Lister, open_lister
 from mailbot.outgoing.outbox import FlushResult, flush
 from mailbot.outgoing.render import Renderer
 from mailbot.outgoing.sendhealth import SendHealth
@@ -75,10 +77,21 @@ class Desk:
         self.processor = Processor(config, self.engine, self.renderer)
         self.sending = SendHealth(self.engine, config, self.renderer)
         self.processor.extract = self.extractor.run
+        self.opened_lister: Lister | None = None
+        self.processor.triage.listing.lister = self.listing
+
+    def listing(self) -> Lister | None:
+        """The listing source's `Lister`, opened when first needed (a command that never looks
+        anything up never reads a token or checks a program); None without a [listing] source."""
+        if self.opened_lister is None and self.config.listing.source is not None:
+            self.opened_lister = open_lister(self.config, self.engine)
+        return self.opened_lister
 
     def close(self) -> None:
         """End the extraction worker (the daemon and the commands call this on their way out)."""
         self.extractor.close()
+        if self.opened_lister is not None:
+            self.opened_lister.close()
         self.engine.dispose()
 
     def open_source(self, folder: str | None = None) -> SourceSession:
@@ -259,12 +272,16 @@ class Desk:
         return result
 
     def sweep(self) -> SweepResult:
-        """Requests left waiting for the sender end (desk/expiry.py); escalation and breach notices
-        for tickets crossing their points (staffing/sla.py)."""
+        """Requests left waiting for the sender end (desk/expiry.py); open tickets' IPs looked up
+        afresh, those no longer listed answered (desk/listing_check.py), before escalation and
+        breach notices for tickets crossing their points (staffing/sla.py)."""
         with transaction(self.engine) as session:
             expired = expire_needs_info(session, self.config.desk.needs_info_days, clock.utcnow())
+        lister = self.listing()
+        rechecked, answered = (0, []) if lister is None else recheck(
+            self.engine, self.config, self.processor.triage.mailer, lister, clock.utcnow())
         result = sla.sweep(self.engine, self.config, self.renderer)
-        result.expired = expired
+        result.expired, result.rechecked, result.not_listed = expired, rechecked, answered
         return result
 
     def send_digest(self, slot: str) -> bool:

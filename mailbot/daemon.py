@@ -170,7 +170,10 @@ class Daemon:
         metrics.BREACHES.inc(len(r.breached))
         if r.expired:
             log.info("closed %d request(s) the sender never completed: %s", len(r.expired), " ".join(r.expired))
-        if r.escalated or r.breached:
+        if r.not_listed:
+            log.info("answered %d ticket(s) whose IP is no longer listed: %s", len(r.not_listed),
+                     " ".join(r.not_listed))
+        if r.escalated or r.breached or r.not_listed:
             self.flush()
 
     def digest(self) -> None:

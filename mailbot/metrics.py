@@ -10,15 +10,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func
+from sqlalchemy import case, func
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailbot import clock
-from mailbot.store.states import OutboxState, TicketState
-from mailbot.store.tables import DaemonHealth, OutboxMail, OutgoingHealth, Ticket
+from mailbot.store.states import OutboxState, Outcome, TicketState
+from mailbot.store.tables import DaemonHealth, OutboxMail, OutgoingHealth, Ticket, TicketEvent
 
 REGISTRY = CollectorRegistry()
 FETCHED = Counter("mailbot_messages_fetched", "Messages stored from the mailbox", registry=REGISTRY)
@@ -31,6 +32,11 @@ ACKS = Counter("mailbot_acks", "Replies to senders", ["result"], registry=REGIST
 ESCALATIONS = Counter("mailbot_escalations", "Tickets escalated before the SLA mark", registry=REGISTRY)
 BREACHES = Counter("mailbot_breaches", "Tickets past the SLA mark", registry=REGISTRY)
 POLL_ERRORS = Counter("mailbot_poll_errors", "Polls that failed", registry=REGISTRY)
+LOOKUPS = Counter("mailbot_listing_lookups", "Listing lookups by this daemon, by answer",
+                  ["result"], registry=REGISTRY)  # listed|not_listed|failed|skipped (the source was failing)
+OUTCOME_BUCKETS = (60.0, 600.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 24 * 3600.0, 48 * 3600.0, 72 * 3600.0,
+                   7 * 86400.0)
+"""Seconds from the forward to its outcome: a minute (answered by the list), ... the 48-hour mark, a week."""
 
 
 class DatabaseGauges(Collector):
@@ -59,6 +65,32 @@ class DatabaseGauges(Collector):
         yield GaugeMetricFamily("mailbot_overdue_tickets", "Open tickets past the SLA mark", value=float(open_n))
         yield GaugeMetricFamily("mailbot_last_successful_poll_timestamp", "Unix time of the last good poll",
                                 value=last_ok.timestamp() if last_ok else 0)
+        yield from outcome_metrics(self.engine)
+
+
+def outcome_metrics(engine: Engine) -> Iterator[Any]:
+    """Outcomes by kind and the time from forward to outcome, read from the outcome events: the
+    staff commands that record most of them (delist, decline) run in processes of their own,
+    so a counter in the daemon would miss them. One grouped statement per scrape."""
+    seconds = col(TicketEvent.outcome_seconds)
+    columns = [func.count(), func.coalesce(func.sum(seconds), 0.0),
+               *(func.sum(case((seconds <= b, 1), else_=0)) for b in OUTCOME_BUCKETS)]
+    with Session(engine) as s:
+        rows = s.execute(sa_select(col(TicketEvent.outcome), *columns)
+                         .where(col(TicketEvent.outcome).is_not(None)).group_by(col(TicketEvent.outcome))).all()
+    by_kind: dict[str, Any] = {r[0]: r for r in rows}
+    total = CounterMetricFamily("mailbot_outcomes", "Requests that ended, by outcome", labels=["kind"])
+    hist = HistogramMetricFamily("mailbot_outcome_seconds", "Seconds from the forward to its outcome",
+                                 labels=["kind"])
+    for kind in Outcome:
+        row = by_kind.get(kind.value)
+        # row: outcome, count, sum of seconds, then one count per bucket
+        n = int(row[1]) if row else 0
+        total.add_metric([kind.value], float(n))
+        buckets = [(str(b), float(row[3 + i] or 0) if row else 0.0) for i, b in enumerate(OUTCOME_BUCKETS)]
+        hist.add_metric([kind.value], [*buckets, ("+Inf", float(n))], sum_value=float(row[2]) if row else 0.0)
+    yield total
+    yield hist
 
 
 def serve(engine: Engine, address: str, port: int) -> None:

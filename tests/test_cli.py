@@ -50,24 +50,30 @@ def test_the_demo_runs_the_whole_desk_without_a_mail_server(tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     assert "DL-000001  open" in r.stdout and "redirected" in r.stdout and "needs_info" in r.stdout
     replies = list((tmp_path / "demo" / "outbox" / "new").iterdir())
-    assert len(replies) == 7
-    assert f"Replies (7) are in the Maildir outbox {tmp_path / 'demo' / 'outbox' / 'new'}" in r.stdout
+    assert len(replies) == 8
+    assert f"Replies (8) are in the Maildir outbox {tmp_path / 'demo' / 'outbox' / 'new'}" in r.stdout
     assert list((tmp_path / "demo" / "inbox" / "new").iterdir()) == []
-    assert len(list((tmp_path / "demo" / "inbox" / ".Processed" / "cur").iterdir())) == 8
+    assert len(list((tmp_path / "demo" / "inbox" / ".Processed" / "cur").iterdir())) == 9
 
     again = mailbot("demo", "--dir", str(tmp_path / "demo"))
-    assert "Processed 0 messages (8 already seen" in again.stdout
+    assert "Processed 0 messages (9 already seen" in again.stdout
     assert "not_ours" in r.stdout and "not_a_block" in r.stdout
-    assert len(list((tmp_path / "demo" / "outbox" / "new").iterdir())) == 7
+    assert len(list((tmp_path / "demo" / "outbox" / "new").iterdir())) == 8
 
     config = str(tmp_path / "demo" / "mailbot.toml")
     tickets = json.loads(mailbot("-c", config, "tickets", "--sort", "id", "--json").stdout)
     assert [t["ref"] for t in tickets] == ["DL-000001", "DL-000002", "DL-000003", "DL-000004", "DL-000005",
-                                             "DL-000006", "DL-000007"]
+                                             "DL-000006", "DL-000007", "DL-000008"]
     assert tickets[0]["status"] == "5.7.511" and tickets[0]["ip"] == "203.0.113.45"
     shown = mailbot("-c", config, "show", "DL-000001")
     assert shown.returncode == 0
     assert "evidence: 550 5.7.511" in shown.stdout and "joined" in shown.stdout and "mail_sent" in shown.stdout
+    assert "listing:  listed since" in shown.stdout and "reason (staff only): hit our spam traps" in shown.stdout
+    # the sample whose IP the demo's list does not hold is answered so, and resolved without a person
+    assert re.search(r"DL-000008  not_listed  550 5.7.511  192.0.2.61 +olivia@fourthcoffee.example", r.stdout)
+    assert "to olivia@fourthcoffee.example              [DL-000008] 192.0.2.61 is not on our block list" in r.stdout
+    assert tickets[7]["state"] == "not_listed" and tickets[7]["listing"] == "not_listed"
+    assert tickets[7]["outcome"] == "not_listed" and tickets[0]["listing"] == "listed"
     missing = mailbot("-c", config, "show", "DL-000099")
     assert missing.returncode == 1 and "no ticket DL-000099" in missing.stderr
 
@@ -135,7 +141,8 @@ def test_the_daemon_acknowledges_new_mail_and_stops_cleanly_on_sigterm(
 
 
 def test_every_command_has_help_with_an_example() -> None:
-    for cmd in ("run", "poll", "flush", "tickets", "show", "parse", "check", "demo"):
+    for cmd in ("run", "poll", "flush", "tickets", "show", "parse", "check", "demo", "delist", "conditional",
+                "decline"):
         r = mailbot(cmd, "--help")
         assert r.returncode == 0 and "Example" in r.stdout, cmd
 
@@ -146,13 +153,13 @@ def test_reply_offers_the_staff_templates_only_and_says_so_in_one_line(tmp_path:
     helped = mailbot("reply", "--help")
     assert helped.returncode == 0
     listed = re.search(r"Templates: (.*?) \(shipped\)", " ".join(helped.stdout.split()))
-    assert listed and listed.group(1) == "declined, delisted"
+    assert listed and listed.group(1) == "conditional, declined, delisted"
     for name in ("ack", "needs_info", "redirect", "digest", "sla_notice", "poll_alert", "_layout", "nope"):
         r = mailbot("-c", config, "reply", "DL-000001", "--template", name)
         assert r.returncode == 1, (name, r.stderr)
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
-        assert f"no staff template '{name}'" in r.stderr and "declined, delisted" in r.stderr
-    assert len(list(outbox.iterdir())) == 7  # nothing was sent
+        assert f"no staff template '{name}'" in r.stderr and "conditional, declined, delisted" in r.stderr
+    assert len(list(outbox.iterdir())) == 8  # nothing was sent
     shown = mailbot("-c", config, "show", "DL-000001").stdout
     assert "staff_reply" not in shown and "answered" not in shown
 
@@ -169,10 +176,10 @@ def test_a_staff_template_that_does_not_render_is_one_line_and_sends_nothing(tmp
     r = mailbot("-c", str(config), "reply", "DL-000001", "--template", "apology")
     assert r.returncode == 1
     assert r.stderr == "mailbot: template apology: 'customer_name' is undefined\n"
-    assert len(list(outbox.iterdir())) == 7
+    assert len(list(outbox.iterdir())) == 8
     ok = mailbot("-c", str(config), "reply", "DL-000001", "--template", "delisted")
     assert ok.returncode == 0, ok.stderr
-    assert len(list(outbox.iterdir())) == 9  # both senders of DL-000001
+    assert len(list(outbox.iterdir())) == 10  # both senders of DL-000001
 
 
 def test_the_demo_goes_on_to_the_48_hour_mark_in_simulated_time(tmp_path: Path) -> None:
@@ -194,7 +201,10 @@ def test_the_demo_goes_on_to_the_48_hour_mark_in_simulated_time(tmp_path: Path) 
     assert escalation.splitlines()[0].endswith("(simulated time) -----")
     assert "Subject: [Example Delist Desk] 2 due soon" in escalation
     assert re.search(r"DL-000001  7h 5\dm left", escalation) and "DL-000005" in escalation
-    assert "erik.admin@contoso-sender.example" in escalation and "mailbot reply DL-000001" in escalation
+    assert "erik.admin@contoso-sender.example" in escalation and "mailbot delist DL-000001" in escalation
+    # staff read what the list says, and why it lists the IP
+    assert re.search(r"listing:\n +listed since \d{4}-\d\d-\d\d \d\d:\d\d CES?T \(spam-trap\)", escalation)
+    assert "hit our spam traps 40 times" in escalation
     digest = simulated[simulated.index("----- DIGEST mail to support@example.org"):]
     assert digest.splitlines()[0].endswith("(simulated time) -----")
     assert "Subject: [Example Delist Desk] Digest: 2 open, 2 due soon" in digest
@@ -212,7 +222,7 @@ def test_the_demo_goes_on_to_the_48_hour_mark_in_simulated_time(tmp_path: Path) 
     for table, in_copy in (("sla_notice", 2), ("digest_run", 1)):
         assert (count(real, f"select count(*) from {table}"), count(copy, f"select count(*) from {table}")) == (
             0, in_copy), table
-    assert len(list((tmp_path / "demo" / "outbox" / "new").iterdir())) == 7
+    assert len(list((tmp_path / "demo" / "outbox" / "new").iterdir())) == 8
 
 
 def test_the_demo_as_the_readme_runs_it_with_its_default_folder(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def test_a_ticket_escalates_once_at_40_hours_and_breaches_once_at_48(make_world:
         [escalation] = staff_mails(w)
         body = escalation.message.get_body(("plain",)).get_content()
         for fact in ("DL-000001", "erik.admin@contoso-sender.example", "203.0.113.45", "550 5.7.511",
-                     "8h 0m left", "our mail to your customers is rejected", "mailbot reply DL-000001"):
+                     "8h 0m left", "our mail to your customers is rejected", "mailbot delist DL-000001"):
             assert fact in body, fact
         assert escalation.message["Auto-Submitted"] == "auto-generated"
 

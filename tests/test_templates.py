@@ -15,7 +15,7 @@ from mailbot.cli.demo import DEMO_CONFIG
 from mailbot.config import ConfigError, parse
 from mailbot.outgoing.render import SAMPLE_CONTEXT, Renderer
 
-SENDER_FACING = ("ack", "redirect", "needs_info", "delisted", "declined", "closed")
+SENDER_FACING = ("ack", "redirect", "needs_info", "delisted", "conditional", "declined", "not_listed", "closed")
 STAFF_FACING = ("digest", "sla_notice", "staff_confirmation")
 
 
@@ -124,8 +124,8 @@ def test_templates_preview_prints_subject_and_text_and_writes_the_html(tmp_path:
     assert de.returncode == 0 and "Wir brauchen die vollständige Unzustellbarkeitsmeldung" in de.stdout
 
     unknown = mailbot("templates", "preview", "ackk", cwd=tmp_path)
-    assert unknown.returncode == 1 and "no template 'ackk'; there are: ack, closed, database_alert, declined" \
-        in unknown.stderr
+    assert unknown.returncode == 1
+    assert "no template 'ackk'; there are: ack, closed, conditional, database_alert, declined" in unknown.stderr
     bad = mailbot("templates", "preview", "ack", "--language", "../x", cwd=tmp_path)
     assert bad.returncode == 2 and "--language" in bad.stderr
 
@@ -219,4 +219,4 @@ def test_every_text_mail_is_filled_evenly_within_78_columns(language: str, conte
         quoted = (str(context["rejection_text"]), str(context["text"]))
         assert layout_problems(text, exempt=quoted) == [], f"{language} {name}:\n{text}"
         rendered += 1
-    assert rendered == (15 if language == "en" else 8)
+    assert rendered == (17 if language == "en" else 10)

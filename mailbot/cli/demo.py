@@ -62,7 +62,17 @@ staff = ["support@example.org"]
 portal_url = "https://sender.office.com/"
 # The samples use documentation addresses; a real desk leaves this empty.
 allow_ranges = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]
+
+[listing]
+# The desk's own block list, kept in this database (`mailbot listing show 203.0.113.45`).
+# The demo lists a few addresses; 192.0.2.61, the IP of sample 09, is not among them.
+source = "table"
 """
+
+DEMO_LISTINGS = (("203.0.113.45", "spam-trap", "hit our spam traps 40 times on 2026-11-22", 2),
+                 ("2001:db8:5::25", "complaints", "1,200 complaints from our users in one day", 1),
+                 ("198.51.100.0/24", "botnet", "a range of infected hosts", 9))
+"""(IP or network, category, the reason staff read, days listed) of the demo's block list."""
 
 
 def run_demo(directory: Path, echo: Callable[[str], None]) -> None:
@@ -83,6 +93,7 @@ def run_demo(directory: Path, echo: Callable[[str], None]) -> None:
     echo(f"Put {len(samples)} sample forwarded NDRs into the Maildir inbox {directory / 'inbox'}")
 
     desk = Desk(load(config_path))
+    list_demo_rows(desk)
     polled, flushed = desk.run_once()
     echo(f"Processed {polled.process.processed} messages "
          f"({polled.fetch.duplicates} already seen in an earlier run), "
@@ -102,6 +113,17 @@ def run_demo(directory: Path, echo: Callable[[str], None]) -> None:
     simulate_48_hours(desk.config, directory, echo)
     echo(f"\nConfig: {config_path}   Database: {directory / 'mailbot.db'}")
     echo(f"Next:   {_command()} -c {config_path} show DL-000001")
+
+
+def list_demo_rows(desk: Desk) -> None:
+    """The demo's block list (rows listed already, from an earlier run, stay as they are)."""
+    if desk.config.listing.source != "table":
+        return  # the operator changed the demo's config: their list, not ours
+    from mailbot.listing.admin import NewListing, import_rows, parse_network
+
+    now = clock.utcnow()
+    import_rows(desk.engine, [NewListing(parse_network(net), category, reason, "demo", now - timedelta(days=days))
+                              for net, category, reason, days in DEMO_LISTINGS], "mailbot demo")
 
 
 STAFF_MAIL = (MailKind.SLA_NOTICE, MailKind.DIGEST)

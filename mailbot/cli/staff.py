@@ -233,6 +233,13 @@ def reply(ctx: click.Context, ref: str, template: str, note: str | None) -> None
     if template not in offered:
         why = " (mailbot sends that one itself)" if template in AUTOMATIC_TEMPLATES else ""
         fail(f"no staff template {template!r}{why}; reply sends: {', '.join(offered)}", EXIT_FAILED)
+    if template in ("delisted", "conditional", "declined"):  # an outcome: the delist first, once (cli/outcomes.py)
+        from mailbot.cli.outcomes import report
+        from mailbot.staffing import outcomes
+
+        report(desk, outcomes.by_template(desk.engine, desk.config, desk.renderer, desk.listing(), ref, template,
+                                          actor(), note))
+        return
     sent_to = staff.reply(desk.engine, desk.config, desk.renderer, ref, template, actor(), note)
     r = desk.flush()
     click.echo(f"{ref}: {template} reply queued to {', '.join(sent_to)}; sent {r.sent}, retry later {r.retried}")

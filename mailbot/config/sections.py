@@ -285,6 +285,10 @@ class ListingConfig(Section):
     http_url: str = ""
     token_file: str | None = None
     command: tuple[str, ...] = ()
+    answer_not_listed: bool = True
+    """A forward for an IP the source does not list is answered so, and resolved (`not_listed`)."""
+    recheck_per_sweep: int = Field(50, ge=0, le=10_000)
+    """Open tickets the SLA sweep looks up afresh each time (the longest unchecked first)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from mailbot.identity import person
 from mailbot.source.inbound import Inbound
-from mailbot.store.states import EventKind, TicketState
+from mailbot.store.states import EventKind, Outcome, TicketState
 from mailbot.store.tables import OutboxMail, StoredMessage, Ticket, TicketEvent, TicketSender, parse_ref
 
 REF_IN_SUBJECT = re.compile(r"\[(DL-\d{6,})\]", re.IGNORECASE)
@@ -177,6 +177,26 @@ def upgrade(session: Session, ticket: Ticket, actor: str, detail: str, now: date
 def redirect(session: Session, ticket: Ticket, actor: str, detail: str | None, now: datetime) -> None:
     """needs_info → redirected: the facts show the sender is in the wrong place."""
     change_state(session, ticket, TicketState.REDIRECTED, actor, detail, now)
+
+
+def not_listed(session: Session, ticket: Ticket, actor: str, detail: str, now: datetime) -> None:
+    """open → not_listed: the list does not hold the IP, and the sender was told so (no clock runs)."""
+    ticket.due_at = None
+    change_state(session, ticket, TicketState.NOT_LISTED, actor, detail, now)
+
+
+def outcome(session: Session, ticket: Ticket, what: Outcome, actor: str, detail: str | None, now: datetime,
+            once: str | None = None) -> TicketEvent:
+    """Record how the request ended: an "outcome" event (with the seconds since the forward,
+    for the metrics' histogram) and the ticket's latest outcome. `once`: the event's unique key;
+    a second record with it fails at flush (IntegrityError), so the caller's transaction with it."""
+    assert ticket.id is not None
+    opened = ticket.opened_at if ticket.opened_at.tzinfo else ticket.opened_at.replace(tzinfo=now.tzinfo)
+    row = TicketEvent(ticket_id=ticket.id, at=now, kind=EventKind.OUTCOME, actor=actor, detail=detail,
+                      outcome=what, outcome_seconds=max(0.0, (now - opened).total_seconds()), once=once)
+    session.add(row)
+    ticket.outcome, ticket.outcome_at, ticket.updated_at = what, now, now
+    return row
 
 
 # -- finding tickets (mailbot tickets) -----------------------------------

@@ -22,6 +22,7 @@ from mailbot.config import Config
 from mailbot.desk import commands, followup, replyguard, tickets
 from mailbot.desk.bounces import attach_bounce
 from mailbot.desk.extractor import ExtractionOverrun
+from mailbot.desk.listing_check import ListingCheck
 from mailbot.desk.policy import Decision, Policy, code_family
 from mailbot.extraction import Extraction, extract
 from mailbot.extraction.findings import Classification
@@ -63,6 +64,8 @@ class Triage:
         self.renderer = renderer
         self.mailer = Mailer(renderer, config.outgoing, config.desk.staff)
         self.policy = Policy(config.policy)
+        self.listing = ListingCheck(config, lambda: None, self.mailer)
+        """Looks a ticket's IP up before its reply (the desk gives it its `Lister`: `listing_check`)."""
         self.extract: Callable[[bytes], Extraction] = extract
         """Reads a message's NDR; the desk puts its worker here (`Extractor.run`, which may raise
         ExtractionOverrun: the message is quarantined with the reason, the batch goes on)."""
@@ -218,7 +221,8 @@ class Triage:
             tickets.add_sender(session, ticket, head.sender, msg.id, facts, now)
         msg.ticket_id = ticket.id
         msg.outcome = f"{'joined' if joined else 'opened'} {ticket.ref} ({decision.action}, rule {decision.rule})"
-        self.reply(session, msg, head, ticket, MAIL_OF[decision.action], verdict, now, facts, joined=joined,
+        kind = self.listing.settle(session, ticket, MAIL_OF[decision.action], now, head.sender)
+        self.reply(session, msg, head, ticket, kind, verdict, now, facts, joined=joined,
                    missing=list(decision.missing), about=decision.classification)
 
     @staticmethod
@@ -272,7 +276,7 @@ class Triage:
             tickets.reopen(session, ticket, sender or "sender", "the sender wrote again", now, self.config.sla.hours)
             msg.outcome += " (reopened)"
             return
-        if ticket.state == TicketState.CLOSED and new_rejection:
+        if ticket.state in (TicketState.CLOSED, TicketState.NOT_LISTED) and new_rejection:
             tickets.reopen(session, ticket, sender or "sender", "a new rejection after closing", now,
                            self.config.sla.hours)
             msg.outcome += " (reopened)"
@@ -306,8 +310,8 @@ class Triage:
             tickets.redirect(session, ticket, actor, None, now)
         if head.sender and tickets.is_sender(session, ticket, head.sender):
             tickets.add_sender(session, ticket, head.sender, msg.id, facts, now)
-        self.reply(session, msg, head, ticket, MAIL_OF[decision.action], verdict, now, facts,
-                   about=decision.classification)
+        kind = self.listing.settle(session, ticket, MAIL_OF[decision.action], now, head.sender)
+        self.reply(session, msg, head, ticket, kind, verdict, now, facts, about=decision.classification)
         return True
 
     def reply(self, session: Session, msg: StoredMessage, head: inbound.Inbound, ticket: Ticket, kind: str,

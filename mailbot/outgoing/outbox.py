@@ -72,7 +72,7 @@ def queue(session: Session, mail: Composed, *, kind: str, ticket_id: int | None,
 
 
 AUTO_KINDS = (MailKind.ACK, MailKind.REDIRECT, MailKind.NEEDS_INFO, MailKind.CLOSED, MailKind.NOT_OURS,
-              MailKind.NOT_A_BLOCK)
+              MailKind.NOT_A_BLOCK, MailKind.NOT_LISTED)
 """The mails mailbot sends on its own to a sender (the others go to staff, or are sent by a person)."""
 
 

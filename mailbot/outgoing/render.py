@@ -47,6 +47,10 @@ _SAMPLE_TICKET = {
     "opened_local": "2026-11-28 10:00 CET", "time_left": "5h 12m left", "reason": "",
     "original": "Hello,\nour mail to your customers is rejected since this morning.\nErik",
     "bar": {"used": 89, "colour": "#bf8700", "ascii": "[##################..]"},
+    # what the listing source said (staff mail only; the reason never goes to a sender)
+    "listing": "listed since 2026-11-27 08:00 CET (spam-trap); listed 1 time before, last delisted "
+               "2026-10-02 11:00 CEST; REPEAT (checked 2026-11-28 10:00 CET)",
+    "listing_reason": "hit our spam traps 40 times on 2026-11-27", "repeat": True, "flag": "REPEAT",
 }
 
 SAMPLE_CONTEXT: dict[str, Any] = {
@@ -75,6 +79,10 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "attention": [{"ref": "DL-000122", "what": "the sender wrote to the closed ticket", "who": "erik@contoso.example",
                    "at_local": "2026-11-29 17:10 CET"}], "new_total": 1, "answered_total": 0, "redirected_total": 0,
     "needs_info_total": 0, "quarantined_total": 0, "open_states": ["open"], "expired_total": 0, "needs_info_days": 7,
+    # the not_listed reply (when the IP was delisted before), and the digest's outcomes
+    "delisted_local": "2026-11-29 16:20 CET",
+    "outcomes": {"delisted": 3, "conditional": 1, "declined": 1, "not_listed": 4, "redirected": 2, "not_ours": 1},
+    "outcomes_total": 12, "repeats": [_SAMPLE_TICKET], "repeats_total": 1,
 }
 """Data every shipped template renders with, for `mailbot check` and previews."""
 
@@ -83,11 +91,12 @@ class TemplateError(CommandFailed):
     """A template is missing or does not render; names the template."""
 
 
-AUTOMATIC_TEMPLATES = frozenset({"ack", "needs_info", "redirect", "closed", "not_ours", "not_a_block", "sla_notice",
-                                 "digest", "poll_alert", "database_alert", "folder_alert", "send_alert",
+AUTOMATIC_TEMPLATES = frozenset({"ack", "needs_info", "redirect", "closed", "not_ours", "not_a_block", "not_listed",
+                                 "sla_notice", "digest", "poll_alert", "database_alert", "folder_alert", "send_alert",
                                  "staff_confirmation"})
 """The mails mailbot writes by itself, each filled with data of its own; never a staff reply.
-Every other template (the shipped `delisted` and `declined`, and any an operator adds) is one."""
+Every other template (the shipped `delisted`, `conditional` and `declined`, and any an operator
+adds) is one."""
 
 DEFAULT_LANGUAGE = "en"
 """The language of the files at the top of the shipped templates folder."""

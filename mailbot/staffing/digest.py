@@ -22,12 +22,13 @@ from sqlmodel import Session, col, select
 from mailbot import clock
 from mailbot.config import Config
 from mailbot.desk.expiry import EXPIRY_ACTOR
+from mailbot.desk.listing_check import summary
 from mailbot.desk.policy import code_family
 from mailbot.outgoing.mailer import Mailer
 from mailbot.outgoing.render import Renderer
 from mailbot.staffing.sla import time_left
 from mailbot.store.engine import transaction
-from mailbot.store.states import EventKind, MailKind, MessageState, OutboxState, TicketState
+from mailbot.store.states import EventKind, ListingState, MailKind, MessageState, OutboxState, Outcome, TicketState
 from mailbot.store.tables import DigestRun, OutboxMail, StoredMessage, Ticket, TicketEvent, format_ref
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,16 @@ ATTENTION: dict[str, str] = {
 """Event kinds the digest lists for a person to look at, with what each means."""
 
 
+def flag(t: Ticket) -> str:
+    """What the listing says that a person should see in a ticket's row: a repeat, a failed
+    lookup, or an open ticket whose IP is not listed (answering is off, or the sender insists)."""
+    if t.repeat and t.listing == ListingState.LISTED:
+        return "REPEAT"
+    if t.listing == ListingState.LOOKUP_FAILED:
+        return "lookup failed"
+    return "not listed" if t.listing == ListingState.NOT_LISTED and t.state in WAITING_FOR_STAFF else ""
+
+
 def build(session: Session, config: Config, now: datetime, since: datetime) -> dict[str, Any]:
     """Everything the digest shows. Each section's count is the number of tickets in it (the
     list may stop at LIST_CAP), and "open" is `WAITING_FOR_STAFF` everywhere."""
@@ -96,7 +107,7 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
                 # a clock runs only while the ticket waits for staff: no "time left" for the others
                 "time_left": time_left(t.due_at, now) if waiting else f"no clock ({t.state.replace('_', ' ')})",
                 "bar": _bar(t.due_at if waiting else None, now, config.sla.hours),
-                "reason": t.reason or ""}
+                "reason": t.reason or "", "flag": flag(t), "listing": summary(t, zone)}
 
     by_id = col(Ticket.id).asc()
     new, new_total = listed(col(Ticket.opened_at) >= since, order=by_id)
@@ -129,6 +140,11 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
                          .order_by(col(TicketEvent.id)).limit(LIST_CAP)).all()
     looks_total = session.exec(select(func.count()).select_from(TicketEvent).where(
         col(TicketEvent.kind).in_(list(ATTENTION)), col(TicketEvent.at) >= since)).one()
+    outcomes = dict.fromkeys(Outcome, 0)
+    for what, n in session.exec(select(TicketEvent.outcome, func.count()).where(
+            col(TicketEvent.outcome).is_not(None), col(TicketEvent.at) >= since).group_by(col(TicketEvent.outcome))):
+        outcomes[Outcome(str(what))] = n
+    repeats, repeats_total = listed(is_open, col(Ticket.repeat).is_(True))
     repeat_ips = session.exec(select(Ticket.ip, func.count()).where(col(Ticket.ip).is_not(None))
                               .group_by(col(Ticket.ip)).having(func.count() > 1)
                               .order_by(func.count().desc()).limit(20)).all()
@@ -160,6 +176,8 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
         "attention": [{"ref": format_ref(tid), "what": ATTENTION[kind], "who": actor or "-",
                        "at_local": clock.local(at, zone)} for tid, kind, actor, at in looks],
         "attention_total": looks_total,
+        "outcomes": {str(k): v for k, v in outcomes.items()}, "outcomes_total": sum(outcomes.values()),
+        "repeats": [row(t) for t in repeats], "repeats_total": repeats_total,
         "repeat_ips": [{"ip": ip, "count": n} for ip, n in repeat_ips],
         "repeat_senders": [{"sender": s, "count": n} for s, n in repeat_senders],
     }

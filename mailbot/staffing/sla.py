@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 from mailbot import clock
 from mailbot.config import Config
 from mailbot.desk import commands
+from mailbot.desk.listing_check import summary
 from mailbot.outgoing.mailer import Mailer
 from mailbot.outgoing.render import Renderer
 from mailbot.store.engine import is_postgres, transaction
@@ -43,6 +44,10 @@ class SweepResult:
     mailed: bool = False
     expired: list[str] = field(default_factory=list)
     """needs_info tickets closed for want of a reply (desk.needs_info_days)."""
+    rechecked: int = 0
+    """Open tickets whose IP was looked up afresh (listing.recheck_per_sweep)."""
+    not_listed: list[str] = field(default_factory=list)
+    """Open tickets whose IP the source no longer lists: answered so, ended `not_listed`."""
 
 
 def human_delta(delta: timedelta) -> str:
@@ -113,6 +118,8 @@ def ticket_facts(session: Session, t: Ticket, config: Config, now: datetime) -> 
         "text": t.text or "", "subject": t.subject or "", "due_local": clock.local(t.due_at, config.desk.zone),
         "time_left": time_left(t.due_at, now), "opened_local": clock.local(t.opened_at, config.desk.zone),
         "original": original_text(session, t),
+        # staff mail: the listing and its reason (never in a sender's mail)
+        "listing": summary(t, config.desk.zone), "listing_reason": t.listing_reason or "", "repeat": t.repeat,
     }
 
 

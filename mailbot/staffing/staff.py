@@ -5,6 +5,8 @@ the ticket answered). Each is one transaction with its event.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -25,7 +27,8 @@ class StaffError(CommandFailed):
     """The action cannot be done; the message says why."""
 
 
-def _ticket(session: Session, ref: str) -> Ticket:
+def ticket_of(session: Session, ref: str) -> Ticket:
+    """The ticket `ref` names, or StaffError."""
     tid = parse_ref(ref)
     ticket = session.get(Ticket, tid) if tid else None
     if ticket is None:
@@ -35,7 +38,7 @@ def _ticket(session: Session, ref: str) -> Ticket:
 
 def answer(engine: Engine, ref: str, actor: str, note: str | None) -> Ticket:
     with transaction(engine) as session:
-        ticket = _ticket(session, ref)
+        ticket = ticket_of(session, ref)
         if not tickets.mark_answered(session, ticket, actor, note or "answered (command line)", clock.utcnow()):
             raise StaffError(f"{ticket.ref} is {ticket.state}, not waiting for an answer")
         return ticket
@@ -43,7 +46,7 @@ def answer(engine: Engine, ref: str, actor: str, note: str | None) -> Ticket:
 
 def close(engine: Engine, ref: str, actor: str, note: str | None) -> Ticket:
     with transaction(engine) as session:
-        ticket = _ticket(session, ref)
+        ticket = ticket_of(session, ref)
         if ticket.state == TicketState.CLOSED:
             raise StaffError(f"{ticket.ref} is already closed")
         tickets.close(session, ticket, actor, note or "", clock.utcnow())
@@ -68,7 +71,7 @@ def note(engine: Engine, ref: str, text: str, actor: str) -> Ticket:
 
 def reopen(engine: Engine, config: Config, ref: str, actor: str, note: str | None) -> Ticket:
     with transaction(engine) as session:
-        ticket = _ticket(session, ref)
+        ticket = ticket_of(session, ref)
         if ticket.state == TicketState.OPEN:
             raise StaffError(f"{ticket.ref} is already open")
         tickets.reopen(session, ticket, actor, note or "reopened (command line)", clock.utcnow(), config.sla.hours)
@@ -81,34 +84,45 @@ def reply(engine: Engine, config: Config, renderer: Renderer, ref: str, template
     if template.startswith("_") or template not in renderer.names():
         raise StaffError(f"no template {template!r} (have: {', '.join(renderer.names())})")
     now = clock.utcnow()
-    mailer = Mailer(renderer, config.outgoing, config.desk.staff)
     with transaction(engine) as session:
-        ticket = _ticket(session, ref)
-        # Only the ticket's own senders, each shown what was read from their own forward and
-        # threaded to their own messages: nobody sees another sender's address, code or text.
-        recipients = [s for s in tickets.senders(session, ticket) if s.address.lower() not in config.own_addresses]
-        if not recipients and sanitize.address(ticket.sender):
-            recipients = [TicketSender(ticket_id=ticket.id or 0, person=person(str(ticket.sender)),
-                                       address=str(ticket.sender), ip=ticket.ip, reply_code=ticket.reply_code,
-                                       status=ticket.status, text=ticket.text, added_at=now)]
-        if not recipients:
-            raise StaffError(f"{ticket.ref} has no sender address to reply to")
-        inbound = session.exec(select(StoredMessage).where(
-            StoredMessage.ticket_id == ticket.id, StoredMessage.folder_kind == "inbox")
-            .order_by(col(StoredMessage.id))).all()
-        sent_to = []
-        for who in recipients:
-            theirs = [m.message_id for m in inbound if m.message_id and m.sender and person(m.sender) == who.person]
-            context = {"ref": ticket.ref, "ip": who.ip or ticket.ip or "the IP address",
-                       "full_code": who.full_code or "", "desk_name": config.desk.name, "note": note or ""}
-            # written by a person: no Auto-Submitted, so the sender's client treats it as an answer
-            assert ticket.id is not None
-            mailer.to_person(session, template, context, who.address, kind=MailKind.STAFF_REPLY, ticket_id=ticket.id,
-                             ticket_ref=ticket.ref, now=now, dedupe=None, in_reply_to=theirs[-1] if theirs else None,
-                             references=theirs, auto_submitted=None)
-            sent_to.append(who.address)
-        tickets.event(session, ticket, EventKind.STAFF_REPLY, actor,
-                      f"template {template} to {', '.join(sent_to)}", now)
+        ticket = ticket_of(session, ref)
+        sent_to = queue_replies(session, config, Mailer(renderer, config.outgoing, config.desk.staff), ticket,
+                                template, actor, note, now)
         if ticket.state in tickets.ANSWERABLE:
             tickets.mark_answered(session, ticket, actor, f"templated reply {template}", now)
         return sent_to
+
+
+def queue_replies(session: Session, config: Config, mailer: Mailer, ticket: Ticket, template: str, actor: str,
+                  note: str | None, now: datetime, required: bool = True) -> list[str]:
+    """Queue `template` to each sender of the ticket, in the caller's transaction, and record
+    it (a staff_reply event); returns the recipients. Nobody to write to: StaffError, or [] when
+    not `required` (an outcome that happened stands without its mail)."""
+    # Only the ticket's own senders, each shown what was read from their own forward and
+    # threaded to their own messages: nobody sees another sender's address, code or text.
+    recipients = [s for s in tickets.senders(session, ticket) if s.address.lower() not in config.own_addresses]
+    if not recipients and sanitize.address(ticket.sender):
+        recipients = [TicketSender(ticket_id=ticket.id or 0, person=person(str(ticket.sender)),
+                                   address=str(ticket.sender), ip=ticket.ip, reply_code=ticket.reply_code,
+                                   status=ticket.status, text=ticket.text, added_at=now)]
+    if not recipients:
+        if not required:
+            return []
+        raise StaffError(f"{ticket.ref} has no sender address to reply to")
+    inbound = session.exec(select(StoredMessage).where(
+        StoredMessage.ticket_id == ticket.id, StoredMessage.folder_kind == "inbox")
+        .order_by(col(StoredMessage.id))).all()
+    sent_to = []
+    for who in recipients:
+        theirs = [m.message_id for m in inbound if m.message_id and m.sender and person(m.sender) == who.person]
+        context = {"ref": ticket.ref, "ip": who.ip or ticket.ip or "the IP address",
+                   "full_code": who.full_code or "", "rejection_text": who.text or "",
+                   "desk_name": config.desk.name, "note": note or ""}
+        # written by a person: no Auto-Submitted, so the sender's client treats it as an answer
+        assert ticket.id is not None
+        mailer.to_person(session, template, context, who.address, kind=MailKind.STAFF_REPLY, ticket_id=ticket.id,
+                         ticket_ref=ticket.ref, now=now, dedupe=None, in_reply_to=theirs[-1] if theirs else None,
+                         references=theirs, auto_submitted=None)
+        sent_to.append(who.address)
+    tickets.event(session, ticket, EventKind.STAFF_REPLY, actor, f"template {template} to {', '.join(sent_to)}", now)
+    return sent_to

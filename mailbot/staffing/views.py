@@ -14,8 +14,9 @@ from rich.text import Text
 from sqlmodel import Session, col, select
 
 from mailbot.clock import local
+from mailbot.desk.listing_check import summary
 from mailbot.outgoing.sanitize import printable
-from mailbot.store.states import TicketState
+from mailbot.store.states import EventKind, TicketState
 from mailbot.store.tables import OutboxMail, StoredMessage, Ticket, TicketEvent
 
 # Everything shown on a terminal that came from mail (addresses, subjects, rejection text,
@@ -47,6 +48,11 @@ def ticket_dict(t: Ticket, now: datetime | None = None, when: When = _iso) -> di
         "opened_at": when(t.opened_at), "due_at": when(t.due_at), "acked_at": when(t.acked_at),
         "answered_at": when(t.answered_at), "closed_at": when(t.closed_at), "clock": t.clock,
         "time_left": time_left(t.due_at, now) if now and t.state == TicketState.OPEN else None,
+        # what the listing source said (staff only: the reason is never in a sender's mail)
+        "listing": t.listing, "listing_checked_at": when(t.listing_checked_at), "listed_since": when(t.listed_since),
+        "listing_category": t.listing_category, "listing_reason": t.listing_reason, "listed_before": t.listed_before,
+        "last_delisted": when(t.last_delisted), "repeat": t.repeat, "listing_error": t.listing_error,
+        "outcome": t.outcome, "outcome_at": when(t.outcome_at),
     }
 
 
@@ -59,7 +65,10 @@ def ticket_detail(session: Session, t: Ticket, when: When = _iso) -> dict[str, A
                       "findings": json.loads(m.findings) if m.findings else None} for m in msgs]
     events = session.exec(select(TicketEvent).where(TicketEvent.ticket_id == t.id).order_by(col(TicketEvent.id)))
     d["events"] = [{"at": when(e.at), "kind": e.kind, "actor": e.actor, "from_state": e.from_state,
-                    "to_state": e.to_state, "detail": e.detail} for e in events]
+                    "to_state": e.to_state, "outcome": e.outcome, "detail": e.detail} for e in events]
+    delists = [e for e in d["events"] if e["kind"] in (EventKind.DELIST, EventKind.DELIST_FAILED)]
+    d["delist_error"] = delists[-1]["detail"] if delists and delists[-1]["kind"] == EventKind.DELIST_FAILED else None
+    """The last delist failed (and none succeeded since): what staff must see first."""
     outs = session.exec(select(OutboxMail).where(OutboxMail.ticket_id == t.id).order_by(col(OutboxMail.id)))
     d["outgoing"] = [{"kind": o.kind, "to": o.recipients, "subject": o.subject, "message_id": o.message_id,
                       "state": o.state, "attempts": o.attempts, "error": o.last_error,
@@ -117,6 +126,16 @@ def print_ticket(session: Session, t: Ticket, zone: ZoneInfo, console: Console |
         f"acknowledged: {local(t.acked_at, zone)}")
     if t.text:
         out(f"rejection: {p(t.text)}")
+    listing = summary(t, zone)
+    if listing:
+        out(f"listing:  {p(listing)}")
+    if t.listing_reason:
+        out(f"          reason (staff only): {p(t.listing_reason)}")
+    if t.outcome:
+        out(f"outcome:  {t.outcome} ({local(t.outcome_at, zone)})")
+    if d["delist_error"]:
+        console.print("[bold red]delist failed:[/bold red] ", end="", markup=True)
+        out(p(d["delist_error"]))
     if t.reason:
         out(f"waiting for: {p(t.reason)}")
     console.print("\n[bold]thread[/bold]")
@@ -132,6 +151,6 @@ def print_ticket(session: Session, t: Ticket, zone: ZoneInfo, console: Console |
             + (f"  error: {p(o['error'])}" if o["error"] else ""))
     console.print("\n[bold]events[/bold]")
     for e in d["events"]:
-        change = f"{e['from_state']} → {e['to_state']}" if e["to_state"] else ""
+        change = f"{e['from_state']} → {e['to_state']}" if e["to_state"] else e["outcome"] or ""
         what = ": ".join(x for x in (change, p(e["detail"] or "")) if x)
         out(f"  {e['at']}  {e['kind']:<10} {p(e['actor'])}: {what}")

@@ -23,6 +23,10 @@ class TicketState(StrEnum):
     NOT_A_BLOCK = "not_a_block"
     """The rejection is no block (unknown recipient, full mailbox, the sender's own authentication,
     a rate limit): the sender was told what it means. Nothing for staff to do."""
+    NOT_LISTED = "not_listed"
+    """The listing source does not list the IP (never did, or it was delisted elsewhere): the
+    sender was told so and what to check next. Nothing for staff to do unless they write again
+    with a new rejection (that reopens it)."""
 
 
 class MessageState(StrEnum):
@@ -62,6 +66,34 @@ class EventKind(StrEnum):
     ASSIGNED = "assigned"
     STAFF_COMMANDS = "staff_commands"
     """A verified staff mail carrying commands; its detail lists what each did."""
+    LISTING = "listing"
+    """What the listing source said of the ticket's IP, when it changed (or a lookup failed)."""
+    DELIST = "delist"
+    """The source's answer to a delist: actor, key, source, what it said (the audit of #17)."""
+    DELIST_FAILED = "delist_failed"
+    """A delist the source refused or could not do: the error staff see in `show`."""
+    OUTCOME = "outcome"
+    """How the request ended; the event's `outcome` column says which (`Outcome`)."""
+
+
+class Outcome(StrEnum):
+    """How a request ended, as `TicketEvent.outcome` and `Ticket.outcome` store it."""
+
+    DELISTED = "delisted"
+    CONDITIONAL = "conditional"
+    """Delisted, with a condition staff stated (a volume limit, a deadline for a fix)."""
+    DECLINED = "declined"
+    NOT_LISTED = "not_listed"
+    REDIRECTED = "redirected"
+    NOT_OURS = "not_ours"
+
+
+class ListingState(StrEnum):
+    """What the listing source said of a ticket's IP (`Ticket.listing`); NULL: never asked."""
+
+    LISTED = "listed"
+    NOT_LISTED = "not_listed"
+    LOOKUP_FAILED = "lookup_failed"
 
 
 class MailKind(StrEnum):
@@ -73,6 +105,7 @@ class MailKind(StrEnum):
     REDIRECT = "redirect"
     NOT_OURS = "not_ours"
     NOT_A_BLOCK = "not_a_block"
+    NOT_LISTED = "not_listed"
     CLOSED = "closed"
     STAFF_REPLY = "staff_reply"
     SLA_NOTICE = "sla_notice"

@@ -111,7 +111,9 @@ class Ticket(SQLModel, table=True):
     __tablename__ = "ticket"
     # the SLA sweep's query: open tickets at a given notice stage, by due time
     __table_args__ = (Index("ix_ticket_sla", "state", "sla_stage", "due_at"),
-                      Index("ix_ticket_sender", "sender", postgresql_using="hash"))
+                      Index("ix_ticket_sender", "sender", postgresql_using="hash"),
+                      # the sweep's re-check: open tickets, the longest unchecked first
+                      Index("ix_ticket_listing", "state", "listing_checked_at"))
     id: int | None = Field(default=None, primary_key=True)
     state: str = Field(max_length=20, index=True)
     """A `TicketState`: open | answered | closed | redirected | needs_info | not_ours | not_a_block."""
@@ -145,6 +147,24 @@ class Ticket(SQLModel, table=True):
     verified: bool = True
     assignee: str | None = Field(default=None, max_length=200)
     """Who on staff has the ticket (an address or a name); None: nobody yet."""
+    # What the listing source said of `ip` (issue #17; all NULL without a [listing] source).
+    # `listing_reason` is for staff only: no mail to a sender is rendered with it.
+    listing: str | None = Field(default=None, max_length=20)
+    """A `ListingState`: listed | not_listed | lookup_failed."""
+    listing_checked_at: datetime | None = None
+    listed_since: datetime | None = None
+    listing_category: str | None = Field(default=None, max_length=100)
+    listing_reason: str | None = Field(default=None, sa_type=Text)
+    listed_before: int | None = None
+    """Earlier listings of the IP that ended in a delisting (None where the source cannot tell)."""
+    last_delisted: datetime | None = None
+    repeat: bool = False
+    """Listed again within `listing.repeat_days` of its last delisting."""
+    listing_error: str | None = Field(default=None, sa_type=Text)
+    """Why the last lookup failed (for staff; cleared by the next answer)."""
+    outcome: str | None = Field(default=None, max_length=20)
+    """The latest `Outcome` (the events keep every one)."""
+    outcome_at: datetime | None = None
 
     @property
     def ref(self) -> str:
@@ -157,6 +177,9 @@ class Ticket(SQLModel, table=True):
 
 class TicketEvent(SQLModel, table=True):
     __tablename__ = "ticket_event"
+    # the digest's and the metrics' outcome counts: only outcome events carry one
+    __table_args__ = (Index("ix_ticket_event_outcome", "outcome", "at"),
+                      UniqueConstraint("once", name="uq_ticket_event_once"))
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="ticket.id", index=True)
     at: datetime
@@ -168,6 +191,12 @@ class TicketEvent(SQLModel, table=True):
     """For kind "state" (`tickets.change_state`): the state left and the state entered.
     NULL on other kinds; "state" events from before migration 0010 got them parsed from `detail`."""
     to_state: str | None = Field(default=None, max_length=20)
+    outcome: str | None = Field(default=None, max_length=20)
+    """For kind "outcome": the `Outcome`; with `outcome_seconds`, the time from the forward to it."""
+    outcome_seconds: float | None = None
+    once: str | None = Field(default=None, max_length=200)
+    """The key of an event that may happen once (a delist's outcome per ticket and clock): two
+    processes recording the same outcome meet this constraint, and one of them rolls back."""
 
 
 class OutboxMail(SQLModel, table=True):
