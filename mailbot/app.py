@@ -33,7 +33,7 @@ from mailbot.outgoing.transports import Transport, make_transport
 from mailbot.source import folders as folder_health
 from mailbot.source.base import Outcome, SourceError, SourceSession
 from mailbot.source.fetch import FetchResult, fetch
-from mailbot.staffing import digest, sla
+from mailbot.staffing import autodelist, digest, sla
 from mailbot.staffing.sla import SweepResult
 from mailbot.store.engine import create_schema, make_engine, require_schema, transaction
 from mailbot.store.locks import DaemonLockError, daemon_lock, mailbox_busy, mailbox_lock
@@ -280,8 +280,10 @@ class Desk:
         lister = self.listing()
         rechecked, answered = (0, []) if lister is None else recheck(
             self.engine, self.config, self.processor.triage.mailer, lister, clock.utcnow())
+        auto = autodelist.run(self.engine, self.config, self.renderer, lister, clock.utcnow())
         result = sla.sweep(self.engine, self.config, self.renderer)
         result.expired, result.rechecked, result.not_listed = expired, rechecked, answered
+        result.autodelisted = auto.delisted
         return result
 
     def send_digest(self, slot: str) -> bool:

@@ -173,7 +173,9 @@ class Daemon:
         if r.not_listed:
             log.info("answered %d ticket(s) whose IP is no longer listed: %s", len(r.not_listed),
                      " ".join(r.not_listed))
-        if r.escalated or r.breached or r.not_listed:
+        if r.autodelisted:
+            log.info("delisted %d first listing(s) automatically: %s", len(r.autodelisted), " ".join(r.autodelisted))
+        if r.escalated or r.breached or r.not_listed or r.autodelisted:
             self.flush()
 
     def digest(self) -> None:

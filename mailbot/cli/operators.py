@@ -102,7 +102,8 @@ def sweep(ctx: click.Context) -> None:
     f = desk.flush()
     click.echo(f"escalated {len(r.escalated)} {' '.join(r.escalated)}; breached {len(r.breached)} "
                f"{' '.join(r.breached)}; closed unanswered {len(r.expired)} {' '.join(r.expired)}; "
-               f"looked up {r.rechecked}, not listed {len(r.not_listed)} {' '.join(r.not_listed)}; sent {f.sent}")
+               f"looked up {r.rechecked}, not listed {len(r.not_listed)} {' '.join(r.not_listed)}; "
+               f"delisted automatically {len(r.autodelisted)} {' '.join(r.autodelisted)}; sent {f.sent}")
     warn_held(f)
 
 

@@ -170,6 +170,24 @@ def note(ctx: click.Context, ref: str, text: str) -> None:
     click.echo(f"note kept on {t.ref}")
 
 
+@main.command()
+@click.argument("ref")
+@click.option("--reason", help="Why, kept on the ticket.")
+@click.pass_context
+@operator_errors
+def hold(ctx: click.Context, ref: str, reason: str | None) -> None:
+    """Stop automatic delisting of a ticket: a person decides ([autodelist]).
+
+    \b
+    Example:
+      mailbot hold DL-000123 --reason "same sender as last week"
+    """
+    from mailbot.staffing import staff
+
+    t = staff.hold(desk_of(ctx).engine, ref, reason, actor())
+    click.echo(f"{t.ref} held: it is never delisted automatically")
+
+
 def me() -> str:
     """Who "me" is on the command line: MAILBOT_STAFF (an address), else the login name."""
     import getpass

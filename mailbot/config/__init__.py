@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError
 
 from mailbot.config.sections import (
     AlertsConfig,
+    AutodelistConfig,
     ConfigError,
     DatabaseConfig,
     DeskConfig,
@@ -44,10 +45,31 @@ from mailbot.config.sections import (
 )
 
 __all__ = [
-    "SECTIONS", "AlertsConfig", "Config", "ConfigError", "DatabaseConfig", "DeskConfig", "DigestConfig",
-    "ExtractionConfig", "ListingConfig", "LogConfig", "MailboxConfig", "MetricsConfig", "OutgoingConfig",
-    "PolicyConfig", "RepliesConfig", "RuleConfig", "ScheduleConfig", "Section", "Security", "SlaConfig",
-    "TemplatesConfig", "database_url", "load", "parse",
+    "SECTIONS",
+    "AlertsConfig",
+    "AutodelistConfig",
+    "Config",
+    "ConfigError",
+    "DatabaseConfig",
+    "DeskConfig",
+    "DigestConfig",
+    "ExtractionConfig",
+    "ListingConfig",
+    "LogConfig",
+    "MailboxConfig",
+    "MetricsConfig",
+    "OutgoingConfig",
+    "PolicyConfig",
+    "RepliesConfig",
+    "RuleConfig",
+    "ScheduleConfig",
+    "Section",
+    "Security",
+    "SlaConfig",
+    "TemplatesConfig",
+    "database_url",
+    "load",
+    "parse",
 ]
 
 
@@ -67,6 +89,7 @@ class Config(Section):
     alerts: AlertsConfig = AlertsConfig()
     extraction: ExtractionConfig = ExtractionConfig()
     listing: ListingConfig = ListingConfig()
+    autodelist: AutodelistConfig = AutodelistConfig()
     base_dir: str = Field(".", exclude=True)
     """Directory of the config file; relative paths in it are taken from there."""
 
@@ -82,7 +105,7 @@ class Config(Section):
 
 
 SECTIONS = ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "digest", "replies", "templates",
-            "log", "metrics", "alerts", "extraction", "listing")
+            "log", "metrics", "alerts", "extraction", "listing", "autodelist")
 
 
 def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:

@@ -268,6 +268,16 @@ class TemplatesConfig(Section):
         return v
 
 
+class AutodelistConfig(Section):
+    """Automatic delisting of first listings (mailbot/staffing/autodelist.py). Off by default."""
+
+    enabled: bool = False
+    hold_minutes: float = Field(15.0, ge=0, le=7 * 24 * 60)
+    categories: tuple[str, ...] = ()
+    per_hour: int = Field(10, ge=0, le=100_000)
+    per_day: int = Field(50, ge=0, le=1_000_000)
+
+
 class ListingConfig(Section):
     """Where the desk looks IPs up and delists them (mailbot.listing). No source: no lookups at all."""
 

@@ -29,9 +29,9 @@ MAX_COMMANDS = 10
 MAX_ARGUMENT = 2000
 _LINE = re.compile(r"^#([a-z]{2,12})\b[ \t]*(.*)$", re.IGNORECASE)
 
-KNOWN = ("close", "reopen", "note", "assign", "answered")
+KNOWN = ("close", "reopen", "note", "assign", "answered", "hold")
 """Commands this desk carries out; escalations and the digest print them for each ticket."""
-LATER = ("delist", "conditional", "decline", "hold")
+LATER = ("delist", "conditional", "decline")
 """Commands of the procedure that need the listing source's delist action (issue #17/#18):
 recognised, and answered "not available here yet" rather than guessed at."""
 
@@ -61,7 +61,7 @@ def usage(state: str) -> str:
     if state == TicketState.CLOSED:
         names = ["#reopen [why]", "#note <text>", "#assign <me|address>"]
     else:
-        names = ["#close [why]", "#answered [note]", "#note <text>", "#assign <me|address>"]
+        names = ["#close [why]", "#answered [note]", "#hold [why]", "#note <text>", "#assign <me|address>"]
     return " | ".join(names)
 
 
@@ -103,6 +103,9 @@ def _one(session: Session, ticket: Ticket, command: Command, actor: str, now: da
         target = person(actor) if arg.lower() in ("", "me") else arg
         tickets.assign(session, ticket, db_text(target, 200) or "", actor, now)
         return f"{ticket.ref} assigned to {ticket.assignee}"
+    if name == "hold":
+        tickets.hold(session, ticket, actor, arg or "held by mail", now)
+        return f"{ticket.ref} held: it is never delisted automatically"
     if name in LATER:
         return "not done: not available on this desk yet (use the command line)"
     return f"not done: unknown command (this desk knows {', '.join('#' + k for k in KNOWN)})"

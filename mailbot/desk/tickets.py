@@ -137,6 +137,11 @@ def note(session: Session, ticket: Ticket, actor: str, text: str, now: datetime)
     event(session, ticket, EventKind.NOTE, actor, text, now)
 
 
+def hold(session: Session, ticket: Ticket, actor: str, why: str, now: datetime) -> None:
+    """No automatic delisting for this ticket, ever: a person decides (staffing/autodelist.py)."""
+    event(session, ticket, EventKind.HOLD, actor, why or "held: a person decides", now)
+
+
 def assign(session: Session, ticket: Ticket, assignee: str, actor: str, now: datetime) -> None:
     previous = ticket.assignee
     ticket.assignee = assignee or None

@@ -26,6 +26,7 @@ from mailbot.desk.listing_check import summary
 from mailbot.desk.policy import code_family
 from mailbot.outgoing.mailer import Mailer
 from mailbot.outgoing.render import Renderer
+from mailbot.staffing.autodelist import ACTOR as AUTODELIST
 from mailbot.staffing.sla import time_left
 from mailbot.store.engine import transaction
 from mailbot.store.states import EventKind, ListingState, MailKind, MessageState, OutboxState, Outcome, TicketState
@@ -140,6 +141,10 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
                          .order_by(col(TicketEvent.id)).limit(LIST_CAP)).all()
     looks_total = session.exec(select(func.count()).select_from(TicketEvent).where(
         col(TicketEvent.kind).in_(list(ATTENTION)), col(TicketEvent.at) >= since)).one()
+    auto = session.exec(select(Ticket.id, Ticket.ip, Ticket.listing_category, TicketEvent.at).join(
+        TicketEvent, col(TicketEvent.ticket_id) == col(Ticket.id)).where(
+        TicketEvent.kind == EventKind.OUTCOME, TicketEvent.actor == AUTODELIST, col(TicketEvent.at) >= since)
+        .order_by(col(TicketEvent.id)).limit(LIST_CAP)).all()
     outcomes = dict.fromkeys(Outcome, 0)
     for what, n in session.exec(select(TicketEvent.outcome, func.count()).where(
             col(TicketEvent.outcome).is_not(None), col(TicketEvent.at) >= since).group_by(col(TicketEvent.outcome))):
@@ -177,6 +182,8 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
                        "at_local": clock.local(at, zone)} for tid, kind, actor, at in looks],
         "attention_total": looks_total,
         "outcomes": {str(k): v for k, v in outcomes.items()}, "outcomes_total": sum(outcomes.values()),
+        "autodelisted": [{"ref": format_ref(tid or 0), "ip": ip or "-", "category": cat or "-",
+                          "at_local": clock.local(at, zone)} for tid, ip, cat, at in auto],
         "repeats": [row(t) for t in repeats], "repeats_total": repeats_total,
         "repeat_ips": [{"ip": ip, "count": n} for ip, n in repeat_ips],
         "repeat_senders": [{"sender": s, "count": n} for s, n in repeat_senders],

@@ -42,6 +42,7 @@ class SweepResult:
     escalated: list[str] = field(default_factory=list)
     breached: list[str] = field(default_factory=list)
     mailed: bool = False
+    autodelisted: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     """needs_info tickets closed for want of a reply (desk.needs_info_days)."""
     rechecked: int = 0

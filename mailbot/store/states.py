@@ -64,6 +64,8 @@ class EventKind(StrEnum):
     NOTE = "note"
     """A staff-only note (never shown to a sender)."""
     ASSIGNED = "assigned"
+    HOLD = "hold"
+    """Staff stopped automatic delisting of this ticket (mailbot hold, #hold)."""
     STAFF_COMMANDS = "staff_commands"
     """A verified staff mail carrying commands; its detail lists what each did."""
     LISTING = "listing"
