@@ -55,7 +55,7 @@ def close(engine: Engine, ref: str, actor: str, note: str | None) -> Ticket:
 
 def assign(engine: Engine, ref: str, who: str, actor: str) -> Ticket:
     with transaction(engine) as session:
-        ticket = _ticket(session, ref)
+        ticket = ticket_of(session, ref)
         tickets.assign(session, ticket, sanitize.db_text(who, 200) or "", actor, clock.utcnow())
         return ticket
 
@@ -64,7 +64,7 @@ def note(engine: Engine, ref: str, text: str, actor: str) -> Ticket:
     if not text.strip():
         raise StaffError("say what the note is")
     with transaction(engine) as session:
-        ticket = _ticket(session, ref)
+        ticket = ticket_of(session, ref)
         tickets.note(session, ticket, actor, sanitize.db_text(text, 4000) or "", clock.utcnow())
         return ticket
 
