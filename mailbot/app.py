@@ -33,7 +33,7 @@ from mailbot.outgoing.transports import Transport, make_transport
 from mailbot.source import folders as folder_health
 from mailbot.source.base import Outcome, SourceError, SourceSession
 from mailbot.source.fetch import FetchResult, fetch
-from mailbot.staffing import autodelist, digest, sla
+from mailbot.staffing import autodelist, digest, mail_requests, sla
 from mailbot.staffing.sla import SweepResult
 from mailbot.store.engine import create_schema, make_engine, require_schema, transaction
 from mailbot.store.locks import DaemonLockError, daemon_lock, mailbox_busy, mailbox_lock
@@ -111,15 +111,19 @@ class Desk:
         return make_transport(self.config.outgoing, Path(self.config.base_dir))
 
     def poll(self, should_stop: Callable[[], bool] = lambda: False) -> PollResult:
-        """Fetch (if no other daemon is fetching this mailbox), process, mark done."""
+        """Fetch (if no other daemon is fetching this mailbox), process, mark done; then carry out
+        what staff asked for by mail that needs the listing source (staffing/mail_requests.py)."""
         with mailbox_lock(self.engine, self.mailbox_name) as mine:
             if not mine:
-                return PollResult(FetchResult(), self._help(should_stop), 0)
-            source = self.open_source()
-            try:
-                return self._take_in(source, should_stop, sent=True)
-            finally:
-                source.close()
+                result = PollResult(FetchResult(), self._help(should_stop), 0)
+            else:
+                source = self.open_source()
+                try:
+                    result = self._take_in(source, should_stop, sent=True)
+                finally:
+                    source.close()
+        mail_requests.run(self.engine, self.config, self.renderer, self.listing())
+        return result
 
     def _help(self, should_stop: Callable[[], bool]) -> ProcessResult:
         """Another daemon is fetching (PostgreSQL): process what it stores, for as long as it

@@ -65,7 +65,7 @@ def test_assignment_by_mail_and_what_cannot_be_done_yet_is_said(make_world: Call
     [confirmation] = w.smtp.wait_for(1)
     body = " ".join(confirmation.message.get_body(("plain",)).get_content().split())
     assert "#assign: DL-000001 assigned to ann@example.org" in body
-    assert "#delist: not done: not available on this desk yet" in body
+    assert "#delist: not done: no [listing] source is configured" in body
     assert "#frobnicate: not done: unknown command" in body
 
 
@@ -106,3 +106,34 @@ def test_assign_and_note_from_the_command_line(cli_desk: Callable[..., object]) 
     assert '"DL-000001"' in mine and nobody.strip() == "[]"
     shown = mailbot_cli("-c", path, "show", "DL-000001", env=env).stdout
     assert "asked Spamhaus too" in shown and "assignee: bo@example.org" in shown
+
+
+def test_delist_and_decline_by_mail_go_through_the_listing_source_once(make_world: Callable[..., World]) -> None:
+    from mailbot.listing import open_lister
+    from mailbot.listing.admin import NewListing, add, parse_network
+    from mailbot.staffing import mail_requests
+
+    w = make_world(desk=DESK, replies=TRUSTED, listing={"source": "table"})
+    add(w.desk.engine, NewListing(parse_network("203.0.113.45"), category="spam"), "test")
+    opened(w)
+    w.deliver(staff_mail("#note checked: the relay is closed\n#delist first time, relay fixed"))
+    w.run()
+    assert mail_requests.run(w.desk.engine, w.desk.config, w.desk.renderer, w.desk.listing()) == 0  # done once
+    [t] = w.tickets()
+    assert (t.outcome, t.state) == ("delisted", "answered")
+    assert [e.actor for e in w.events(t) if e.kind == "delist"] == ["ann@example.org"]
+    lister = open_lister(w.desk.config, w.desk.engine)
+    assert lister is not None and not getattr(lister.lookup("203.0.113.45", fresh=True), "listed", True)
+    w.desk.flush()
+    to_ann = [m for m in w.smtp.messages if m.rcpt_tos == ["ann@example.org"]]
+    to_dana = [m for m in w.smtp.messages if m.rcpt_tos == [OWNER]]
+    [confirmation] = to_ann  # one, with both commands' results
+    body = " ".join(confirmation.message.get_body(("plain",)).get_content().split())
+    assert "#note: note kept on the ticket" in body and f"#delist: DL-000001 delisted; told {OWNER}" in body
+    assert len(to_dana) == 1 and "checked: the relay" not in to_dana[0].message.as_string()
+
+    w.deliver(staff_mail("#decline too late", n=2))
+    w.run()
+    w.desk.flush()
+    [_, second] = [m for m in w.smtp.messages if m.rcpt_tos == ["ann@example.org"]]
+    assert "#decline: DL-000001 declined" in " ".join(second.message.get_body(("plain",)).get_content().split())

@@ -29,11 +29,13 @@ MAX_COMMANDS = 10
 MAX_ARGUMENT = 2000
 _LINE = re.compile(r"^#([a-z]{2,12})\b[ \t]*(.*)$", re.IGNORECASE)
 
-KNOWN = ("close", "reopen", "note", "assign", "answered", "hold")
+KNOWN = ("close", "reopen", "note", "assign", "answered", "hold", "delist", "conditional", "decline")
 """Commands this desk carries out; escalations and the digest print them for each ticket."""
 LATER = ("delist", "conditional", "decline")
-"""Commands of the procedure that need the listing source's delist action (issue #17/#18):
-recognised, and answered "not available here yet" rather than guessed at."""
+"""Commands that call the listing source or write to the sender (the audited outcomes of
+`staffing.outcomes`): never inside the mail's transaction. They are recorded as a request and
+carried out right after it commits (`staffing.mail_requests`), which then sends the one
+confirmation with every command's result."""
 
 
 @dataclass(frozen=True)
@@ -61,20 +63,25 @@ def usage(state: str) -> str:
     if state == TicketState.CLOSED:
         names = ["#reopen [why]", "#note <text>", "#assign <me|address>"]
     else:
-        names = ["#close [why]", "#answered [note]", "#hold [why]", "#note <text>", "#assign <me|address>"]
+        names = ["#delist [note]", "#conditional <condition>", "#decline <reason>", "#hold [why]", "#close [why]",
+                 "#note <text>", "#assign <me|address>"]
     return " | ".join(names)
 
 
 def carry_out(session: Session, ticket: Ticket, commands: list[Command], actor: str, now: datetime,
-              sla_hours: float) -> list[str]:
-    """Each command on `ticket`, in order; one line per command saying what was done or why not."""
+              sla_hours: float) -> tuple[list[str], list[Command]]:
+    """Each command on `ticket`, in order: one line per command done now saying what was done or
+    why not, and the commands (of `LATER`) to carry out once this transaction has committed."""
     lines: list[str] = []
+    later: list[Command] = []
     for n, command in enumerate(commands):
         if n >= MAX_COMMANDS:
             lines.append(f"#{command.name}: not done: at most {MAX_COMMANDS} commands in one mail")
-            continue
-        lines.append(f"#{command.name}: {_one(session, ticket, command, actor, now, sla_hours)}")
-    return lines
+        elif command.name in LATER:
+            later.append(command)
+        else:
+            lines.append(f"#{command.name}: {_one(session, ticket, command, actor, now, sla_hours)}")
+    return lines, later
 
 
 def _one(session: Session, ticket: Ticket, command: Command, actor: str, now: datetime, sla_hours: float) -> str:
@@ -106,7 +113,5 @@ def _one(session: Session, ticket: Ticket, command: Command, actor: str, now: da
     if name == "hold":
         tickets.hold(session, ticket, actor, arg or "held by mail", now)
         return f"{ticket.ref} held: it is never delisted automatically"
-    if name in LATER:
-        return "not done: not available on this desk yet (use the command line)"
     return f"not done: unknown command (this desk knows {', '.join('#' + k for k in KNOWN)})"
 

@@ -60,9 +60,11 @@ def start_clock(ticket: Ticket, now: datetime, sla_hours: float) -> None:
     ticket.due_at = now + timedelta(hours=sla_hours)
 
 
-def event(session: Session, ticket: Ticket, kind: str, actor: str, detail: str | None, now: datetime) -> None:
+def event(session: Session, ticket: Ticket, kind: str, actor: str, detail: str | None, now: datetime,
+          once: str | None = None) -> None:
+    """Record what happened; `once` is the event's unique key (a second one fails at flush)."""
     assert ticket.id is not None
-    session.add(TicketEvent(ticket_id=ticket.id, at=now, kind=kind, actor=actor, detail=detail))
+    session.add(TicketEvent(ticket_id=ticket.id, at=now, kind=kind, actor=actor, detail=detail, once=once))
     ticket.updated_at = now
 
 

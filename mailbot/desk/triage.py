@@ -171,10 +171,17 @@ class Triage:
         """Verified staff's commands on `ticket`: carried out, recorded, and confirmed to them in
         one mail (never to the sender). Such a mail is not itself an answer to the sender."""
         actor = head.sender or "staff"
-        results = commands.carry_out(session, ticket, found, actor, now, self.config.sla.hours)
+        results, later = commands.carry_out(session, ticket, found, actor, now, self.config.sla.hours)
         tickets.event(session, ticket, EventKind.STAFF_COMMANDS, actor,
                       f"message {msg.message_id}: " + "; ".join(results), now)
         msg.outcome = db_text(f"staff commands on {ticket.ref}: " + "; ".join(results), 2000)
+        if later:
+            # carried out after this commit, which then sends the one confirmation with all results
+            tickets.event(session, ticket, EventKind.STAFF_REQUEST, actor, json.dumps({
+                "to": head.sender, "in_reply_to": head.reply_msgid, "references": list(head.references),
+                "done": results, "later": [[c.name, c.argument] for c in later], "message": msg.id}), now)
+            msg.outcome = db_text(f"{msg.outcome}; to carry out: {' '.join('#' + c.name for c in later)}", 2000)
+            return
         if head.sender:
             assert ticket.id is not None
             self.mailer.to_person(session, MailKind.STAFF_CONFIRMATION,
