@@ -137,3 +137,31 @@ def test_delist_and_decline_by_mail_go_through_the_listing_source_once(make_worl
     w.desk.flush()
     [_, second] = [m for m in w.smtp.messages if m.rcpt_tos == ["ann@example.org"]]
     assert "#decline: DL-000001 declined" in " ".join(second.message.get_body(("plain",)).get_content().split())
+
+
+def test_an_escalation_goes_to_the_assignee_and_the_breach_to_everyone(make_world: Callable[..., World]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import time_machine
+
+    from mailbot.staffing import staff
+
+    w = make_world(desk={"staff": ["support@example.org", "bo@example.org"]})
+    with time_machine.travel(datetime(2026, 11, 30, 9, 0, tzinfo=UTC), tick=False) as clock:
+        w.deliver(forward("203.0.113.45", "a", OWNER))
+        w.deliver(forward("203.0.113.46", "b", "erik@mailops.example"))
+        w.run()
+        staff.assign(w.desk.engine, "DL-000001", "bo@example.org", "ann")
+        clock.shift(timedelta(hours=40))
+        assert w.desk.sweep().escalated == ["DL-000001", "DL-000002"]
+        w.desk.flush()
+        notices = {tuple(m.rcpt_tos): " ".join(m.message.get_body(("plain",)).get_content().split())
+                   for m in w.smtp.messages if "due soon" in str(m.message["Subject"])}
+        assert set(notices) == {("bo@example.org",), ("support@example.org", "bo@example.org")}
+        assert "DL-000001" in notices[("bo@example.org",)] and "DL-000002" not in notices[("bo@example.org",)]
+        assert "DL-000001" not in notices[("support@example.org", "bo@example.org")]
+        clock.shift(timedelta(hours=8))
+        assert w.desk.sweep().breached == ["DL-000001", "DL-000002"]
+        w.desk.flush()
+    [breach] = [m for m in w.smtp.messages if "past the" in str(m.message["Subject"])]
+    assert breach.rcpt_tos == ["support@example.org", "bo@example.org"]

@@ -42,11 +42,14 @@ class Mailer:
                        extra_headers={"X-Mailbot-Ticket": ticket_ref} if ticket_ref else None)
 
     def to_staff(self, session: Session, template: str, context: Mapping[str, Any], *, now: datetime,
-                 dedupe: str | None, kind: str | None = None, ticket_id: int | None = None) -> OutboxMail | None:
-        """Queue `template` to the staff list; None when there is no staff list or `dedupe` was used."""
-        if not self.staff:
+                 dedupe: str | None, kind: str | None = None, ticket_id: int | None = None,
+                 to: Sequence[str] | None = None) -> OutboxMail | None:
+        """Queue `template` to the staff list (or to `to`, some of staff); None when there is
+        nobody to send to or `dedupe` was used."""
+        recipients = list(to) if to is not None else self.staff
+        if not recipients:
             return None
-        mail = self.compose(template, context, self.staff, now=now)
+        mail = self.compose(template, context, recipients, now=now)
         return queue(session, mail, kind=kind or template, ticket_id=ticket_id, dedupe_key=dedupe, now=now)
 
     def to_person(self, session: Session, template: str, context: Mapping[str, Any], to: str, *, kind: str,

@@ -26,11 +26,12 @@ from mailbot import clock
 from mailbot.config import Config
 from mailbot.desk import commands
 from mailbot.desk.listing_check import summary
+from mailbot.outgoing import sanitize
 from mailbot.outgoing.mailer import Mailer
 from mailbot.outgoing.render import Renderer
 from mailbot.store.engine import is_postgres, transaction
 from mailbot.store.states import MailKind, TicketState
-from mailbot.store.tables import SlaNotice, StoredMessage, Ticket, format_ref
+from mailbot.store.tables import OutboxMail, SlaNotice, StoredMessage, Ticket, format_ref
 
 log = logging.getLogger(__name__)
 MAIL_DETAIL = 100
@@ -150,22 +151,50 @@ def sweep(engine: Engine, config: Config, renderer: Renderer, now: datetime | No
         if not config.desk.staff:
             log.warning("no desk.staff configured: %d SLA notices not mailed", len(ours))
             return result
-        # A mass block can cross thousands at once: the mail details the first ones and counts the rest.
         breach_ids = [tid for tid, k in ours if k == "breach"]
         escalation_ids = [tid for tid, k in ours if k == "escalation"]
-        breaches = _load(session, breach_ids[:MAIL_DETAIL])
-        escalations = _load(session, escalation_ids[:MAIL_DETAIL])
-        context = {
-            "desk_name": config.desk.name, "hours": config.sla.hours, "ref": None,
-            "escalations": [ticket_facts(session, t, config, now) for t in escalations[:MAIL_DETAIL]],
-            "breaches": [ticket_facts(session, t, config, now) for t in breaches[:MAIL_DETAIL]],
-            "more_escalations": max(len(escalation_ids) - MAIL_DETAIL, 0),
-            "more_breaches": max(len(breach_ids) - MAIL_DETAIL, 0),
-            "now_local": clock.local(now, config.desk.zone),
-            "commands": commands.usage(TicketState.OPEN),  # every escalated ticket is open
-        }
+        mailer = Mailer(renderer, config.outgoing, config.desk.staff)
+        # An escalation goes to the ticket's assignee first (when that is an address); the staff
+        # list gets the unassigned ones and every breach.
+        by_assignee = _assigned(session, escalation_ids)
+        for assignee, theirs in sorted(by_assignee.items()):
+            _notice(session, config, mailer, now, [], theirs, f"sla:{assignee}:{min(theirs)}:{now.isoformat()}",
+                    to=[assignee])
+        assigned = {tid for theirs in by_assignee.values() for tid in theirs}
+        escalation_ids = [tid for tid in escalation_ids if tid not in assigned]
+        if not breach_ids and not escalation_ids:
+            result.mailed = bool(by_assignee)
+            return result
         first = min(tid for tid, _ in ours)
-        row = Mailer(renderer, config.outgoing, config.desk.staff).to_staff(
-            session, MailKind.SLA_NOTICE, context, now=now, dedupe=f"sla:{first}:{now.isoformat()}")
+        row = _notice(session, config, mailer, now, breach_ids, escalation_ids, f"sla:{first}:{now.isoformat()}")
         result.mailed = row is not None
     return result
+
+
+def _assigned(session: Session, ids: list[int]) -> dict[str, list[int]]:
+    """The tickets among `ids` whose assignee is a mail address, by that address."""
+    out: dict[str, list[int]] = {}
+    for i in range(0, len(ids), 1000):
+        for tid, who in session.exec(select(Ticket.id, Ticket.assignee).where(
+                col(Ticket.id).in_(ids[i:i + 1000]), col(Ticket.assignee).is_not(None))).all():
+            address = sanitize.address(who or "")
+            if tid is not None and address:
+                out.setdefault(address, []).append(tid)
+    return out
+
+
+def _notice(session: Session, config: Config, mailer: Mailer, now: datetime, breach_ids: list[int],
+            escalation_ids: list[int], dedupe: str, to: list[str] | None = None) -> OutboxMail | None:
+    # A mass block can cross thousands at once: the mail details the first ones and counts the rest.
+    breaches = _load(session, breach_ids[:MAIL_DETAIL])
+    escalations = _load(session, escalation_ids[:MAIL_DETAIL])
+    context = {
+        "desk_name": config.desk.name, "hours": config.sla.hours, "ref": None,
+        "escalations": [ticket_facts(session, t, config, now) for t in escalations[:MAIL_DETAIL]],
+        "breaches": [ticket_facts(session, t, config, now) for t in breaches[:MAIL_DETAIL]],
+        "more_escalations": max(len(escalation_ids) - MAIL_DETAIL, 0),
+        "more_breaches": max(len(breach_ids) - MAIL_DETAIL, 0),
+        "now_local": clock.local(now, config.desk.zone),
+        "commands": commands.usage(TicketState.OPEN),  # every escalated ticket is open
+    }
+    return mailer.to_staff(session, MailKind.SLA_NOTICE, context, now=now, dedupe=dedupe, to=to)
