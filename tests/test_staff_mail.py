@@ -165,3 +165,22 @@ def test_an_escalation_goes_to_the_assignee_and_the_breach_to_everyone(make_worl
         w.desk.flush()
     [breach] = [m for m in w.smtp.messages if "past the" in str(m.message["Subject"])]
     assert breach.rcpt_tos == ["support@example.org", "bo@example.org"]
+
+
+def test_the_digest_groups_open_tickets_by_assignee_with_the_latest_note(make_world: Callable[..., World]) -> None:
+    from mailbot.staffing import staff
+
+    w = make_world(desk={"staff": ["support@example.org"]})
+    w.deliver(forward("203.0.113.45", "a", OWNER))
+    w.deliver(forward("203.0.113.46", "b", "erik@mailops.example"))
+    w.run()
+    staff.assign(w.desk.engine, "DL-000002", "bo@example.org", "ann")
+    staff.note(w.desk.engine, "DL-000002", "first note", "bo")
+    staff.note(w.desk.engine, "DL-000002", "called them back", "bo")
+    assert w.desk.send_digest("2026-11-30T12:00")
+    w.desk.flush()
+    [sent] = [m for m in w.smtp.messages if m.rcpt_tos == ["support@example.org"]]
+    text = sent.message.get_body(("plain",)).get_content()
+    section = text[text.index("OPEN, BY ASSIGNEE"):text.index("NEW SINCE")]
+    assert "bo@example.org (1): DL-000002" in section and "nobody (1): DL-000001" in section
+    assert "note: called them back" in section and "first note" not in section

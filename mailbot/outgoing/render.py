@@ -61,6 +61,8 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "inferred": None, "rejection_kind": "recipient_unknown", "issuer": "spamhaus", "issuer_label": "Spamhaus",
     "removal": "https://check.spamhaus.org/", "via": None,
     # staff commands by mail (sla_notice) and their confirmation (staff_confirmation)
+    "by_assignee": [{"who": "bo@example.org", "tickets": [{"ref": "DL-000123", "note": "called them"}]},
+                    {"who": "nobody", "tickets": [{"ref": "DL-000124", "note": ""}]}],
     "autodelisted": [{"ref": "DL-000120", "ip": "203.0.113.9", "category": "compromised",
                       "at_local": "2026-11-29 10:15 CET"}],
     "commands": "#close [why] | #answered [note] | #note <text> | #assign <me|address>",

@@ -110,6 +110,20 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
                 "bar": _bar(t.due_at if waiting else None, now, config.sla.hours),
                 "reason": t.reason or "", "flag": flag(t), "listing": summary(t, zone)}
 
+    # open tickets by who has them, with each one's latest staff-only note
+    notes: dict[int, str] = {}
+    open_ids = [t.id for t in open_rows if t.id is not None]
+    if open_ids:
+        for tid, detail in session.exec(select(TicketEvent.ticket_id, TicketEvent.detail).where(
+                col(TicketEvent.ticket_id).in_(open_ids), TicketEvent.kind == EventKind.NOTE)
+                .order_by(col(TicketEvent.id))).all():
+            notes[tid] = detail or ""
+    groups: dict[str, list[dict[str, str]]] = {}
+    for t in open_rows:
+        groups.setdefault(t.assignee or "nobody", []).append({"ref": t.ref, "note": notes.get(t.id or 0, "")})
+    by_assignee = [{"who": who, "tickets": rows} for who, rows in sorted(
+        groups.items(), key=lambda kv: (kv[0] == "nobody", kv[0]))]
+
     by_id = col(Ticket.id).asc()
     new, new_total = listed(col(Ticket.opened_at) >= since, order=by_id)
     answered_ids = set(session.exec(select(TicketEvent.ticket_id).where(
@@ -181,6 +195,7 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
         "attention": [{"ref": format_ref(tid), "what": ATTENTION[kind], "who": actor or "-",
                        "at_local": clock.local(at, zone)} for tid, kind, actor, at in looks],
         "attention_total": looks_total,
+        "by_assignee": by_assignee,
         "outcomes": {str(k): v for k, v in outcomes.items()}, "outcomes_total": sum(outcomes.values()),
         "autodelisted": [{"ref": format_ref(tid or 0), "ip": ip or "-", "category": cat or "-",
                           "at_local": clock.local(at, zone)} for tid, ip, cat, at in auto],
