@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from mailbot.config.portal import PortalConfig
 from mailbot.config.sections import (
     AlertsConfig,
     ConfigError,
@@ -46,7 +47,7 @@ from mailbot.config.sections import (
 __all__ = [
     "SECTIONS", "AlertsConfig", "Config", "ConfigError", "DatabaseConfig", "DeskConfig", "DigestConfig",
     "ExtractionConfig", "ListingConfig", "LogConfig", "MailboxConfig", "MetricsConfig", "OutgoingConfig",
-    "PolicyConfig", "RepliesConfig", "RuleConfig", "ScheduleConfig", "Section", "Security", "SlaConfig",
+    "PolicyConfig", "PortalConfig", "RepliesConfig", "RuleConfig", "ScheduleConfig", "Section", "Security", "SlaConfig",
     "TemplatesConfig", "database_url", "load", "parse",
 ]
 
@@ -67,6 +68,7 @@ class Config(Section):
     alerts: AlertsConfig = AlertsConfig()
     extraction: ExtractionConfig = ExtractionConfig()
     listing: ListingConfig = ListingConfig()
+    portal: PortalConfig = PortalConfig()
     base_dir: str = Field(".", exclude=True)
     """Directory of the config file; relative paths in it are taken from there."""
 
@@ -82,7 +84,7 @@ class Config(Section):
 
 
 SECTIONS = ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "digest", "replies", "templates",
-            "log", "metrics", "alerts", "extraction", "listing")
+            "log", "metrics", "alerts", "extraction", "listing", "portal")
 
 
 def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:

@@ -62,6 +62,10 @@ class EventKind(StrEnum):
     ASSIGNED = "assigned"
     STAFF_COMMANDS = "staff_commands"
     """A verified staff mail carrying commands; its detail lists what each did."""
+    PORTAL_REQUEST = "portal_request"
+    """A confirmed request on the self-service portal: the address, the client address, the request."""
+    PORTAL_DELIST = "portal_delist"
+    """What the portal's delist did (delisted, not listed, or handed to staff), actor "portal"."""
 
 
 class MailKind(StrEnum):
@@ -78,4 +82,8 @@ class MailKind(StrEnum):
     SLA_NOTICE = "sla_notice"
     STAFF_CONFIRMATION = "staff_confirmation"
     DIGEST = "digest"
+    PORTAL_CONFIRM = "portal_confirm"
+    """The self-service portal's signed confirmation link (no ticket yet)."""
+    PORTAL_RESULT = "portal_result"
+    """What the portal did after the sender pressed "Delist IP"."""
 
