@@ -12,8 +12,9 @@ Rules every answer keeps:
 - every redirect goes to a fixed path of ours, never to a place the request names;
 - a POST needs the CSRF field matching the browser's cookie (SameSite=Strict, HttpOnly), and
   an Origin or Sec-Fetch-Site, when the browser sends one, that says it came from our pages;
-- strict headers on everything (`SECURITY_HEADERS`: a CSP without scripts, no framing, no
-  referrer, so the link's token never leaks to another site), `no-store` on every page;
+- strict headers on everything (`SECURITY_HEADERS`: a CSP without scripts, no framing, a
+  referrer only to ourselves, so the link's token never leaks to another site; not "no-referrer",
+  with which Chromium sends `Origin: null` on our own form posts), `no-store` on every page;
 - the client address is the peer's, or the trusted proxy's X-Forwarded-For (`limits.py`);
   links in mail start at `[portal] url`, never at the request's Host header.
 """
@@ -40,13 +41,15 @@ from mailbot.portal.service import LANGUAGES, Portal
 
 log = logging.getLogger(__name__)
 MAX_BODY = 4096
+FORMS = ("form", "confirm")
+"""The pages that carry a form, and so the CSRF cookie and field."""
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
        "base-uri 'none'")
 SECURITY_HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",
     "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
@@ -120,21 +123,25 @@ class Web:
         return limits.client_address(peer, request.headers.getlist("x-forwarded-for"), self.portal.trusted)
 
     def page(self, request: Request, lang: str, name: str, status: int = 200, **context: Any) -> Response:
-        cookie = request.cookies.get(self.cookie)
-        fresh = not (cookie and signing.COOKIE.match(cookie))
-        if fresh:
-            cookie = signing.new_cookie()
-        assert cookie is not None
         context.setdefault("token", "")
-        purpose = "confirm" if context["token"] else "form"
+        cookie, fresh = request.cookies.get(self.cookie), False
+        csrf = ""
+        if name in FORMS:
+            # only a page with a form hands out the cookie: a stray request (a favicon, a 404) must
+            # not replace the cookie a form on another page was signed for
+            if not (cookie and signing.COOKIE.match(cookie)):
+                cookie, fresh = signing.new_cookie(), True
+            assert cookie is not None
+            csrf = signing.csrf_token(self.portal.key, cookie, "confirm" if context["token"] else "form",
+                                      context["token"])
         html = self.pages.render(lang, name, {
             **context, "desk_name": self.portal.config.desk.name,
-            "delist_address": self.portal.config.outgoing.from_address,
-            "csrf": signing.csrf_token(self.portal.key, cookie, purpose, context["token"]),
+            "delist_address": self.portal.config.outgoing.from_address, "csrf": csrf,
             "link_hours": f"{self.portal.config.portal.link_hours:g}", "categories_hint": "5.7.606–5.7.649"})
         response = Response(html, status, media_type="text/html; charset=utf-8")
         if fresh:
-            response.set_cookie(self.cookie, cookie, httponly=True, samesite="strict", secure=self.https, path="/")
+            response.set_cookie(self.cookie, str(cookie), httponly=True, samesite="strict", secure=self.https,
+                                path="/")
         if "retry_after" in context:
             response.headers["retry-after"] = str(context["retry_after"])
         metrics.REQUESTS.labels(name, str(status)).inc()
