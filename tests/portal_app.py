@@ -86,10 +86,11 @@ class Browserless:
         token = self.csrf()
         return self.post("/", data={"csrf": token, "lang": lang, "address": address, "ip": ip}, headers=headers)
 
-    def press(self, link: str) -> httpx.Response:
+    def press(self, link: str, lang: str = "en") -> httpx.Response:
+        """Open the link and press the button, as a browser would."""
         path = link.split("/", 3)[3]
         token = self.csrf("/" + path)
-        return self.post("/" + path, data={"csrf": token, "lang": "en"})
+        return self.post("/" + path, data={"csrf": token, "lang": lang})
 
 
 class PortalWorld:
