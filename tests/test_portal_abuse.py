@@ -4,6 +4,7 @@ app in-process, on a real database (SQLite and PostgreSQL) with the `table` list
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from portal_app import BASE, SECRET, PortalWorld
@@ -353,3 +354,33 @@ def test_a_german_request_gets_german_pages_and_mail(make_portal: World) -> None
     assert "IP entfernen" in b.get("/" + link.split("/", 3)[3]).text  # the link opens in the request's language
     assert f"{IP} ist entfernt" in b.press(link, lang="de").text
     assert w.outbox("portal_result")[0].subject == f"[DL-000001] {IP} wurde von der Sperrliste entfernt"
+
+
+def test_a_burst_gets_exactly_the_limit_and_not_a_request_more(make_portal: World) -> None:
+    """Attack: thirty requests at once for one victim's address, so that all of them read "under
+    the limit" before any is written. The count and the row are one serialised transaction."""
+    w = make_portal(portal={"address_per_day": 3})
+    w.list_ip(f"{IP}/32")
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda n: w.portal.submit("victim@example.org", IP, f"198.51.100.{n}", "en").answer,
+                                range(30)))
+    assert answers.count("mailed") == 3 and answers.count("limited") == 27
+    assert len(w.links()) == 3 and len(w.requests()) == 3
+
+
+def test_two_presses_at_once_delist_once_and_record_once(make_portal: World) -> None:
+    """A double click that reaches two workers together: the delist key and the conditional
+    update make it one delist, one set of events and one result mail."""
+    from mailbot.portal.press import press
+
+    w = make_portal()
+    w.list_ip(f"{IP}/32")
+    w.browser().ask("a@example.org", IP)
+    token = w.links()[0].rsplit("/", 1)[1]
+    with ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(lambda _n: press(w.portal, token, "198.51.100.7"), range(4)))
+    assert sorted(d.state for d in done).count("done") == 1
+    assert {d.outcome for d in done} == {"delisted"}
+    [ticket] = w.tickets()
+    assert [e.kind for e in w.events(ticket.id or 0)].count("portal_delist") == 1
+    assert len(w.outbox("portal_result")) == 1 and not w.listed(IP)

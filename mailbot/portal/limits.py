@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import threading
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from mailbot.config import PortalConfig
@@ -134,6 +136,23 @@ def _window(session: Session, column: Any, value: str, since: datetime, cap: int
     q = (select(PortalRequest.created_at).where(column == value, col(PortalRequest.created_at) > since)
          .order_by(col(PortalRequest.created_at).desc()).offset(cap - 1).limit(1))
     return session.exec(q).first()
+
+
+def serialise(session: Session, keys: tuple[str, ...]) -> None:
+    """Hold the locks of these limit keys until the transaction ends: on SQLite the write lock
+    (taken first, as `BEGIN IMMEDIATE`), on PostgreSQL one advisory lock per key, in a fixed
+    order (two requests sharing keys never wait on each other crosswise)."""
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    for k in sorted({_lock_key(k) for k in keys}):
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": k})
+
+
+def _lock_key(value: str) -> int:
+    digest = hashlib.blake2b(("portal-limit\x00" + value).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def over_limit(session: Session, config: PortalConfig, now: datetime, *, client: str, person: str, ip: str,

@@ -134,29 +134,34 @@ class Portal:
         now = clock.utcnow()
         key = limits.client_key(client, pc.client_v6)
         who, network = person(addr), limits.network_of(norm, pc)
-        with Session(self.engine) as s:
+        # The count and the row that makes it one more are one serialised transaction: a burst
+        # of requests cannot all read "under the limit" before any of them is written.
+        with transaction(self.engine) as s:
+            limits.serialise(s, (key, who, norm, network))
             hit = limits.over_limit(s, pc, now, client=key, person=who, ip=norm, network=network)
+            if hit is None:
+                row = PortalRequest(created_at=now, client=key, address=addr, person=who, ip=norm, network=network,
+                                    language=language, answer="pending")
+                s.add(row)
+                s.flush()
         if hit is not None:
             metrics.REFUSALS.labels(f"limit_{hit.rule}").inc()
             log.warning("portal: %s limit reached (client %s), retry after %ss", hit.rule, key, hit.retry_after)
             return Submitted("limited", limited=hit)
         listing = self.lister.lookup(norm)
-        row = PortalRequest(created_at=now, client=key, address=addr, person=who, ip=norm, network=network,
-                            language=language, answer="refused")
-        if isinstance(listing, LookupFailed):
-            row.answer = "lookup_failed"
-            answer: Literal["mailed", "refused", "unavailable"] = "unavailable"
-        elif listing.listed and in_portal_category(listing.category, self.categories):
-            row.answer, answer = "mailed", "mailed"
-            row.nonce = signing.new_nonce()
-            row.expires_at = now + timedelta(hours=pc.link_hours)
-        else:
-            answer = "refused"
+        answer: Literal["mailed", "refused", "unavailable"] = "refused"
         with transaction(self.engine) as s:
-            s.add(row)
-            s.flush()
-            if answer == "mailed":
+            row = s.merge(row)
+            if isinstance(listing, LookupFailed):
+                row.answer, answer = "lookup_failed", "unavailable"
+            elif listing.listed and in_portal_category(listing.category, self.categories):
+                row.answer, answer = "mailed", "mailed"
+                row.nonce = signing.new_nonce()
+                row.expires_at = now + timedelta(hours=pc.link_hours)
+                s.flush()
                 self._mail_link(s, row, now)
+            else:
+                row.answer = "refused"
         if answer == "mailed":
             self.kick()
         else:
