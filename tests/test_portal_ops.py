@@ -163,3 +163,35 @@ def test_the_shipped_unit_runs_the_portal_hardened_with_its_key_as_a_credential(
     r = subprocess.run([sys.executable, "-m", "mailbot", *s["ExecStart"].split()[1:], "--help"], capture_output=True,
                        text=True, timeout=60, env={**os.environ})
     assert r.returncode == 0 and "self-service delist portal" in r.stdout
+
+
+def test_the_demos_config_runs_the_portal_as_it_is(tmp_path: Path) -> None:
+    """`mailbot demo` writes the key file and lists the IP it sent to the portal; `mailbot portal`
+    on that config serves the form on loopback and mails the link into the demo's outbox."""
+    from portal_app import wait_port
+    from servers import free_port
+
+    demo = tmp_path / "demo"
+    r = mailbot_cli("demo", "--dir", str(demo))
+    assert r.returncode == 0 and "portal   then open http://127.0.0.1:8025/ and delist 198.51.100.23" in r.stdout
+    assert (demo / "portal-key").stat().st_mode & 0o077 == 0
+    port = free_port()
+    log = tmp_path / "portal.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mailbot", "-c", str(demo / "mailbot.toml"), "portal",
+                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_port(port, proc, log)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            csrf = c.get("/").text.split('name="csrf" value="')[1].split('"')[0]
+            r2 = c.post("/", data={"csrf": csrf, "address": "ops@example.org", "ip": "198.51.100.23"})
+            assert r2.status_code == 303
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+                b"Confirm: delist 198.51.100.23" in f.read_bytes() for f in (demo / "outbox" / "new").iterdir()):
+            time.sleep(0.2)
+        assert any(b"Confirm: delist 198.51.100.23" in f.read_bytes() for f in (demo / "outbox" / "new").iterdir())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
