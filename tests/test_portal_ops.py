@@ -195,3 +195,15 @@ def test_the_demos_config_runs_the_portal_as_it_is(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_the_key_file_can_come_from_the_environment_as_systemd_hands_it_over(tmp_path: Path) -> None:
+    from mailbot.config import parse
+
+    key = tmp_path / "portal-key"
+    key.write_text(SECRET + "\n")
+    config = parse({"mailbox": {"host": "imap.example.org", "user": "u"}, "outgoing": {"host": "smtp.example.org"}},
+                   environ={"MAILBOT_PORTAL_SECRET_FILE": str(key)})
+    assert config.portal.secret_file == str(key)
+    assert config.portal.secret({}) == SECRET.encode()
+    assert SECRET not in repr(config)

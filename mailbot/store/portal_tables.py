@@ -40,7 +40,8 @@ class PortalRequest(SQLModel, table=True):
     """The IP's network as the per-network limit counts it (/24, /48 by default)."""
     language: str = Field(max_length=16)
     answer: str = Field(max_length=20)
-    """What the form said: mailed (listed in a portal category) | refused (anything else) | lookup_failed."""
+    """What the form said: mailed (listed in a portal category) | refused (anything else) | lookup_failed;
+    pending while the lookup runs (the row is written first, so the limits count it)."""
     nonce: str | None = Field(default=None, max_length=64)
     """The random part of the confirmation link (mailed rows only)."""
     expires_at: datetime | None = None
