@@ -2,6 +2,7 @@
 
 from app import cli_desk, make_world, world  # noqa: F401  (mailbot wired to those servers)
 from listing_servers import dnsbl, list_service  # noqa: F401  (the DNS server and list service of #17)
+from portal_app import mailbot_portal, make_portal, portal_world  # noqa: F401  (the portal of #19)
 from servers import (  # noqa: F401  (fixtures are found by name)
     database_url,
     dovecot,

@@ -35,7 +35,7 @@ def run_checks(config_path: str, echo: Echo) -> bool:
         return False
     _line(echo, "ok", "config", config_path)
     results = [check_database(config, echo), check_mailbox(config, echo), check_outgoing(config, echo),
-               check_templates(config, echo), check_desk(config, echo)]
+               check_templates(config, echo), check_desk(config, echo), check_portal(config, echo)]
     return all(results)
 
 
@@ -200,3 +200,13 @@ def check_desk(config: Config, echo: Echo) -> bool:
                                        "Authentication-Results are trusted, so mail from staff never counts as "
                                        "an answer (the sent folder and `mailbot answer` still do)")
     return True
+
+
+def check_portal(config: Config, echo: Echo) -> bool:
+    """The self-service portal (issue #19): off, or its URL, key, listing source and pages."""
+    from mailbot.portal.checks import portal_checks
+
+    ok = True
+    for level, detail in portal_checks(config):
+        ok = _line(echo, level, "portal", detail) and ok
+    return ok

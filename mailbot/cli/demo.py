@@ -67,6 +67,11 @@ allow_ranges = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::
 # The desk's own block list, kept in this database (`mailbot listing show 203.0.113.45`).
 # The demo lists a few addresses; 192.0.2.61, the IP of sample 09, is not among them.
 source = "table"
+
+[portal]
+# `mailbot portal` serves the self-service portal on http://127.0.0.1:8025/ (loopback). Its
+# signing key is the file the demo wrote; a real desk keeps it with its other credentials.
+secret_file = "portal-key"
 """
 
 DEMO_LISTINGS = (("203.0.113.45", "spam-trap", "hit our spam traps 40 times on 2026-11-22", 2),
@@ -109,10 +114,39 @@ def run_demo(directory: Path, echo: Callable[[str], None]) -> None:
         echo(f"\nReplies ({len(sent)}) are in the Maildir outbox {directory / 'outbox' / 'new'}:")
         for o in sent:
             echo(f"  to {o.recipients:<40} {o.subject}")
+    portal_ips = prepare_portal(desk, directory)
     desk.engine.dispose()
     simulate_48_hours(desk.config, directory, echo)
     echo(f"\nConfig: {config_path}   Database: {directory / 'mailbot.db'}")
     echo(f"Next:   {_command()} -c {config_path} show DL-000001")
+    if portal_ips:
+        echo(f"Portal: {_command()} -c {config_path} portal   then open http://127.0.0.1:8025/ and delist "
+             f"{', '.join(portal_ips)} (the confirmation mail lands in {directory / 'outbox' / 'new'})")
+
+
+def prepare_portal(desk: Desk, directory: Path) -> list[str]:
+    """What `mailbot portal` needs on the demo's config: its signing key (a file of the demo's),
+    and the IPs of the redirected tickets on the list, in the portal's category."""
+    if desk.config.listing.source != "table" or not desk.config.portal.secret_file:
+        return []
+    import contextlib
+    import ipaddress
+    import secrets
+
+    from mailbot.listing.admin import NewListing, TableError, add
+
+    key = desk.config.path(desk.config.portal.secret_file)
+    if not key.exists():
+        key.write_text(secrets.token_urlsafe(48) + "\n", encoding="utf-8")
+        key.chmod(0o600)
+    with Session(desk.engine) as session:
+        ips = sorted({t.ip for t in session.exec(select(Ticket).where(Ticket.state == TicketState.REDIRECTED))
+                      if t.ip})
+    for ip in ips:
+        with contextlib.suppress(TableError):  # listed by an earlier run
+            add(desk.engine, NewListing(network=ipaddress.ip_network(ip), category="5.7.606",
+                                        reason="demo: a sample forward's IP"), "demo")
+    return ips
 
 
 def list_demo_rows(desk: Desk) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from mailbot.config.portal import PortalConfig
 from mailbot.config.sections import (
     AlertsConfig,
     AutodelistConfig,
@@ -60,6 +61,7 @@ __all__ = [
     "MetricsConfig",
     "OutgoingConfig",
     "PolicyConfig",
+    "PortalConfig",
     "RepliesConfig",
     "RuleConfig",
     "ScheduleConfig",
@@ -90,6 +92,7 @@ class Config(Section):
     extraction: ExtractionConfig = ExtractionConfig()
     listing: ListingConfig = ListingConfig()
     autodelist: AutodelistConfig = AutodelistConfig()
+    portal: PortalConfig = PortalConfig()
     base_dir: str = Field(".", exclude=True)
     """Directory of the config file; relative paths in it are taken from there."""
 
@@ -105,7 +108,7 @@ class Config(Section):
 
 
 SECTIONS = ("mailbox", "outgoing", "database", "desk", "policy", "sla", "schedule", "digest", "replies", "templates",
-            "log", "metrics", "alerts", "extraction", "listing", "autodelist")
+            "log", "metrics", "alerts", "extraction", "listing", "autodelist", "portal")
 
 
 def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:

@@ -340,7 +340,7 @@ class Triage:
             "full_code": full_code(facts.get("reply_code"), facts.get("status")),
             "due_local": local(ticket.due_at, self.config.desk.zone), "desk_name": self.config.desk.name,
             "due_utc": clock.in_utc(ticket.due_at),
-            "portal_url": self.policy.portal_url, "missing": missing or [], "joined": joined,
+            "portal_url": self.config.portal.url or self.policy.portal_url, "missing": missing or [], "joined": joined,
             "original_subject": head.subject,
             # what the rejection is and whose (not_ours and not_a_block say it; ack and redirect
             # say when the code was inferred from the provider's words)

@@ -53,11 +53,12 @@ class Mailer:
         return queue(session, mail, kind=kind or template, ticket_id=ticket_id, dedupe_key=dedupe, now=now)
 
     def to_person(self, session: Session, template: str, context: Mapping[str, Any], to: str, *, kind: str,
-                  ticket_id: int, ticket_ref: str, now: datetime, dedupe: str | None,
+                  ticket_id: int | None, ticket_ref: str | None, now: datetime, dedupe: str | None,
                   in_reply_to: str | None = None, references: Sequence[str] = (),
                   auto_submitted: str | None = REPLY) -> OutboxMail | None:
         """Queue `template` to one person about a ticket, threaded to their mail; None when
-        `dedupe` was used already (the mail was sent before)."""
+        `dedupe` was used already (the mail was sent before). Without a ticket: a mail that
+        comes before any ticket (the portal's confirmation link)."""
         mail = self.compose(template, context, [to], now=now, auto_submitted=auto_submitted,
                             in_reply_to=in_reply_to, references=references, ticket_ref=ticket_ref)
         return queue(session, mail, kind=kind, ticket_id=ticket_id, dedupe_key=dedupe, now=now)

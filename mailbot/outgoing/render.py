@@ -87,6 +87,11 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "delisted_local": "2026-11-29 16:20 CET",
     "outcomes": {"delisted": 3, "conditional": 1, "declined": 1, "not_listed": 4, "redirected": 2, "not_ours": 1},
     "outcomes_total": 12, "repeats": [_SAMPLE_TICKET], "repeats_total": 1,
+    # the self-service portal's mails (portal_confirm, portal_result)
+    "link": "https://delist.example.org/confirm/17.Xo3kq0xT2bYwq1mN8sVd4rLp.1795950000."
+            "oW3hY2cC7m1QK9n0sZr5Tq8vXb4LfGd6JpAe2uNiMkE",
+    "expires_local": "2026-12-01 10:00 CET", "link_hours": "24", "outcome": "delisted",
+    "delist_address": "delist@example.org",
 }
 """Data every shipped template renders with, for `mailbot check` and previews."""
 
@@ -97,7 +102,7 @@ class TemplateError(CommandFailed):
 
 AUTOMATIC_TEMPLATES = frozenset({"ack", "needs_info", "redirect", "closed", "not_ours", "not_a_block", "not_listed",
                                  "sla_notice", "digest", "poll_alert", "database_alert", "folder_alert", "send_alert",
-                                 "staff_confirmation"})
+                                 "staff_confirmation", "portal_confirm", "portal_result"})
 """The mails mailbot writes by itself, each filled with data of its own; never a staff reply.
 Every other template (the shipped `delisted`, `conditional` and `declined`, and any an operator
 adds) is one."""

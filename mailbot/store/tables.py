@@ -9,6 +9,7 @@
   who may act on a ticket, and what each of them forwarded.
 - `ListingEntry`, `ListingHistory`: the desk's own block list and its history
   (defined in `mailbot.store.listing_tables`, registered here with the rest).
+- `PortalRequest`: the self-service portal's requests (`mailbot.store.portal_tables`).
 - `OutboxMail`: every outgoing mail, rendered once (Message-ID fixed), sent
   by the outbox job. `dedupe_key` makes "once per ticket and recipient" a
   database fact rather than a hope.
@@ -22,6 +23,7 @@ from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConst
 from sqlmodel import Field, SQLModel
 
 from mailbot.store.listing_tables import ListingEntry, ListingHistory  # noqa: F401  (registers the listing tables)
+from mailbot.store.portal_tables import PortalRequest  # noqa: F401  (registers the portal's table)
 from mailbot.store.states import MessageState, OutboxState
 
 # Whatever comes from a message (its headers, addresses, Message-ID) goes into unbounded
