@@ -22,6 +22,7 @@ config (`[[policy.rules]]`) and the issuer table's `ours`; nothing else changes.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Literal
@@ -85,6 +86,7 @@ def _status_key(status: str) -> tuple[int, int, int] | None:
     return int(parts[0]), int(parts[1]), int(parts[2])
 
 
+@functools.lru_cache(maxsize=1024)  # every rule's codes against every finding of every mail: the same few strings
 def _range(code: str) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
     lo, sep, hi = code.partition("-")
     a, b = _status_key(lo.strip()), _status_key((hi if sep else lo).strip())
