@@ -50,6 +50,7 @@ class Daemon:
         self.flusher: threading.Thread | None = None
         # replies go out while the rest of a backlog is still being processed, not after it
         desk.processor.after_commit = self.flush_soon
+        desk.renderer.keep_compiled()  # templates are read at start, not looked at again per mail
         self.idle = IdleWatcher(desk.config.mailbox, self.poll_now, self.stopping, on_connect=self.server_reachable)
         self.health = Health(desk.engine, desk.config, desk.renderer)
         self.scheduler = BlockingScheduler(

@@ -10,9 +10,14 @@ The points, in the order a message meets them:
 
 - `while_fetching`  a batch's bytes are read from the server, not stored (key: the batch's Message-IDs)
 - `after_fetch`     a batch of raw messages is committed, nothing parsed yet
-- `after_parse`     inside the processing transaction (a batch of fresh messages, or one retry),
-                    one message's effects written, not committed
+- `after_read`      inside the processing transaction (a batch of fresh messages, or one retry),
+                    every message of it read (headers, extraction, decisions), nothing written
+                    (key: the batch's Message-IDs)
+- `after_parse`     inside the processing transaction, one message's rules applied (its ticket
+                    inserted, its other rows pending), not committed
 - `after_queue`     inside the processing transaction, just after the reply was queued
+- `before_commit`   inside the processing transaction, every row of the batch written (a
+                    statement per table), not committed
 - `after_commit`    the outcomes and replies of the batch (or the retried message) are committed;
                     the server not told
 - `before_mark`     about to move/flag a finished message on the server
@@ -24,8 +29,8 @@ from __future__ import annotations
 
 import os
 
-POINTS = ("while_fetching", "after_fetch", "after_parse", "after_queue", "after_commit", "before_mark", "after_mark",
-          "after_smtp_250")
+POINTS = ("while_fetching", "after_fetch", "after_read", "after_parse", "after_queue", "before_commit", "after_commit",
+          "before_mark", "after_mark", "after_smtp_250")
 
 
 def armed() -> bool:

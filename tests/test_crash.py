@@ -45,8 +45,12 @@ def state_at_death(w: World) -> dict[str, object]:
 AT_DEATH: dict[str, dict[str, object]] = {
     "while_fetching": {"stored": 0, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
     "after_fetch": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
+    # the batch read (headers, extraction, decisions), nothing written
+    "after_read": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
     "after_parse": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
     "after_queue": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
+    # every row of the batch written, not committed: a death leaves none of them
+    "before_commit": {"stored": 2, "processed": 0, "tickets": 0, "outbox": [], "inbox": 2, "at smtp": 0},
     # fresh messages are processed in batches, one commit for the batch
     "after_commit": {"stored": 2, "processed": 2, "tickets": 2, "outbox": ["queued", "queued"], "inbox": 2,
                      "at smtp": 0},
@@ -121,6 +125,58 @@ def test_fresh_mail_commits_a_batch_at_a_time_and_a_death_after_a_commit_repeats
     assert sorted(t.ip or "" for t in w.tickets()) == ["203.0.113.10", "203.0.113.11", "203.0.113.12"]
     assert sorted(r.rcpt_tos[0] for r in w.smtp.wait_for(3)) == sorted(senders)
     assert w.imap.uids("INBOX") == [] and len(w.imap.uids("Processed")) == 3
+
+
+def test_a_batch_killed_after_its_rows_are_written_and_before_its_commit_leaves_none_and_repeats_nothing(
+        cli_desk: Callable[..., CliDesk]) -> None:
+    desk = cli_desk(mailbox={"process_batch": 2})
+    w = desk.world
+    senders = ["ann@one.example", "bob@two.example", "cid@three.example"]
+    for i, sender in enumerate(senders):
+        w.deliver(forward(f"203.0.113.{10 + i}", f"written-{i}", sender))
+
+    died = desk.poll_once(fault="before_commit")
+    assert died.returncode == KILLED, died.stdout + died.stderr
+    # the first batch's tickets, events, senders and replies were all sent to the database in
+    # bulk: none survived the death, and its two messages each have one attempt counted
+    assert [(m.state, m.attempts) for m in w.messages()] == [("stored", 1), ("stored", 1), ("stored", 0)]
+    assert w.tickets() == [] and w.outbox() == []
+
+    again = desk.poll_once()
+    assert again.returncode == 0, again.stderr
+    assert [(m.state, m.attempts) for m in w.messages()] == [("processed", 2), ("processed", 2), ("processed", 1)]
+    assert sorted(t.ip or "" for t in w.tickets()) == ["203.0.113.10", "203.0.113.11", "203.0.113.12"]
+    received = w.smtp.wait_for(3)
+    assert sorted(r.rcpt_tos[0] for r in received) == sorted(senders)
+    assert len({r.message["Message-ID"] for r in received}) == 3 and [o.state for o in w.outbox()] == ["sent"] * 3
+    assert w.imap.uids("INBOX") == [] and len(w.imap.uids("Processed")) == 3
+
+
+def test_a_message_that_kills_the_process_while_its_batch_is_read_costs_only_itself(
+        cli_desk: Callable[..., CliDesk]) -> None:
+    desk = cli_desk()
+    w = desk.world
+    w.deliver(forward("203.0.113.10", "poison-1", "ann@one.example"))
+    w.deliver(forward("203.0.113.20", "healthy-1", "bob@two.example"))
+
+    # the batch is read whole before anything is written: the death counts against both ...
+    died = desk.poll_once(fault="after_read:poison")
+    assert died.returncode == KILLED, died.stdout + died.stderr
+    assert [(m.state, m.attempts) for m in w.messages()] == [("stored", 1), ("stored", 1)]
+    assert w.tickets() == []
+    # ... then each is read alone, the least-tried first: the healthy one lands
+    for _ in range(2):
+        died = desk.poll_once(fault="after_read:poison")
+        assert died.returncode == KILLED, died.stdout + died.stderr
+    assert [(m.state, m.attempts) for m in w.messages()] == [("stored", 3), ("processed", 2)]
+
+    survived = desk.poll_once(fault="after_read:poison")
+    assert survived.returncode == 0, survived.stderr
+    poison, healthy = w.messages()
+    assert (poison.state, poison.outcome) == ("quarantined", "quarantined: processing failed 3 times: crashed")
+    assert healthy.state == "processed" and [t.ip for t in w.tickets()] == ["203.0.113.20"]
+    assert [r.rcpt_tos for r in w.smtp.wait_for(1)] == [["bob@two.example"]]
+    assert len(w.imap.uids("Quarantine")) == 1 and len(w.imap.uids("Processed")) == 1
 
 
 def test_a_backlog_is_taken_in_batch_by_batch_each_processed_and_moved_before_the_next_is_fetched(

@@ -206,3 +206,37 @@ def test_a_failed_poll_does_not_wait_out_its_backoff_once_idle_reaches_the_serve
         daemon.idle.thread.join(timeout=30)
     assert ack.rcpt_tos == ["ann@one.example"]
     assert daemon.failures == 0 and [m.state for m in w.messages()] == ["processed"]
+
+
+def test_the_daemon_reads_each_template_once_and_a_command_reads_the_edited_one(
+        make_world: Callable[..., World], tmp_path: Path) -> None:
+    from mailbot.daemon import Daemon
+    from mailbot.outgoing.render import Renderer
+
+    folder = tmp_path / "my-templates"
+    folder.mkdir()
+    ack = folder / "ack.txt.j2"
+    shipped = Renderer().source("ack")
+    assert shipped is not None
+    ack.write_text(shipped.read_text())
+    w = make_world(templates={"dir": str(folder)}, schedule={"poll_seconds": 3600})
+    daemon = Daemon(w.desk)
+    try:
+        w.deliver(forward("203.0.113.10", "tmpl-1", "ann@one.example"))
+        daemon.poll()
+        ack.write_text(ack.read_text().replace("Delisting request received", "EDITED"))
+        os.utime(ack, (time.time() + 5, time.time() + 5))  # a newer file whatever the clock's grain
+        w.deliver(forward("203.0.113.20", "tmpl-2", "bob@two.example"))
+        daemon.poll()
+    finally:
+        daemon.stopping.set()
+        if daemon.flusher is not None:
+            daemon.flusher.join(timeout=30)
+    # the running daemon kept the template it read at start (no file looked at per mail) ...
+    assert [o.subject.split("] ", 1)[1] for o in w.outbox()] == ["Delisting request received for 203.0.113.10",
+                                                                  "Delisting request received for 203.0.113.20"]
+    # ... and the next start, or any command, reads the edited file
+    again = make_world(templates={"dir": str(folder)})
+    again.deliver(forward("203.0.113.30", "tmpl-3", "cid@three.example"))
+    again.run()
+    assert [o.subject.split("] ", 1)[1] for o in again.outbox()][-1] == "EDITED for 203.0.113.30"

@@ -22,6 +22,7 @@ config (`[[policy.rules]]`) and the issuer table's `ours`; nothing else changes.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Literal
@@ -29,6 +30,7 @@ from typing import Literal
 from mailbot.config import PolicyConfig, RuleConfig
 from mailbot.extraction import Extraction, Finding
 from mailbot.extraction.findings import Classification, Inferred
+from mailbot.store.states import MailKind, TicketState
 
 Action = Literal["ticket", "redirect", "needs_info", "not_ours", "not_a_block"]
 NEEDS_IP: frozenset[str] = frozenset({"ticket", "redirect"})
@@ -53,6 +55,18 @@ DEFAULT_NON_DELISTABLE: tuple[str, ...] = (
     "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "100::/64", "2001:db8::/32",
     "fc00::/7", "fe80::/10", "ff00::/8",
 )
+
+
+STATE_OF: dict[str, TicketState] = {
+    "ticket": TicketState.OPEN, "redirect": TicketState.REDIRECTED, "needs_info": TicketState.NEEDS_INFO,
+    "not_ours": TicketState.NOT_OURS, "not_a_block": TicketState.NOT_A_BLOCK}
+"""The state a new ticket starts in, by the policy's action."""
+MAIL_OF: dict[str, MailKind] = {
+    "ticket": MailKind.ACK, "redirect": MailKind.REDIRECT, "needs_info": MailKind.NEEDS_INFO,
+    "not_ours": MailKind.NOT_OURS, "not_a_block": MailKind.NOT_A_BLOCK}
+"""The reply the sender gets, by the policy's action."""
+AWAITING = frozenset({TicketState.NEEDS_INFO, TicketState.NOT_OURS, TicketState.NOT_A_BLOCK})
+"""Tickets a later forward from their sender can still turn into a request for staff or the portal."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,7 @@ def _status_key(status: str) -> tuple[int, int, int] | None:
     return int(parts[0]), int(parts[1]), int(parts[2])
 
 
+@functools.lru_cache(maxsize=1024)  # every rule's codes against every finding of every mail: the same few strings
 def _range(code: str) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
     lo, sep, hi = code.partition("-")
     a, b = _status_key(lo.strip()), _status_key((hi if sep else lo).strip())

@@ -25,7 +25,8 @@ from sqlmodel import Session, col, select
 from mailbot import clock
 from mailbot.desk import replyguard, tickets
 from mailbot.desk.extractor import ExtractionOverrun
-from mailbot.desk.triage import AWAITING, Triage
+from mailbot.desk.policy import AWAITING
+from mailbot.desk.triage import Triage
 from mailbot.extraction import Extraction
 from mailbot.source import inbound
 from mailbot.store.engine import transaction

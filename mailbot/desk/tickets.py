@@ -1,20 +1,25 @@
 """Tickets: find the one a message belongs to, open new ones, record events.
 
 All functions take the caller's session and never commit: a message's
-effects are one transaction, owned by `intake.process`.
+effects are one transaction, owned by `intake.process`. What the transaction
+itself did (tickets it opened, their senders, tickets it changed) is kept in
+`store.unit`, so a batch of messages is not asked about again one by one.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func
+from sqlalchemy import func, insert
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from mailbot.identity import person
 from mailbot.source.inbound import Inbound
+from mailbot.store import unit
 from mailbot.store.states import EventKind, Outcome, TicketState
 from mailbot.store.tables import OutboxMail, StoredMessage, Ticket, TicketEvent, TicketSender, parse_ref
 
@@ -44,15 +49,45 @@ def by_reference(session: Session, msg: Inbound) -> Ticket | None:
 
 
 def active_for_ip(session: Session, ip: str) -> Ticket | None:
+    known = unit.of(session)
+    if ip in known.ips:  # watched since the batch began: every candidate is in memory, current
+        active = [t for t in known.tickets.values() if t.ip == ip and t.state in ACTIVE]
+        return min(active, key=lambda t: t.id or 0) if active else None
     return session.exec(
         select(Ticket).where(Ticket.ip == ip, col(Ticket.state).in_(ACTIVE)).order_by(col(Ticket.id))
     ).first()
 
 
+def watch_ips(session: Session, ips: Iterable[str]) -> None:
+    """Load the active tickets of `ips` (a batch's) in one query: `active_for_ip` then answers
+    for them from memory for the rest of the transaction, with the tickets opened and changed
+    in it (`open_ticket`, `change_state`). Changes committed meanwhile by another process are
+    not seen, as if the batch had been read a moment earlier."""
+    known = unit.of(session)
+    new = set(ips) - known.ips
+    if not new:
+        return
+    for ticket in session.exec(select(Ticket).where(col(Ticket.ip).in_(new), col(Ticket.state).in_(ACTIVE))).all():
+        assert ticket.id is not None
+        known.tickets.setdefault(ticket.id, ticket)
+    known.ips |= new
+
+
+_TICKET = Ticket.__table__  # type: ignore[attr-defined]
+_INSERT = insert(_TICKET).returning(_TICKET.c.id)  # built once: its values are the execution's parameters
+
+
 def open_ticket(session: Session, *, now: datetime, state: TicketState, sender: str | None, **facts: object) -> Ticket:
     ticket = Ticket(state=state, sender=sender, opened_at=now, updated_at=now, **facts)  # type: ignore[arg-type]
+    # Its id (the reference the reply shows) is needed now: the row is inserted alone. A flush
+    # would first write everything pending in the batch, row by row; that goes at the commit.
+    values = {c.name: getattr(ticket, c.name) for c in _TICKET.columns if c.name != "id"}
+    with session.no_autoflush:  # nothing pending is needed by this row
+        ticket.id = session.execute(_INSERT, values).scalar_one()
+    make_transient_to_detached(ticket)
     session.add(ticket)
-    session.flush()
+    known = unit.of(session)
+    known.fresh_tickets[ticket.id] = known.tickets[ticket.id] = ticket
     return ticket
 
 
@@ -83,6 +118,9 @@ def add_sender(session: Session, ticket: Ticket, address: str, message_id: int |
     if row is None:
         row = TicketSender(ticket_id=ticket.id, person=person(address), address=address, added_at=now)
         session.add(row)
+        known = unit.of(session)
+        if ticket.id in known.fresh_tickets:
+            known.fresh_senders[(ticket.id, row.person)] = row
     row.address = address
     if row.message_id is None or any(facts.get(k) for k in ("ip", "status", "reply_code")):
         row.message_id = message_id
@@ -95,6 +133,9 @@ def sender(session: Session, ticket: Ticket, address: str | None) -> TicketSende
     """`address` as one of the ticket's senders (compared as one person), or None: not theirs."""
     if not address or ticket.id is None:
         return None
+    known = unit.of(session)
+    if ticket.id in known.fresh_tickets:  # opened in this transaction: all its senders were added here
+        return known.fresh_senders.get((ticket.id, person(address)))
     return session.exec(select(TicketSender).where(TicketSender.ticket_id == ticket.id,
                                                    TicketSender.person == person(address))).first()
 
@@ -128,6 +169,7 @@ def change_state(session: Session, ticket: Ticket, to: TicketState, actor: str, 
     previous = TicketState(ticket.state)
     ticket.state = to
     assert ticket.id is not None
+    unit.of(session).tickets[ticket.id] = ticket  # its state (and IP) as they are now, for `active_for_ip`
     session.add(TicketEvent(ticket_id=ticket.id, at=now, kind=EventKind.STATE, actor=actor,
                             detail=detail or None, from_state=previous, to_state=to))
     ticket.updated_at = now

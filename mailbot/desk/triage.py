@@ -4,14 +4,20 @@ headers and its NDR, applies the policy and the reply guard, opens, joins or adv
 transaction; it sets the message's state and outcome. Claiming, batching, retries and
 quarantine after repeated failure are the worker's (`worker`); `reprocess` uses the public
 steps here (`advance`, `facts_of`) so nothing is copied.
+
+`handle` is two steps, which the worker takes for a whole batch each (issue #16): `read`, the
+pure part (headers, extraction, the reply guard's verdict, the policy's decision; no session),
+and `apply`, the rules on the database; between them `prepare` asks once for the batch what
+the rules would ask per message (the reply caps' counts, the open tickets of its IPs).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import Session, select
@@ -23,12 +29,12 @@ from mailbot.desk import commands, followup, replyguard, tickets
 from mailbot.desk.bounces import attach_bounce
 from mailbot.desk.extractor import ExtractionOverrun
 from mailbot.desk.listing_check import ListingCheck
-from mailbot.desk.policy import Decision, Policy, code_family
+from mailbot.desk.policy import AWAITING, MAIL_OF, STATE_OF, Decision, Policy, code_family
 from mailbot.extraction import Extraction, extract
 from mailbot.extraction.findings import Classification
 from mailbot.identity import person
 from mailbot.outgoing.mailer import Mailer
-from mailbot.outgoing.outbox import recent_replies
+from mailbot.outgoing.outbox import count_replies, recent_replies
 from mailbot.outgoing.render import Renderer
 from mailbot.outgoing.sanitize import db_text
 from mailbot.source import inbound
@@ -37,16 +43,17 @@ from mailbot.store.tables import OutboxMail, StoredMessage, Ticket, full_code
 
 log = logging.getLogger(__name__)
 
-STATE_OF: dict[str, TicketState] = {
-    "ticket": TicketState.OPEN, "redirect": TicketState.REDIRECTED, "needs_info": TicketState.NEEDS_INFO,
-    "not_ours": TicketState.NOT_OURS, "not_a_block": TicketState.NOT_A_BLOCK}
-"""The state a new ticket starts in, by the policy's action."""
-MAIL_OF: dict[str, MailKind] = {
-    "ticket": MailKind.ACK, "redirect": MailKind.REDIRECT, "needs_info": MailKind.NEEDS_INFO,
-    "not_ours": MailKind.NOT_OURS, "not_a_block": MailKind.NOT_A_BLOCK}
-"""The reply the sender gets, by the policy's action."""
-AWAITING = frozenset({TicketState.NEEDS_INFO, TicketState.NOT_OURS, TicketState.NOT_A_BLOCK})
-"""Tickets a later forward from their sender can still turn into a request for staff or the portal."""
+@dataclass(frozen=True)
+class Reading:
+    """What `Triage.read` made of a message, before any rule touched the database."""
+
+    head: inbound.Inbound | None = None
+    """None: the message is quarantined unread (`quarantined` says why)."""
+    quarantined: str | None = None
+    extraction: Extraction | None = None
+    """None for sent-folder mail, and when extraction overran (`quarantined` says so)."""
+    verdict: replyguard.ReplyVerdict | None = None
+    decision: Decision | None = None
 
 
 def quarantine(msg: StoredMessage, reason: str) -> None:
@@ -85,15 +92,42 @@ class Triage:
             self.counts = []
 
     def handle(self, session: Session, msg: StoredMessage) -> None:
-        now = clock.utcnow()
+        self.apply(session, msg, self.read(msg))
+
+    def read(self, msg: StoredMessage) -> Reading:
+        """The part of handling `msg` that needs no database: its headers, its NDR, the reply
+        guard's verdict and the policy's decision."""
         if msg.truncated:
-            quarantine(msg, f"message is {msg.size} bytes, over the cap of "
-                                  f"{self.config.mailbox.max_message_bytes} (mailbox.max_message_bytes)")
-            return
+            return Reading(quarantined=f"message is {msg.size} bytes, over the cap of "
+                                       f"{self.config.mailbox.max_message_bytes} (mailbox.max_message_bytes)")
         try:
             head = inbound.parse(msg.raw)
         except inbound.OverCap as e:
-            quarantine(msg, str(e))
+            return Reading(quarantined=str(e))
+        if msg.folder_kind == "sent":
+            return Reading(head)
+        try:
+            extraction = self.extract(msg.raw)
+        except ExtractionOverrun as e:
+            return Reading(head, e.reason)
+        return Reading(head, None, extraction, replyguard.verdict(head, self.config.own_addresses, self.config.replies),
+                       self.policy.decide(extraction))
+
+    def prepare(self, session: Session, readings: Sequence[Reading]) -> None:
+        """Ask once for a batch what the rules would ask for each of its messages: the replies
+        counted for the caps of all its recipients, the open tickets of all the IPs it would open
+        tickets for (`outbox.count_replies`, `tickets.watch_ips`)."""
+        count_replies(session, {r.verdict.recipient for r in readings if r.verdict and r.verdict.recipient},
+                      clock.utcnow(), self.config.replies)
+        tickets.watch_ips(session, {r.decision.ip for r in readings
+                                    if r.decision and r.decision.action == "ticket" and r.decision.ip})
+
+    def apply(self, session: Session, msg: StoredMessage, reading: Reading) -> None:
+        """The rules, on the database, for a message as `read` found it."""
+        now = clock.utcnow()
+        head = reading.head
+        if head is None:
+            quarantine(msg, reading.quarantined or "unreadable")
             return
         msg.sender = db_text(head.sender or head.from_header, 500)
         msg.subject = db_text(head.subject, 2000)
@@ -102,16 +136,14 @@ class Triage:
             msg.state = MessageState.PROCESSED
             msg.processed_at = now
             return
-        try:
-            extraction = self.extract(msg.raw)
-        except ExtractionOverrun as e:
+        extraction, verdict, decision = reading.extraction, reading.verdict, reading.decision
+        if extraction is None or verdict is None or decision is None:
             self.counts.append(metrics.EXTRACTION_FAILURES.inc)
-            quarantine(msg, e.reason)
+            quarantine(msg, reading.quarantined or "extraction failed")
             return
         if extraction.unreadable:
             self.counts.append(metrics.EXTRACTION_FAILURES.inc)
         msg.findings = json.dumps(extraction.as_json())
-        verdict = replyguard.verdict(head, self.config.own_addresses, self.config.replies)
         bounced = attach_bounce(session, msg.raw, now) if not verdict.allowed else None
         if bounced is not None:  # a delivery report returning our own mail: never a new ticket, never answered
             msg.ticket_id = bounced.ticket_id
@@ -124,7 +156,6 @@ class Triage:
             msg.state = MessageState.PROCESSED
             msg.processed_at = now
             return
-        decision = self.policy.decide(extraction)
         self.new_request(session, msg, head, decision, verdict, now)
         if ticket is not None:
             msg.outcome = f"{msg.outcome}; cited {ticket.ref}, not its sender: changed nothing there"

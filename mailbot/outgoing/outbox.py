@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, literal
+from sqlalchemy import Row, bindparam, func, literal, union_all
 from sqlalchemy import select as sa_select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from mailbot import clock, faults
@@ -37,10 +39,12 @@ from mailbot.desk.replyguard import RecentReplies
 from mailbot.identity import person
 from mailbot.outgoing.render import Composed
 from mailbot.outgoing.transports import PermanentFailure, TemporaryFailure, Transport, TransportFault
-from mailbot.store.engine import is_postgres, transaction
+from mailbot.store import unit
+from mailbot.store.engine import is_postgres
 from mailbot.store.locks import SendLock
 from mailbot.store.states import EventKind, MailKind, OutboxState
 from mailbot.store.tables import OutboxMail, Ticket, TicketEvent, format_ref
+from mailbot.store.unit import ReplyCounts
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,15 @@ def already_queued(session: Session, dedupe_key: str) -> bool:
 
 def queue(session: Session, mail: Composed, *, kind: str, ticket_id: int | None,
           dedupe_key: str | None, now: datetime) -> OutboxMail | None:
-    """Add a mail to the outbox; None when `dedupe_key` was already used."""
-    if dedupe_key and already_queued(session, dedupe_key):
+    """Add a mail to the outbox; None when `dedupe_key` was already used.
+
+    A mail whose key names a ticket opened in this transaction (`store.unit`: nobody else can
+    see that ticket, so only this transaction can have used the key), or that has no key, is
+    written with the rest of the transaction at its commit: a batch's mails in one statement.
+    Any other key is tried at once, `INSERT ... ON CONFLICT DO NOTHING`: the database says
+    whether it was used, by this desk or another daemon, in one statement (issue #16)."""
+    known = unit.of(session)
+    if dedupe_key and dedupe_key in known.dedupe_keys:
         return None
     row = OutboxMail(
         ticket_id=ticket_id, kind=kind, dedupe_key=dedupe_key, envelope_from=mail.envelope_from,
@@ -61,13 +72,20 @@ def queue(session: Session, mail: Composed, *, kind: str, ticket_id: int | None,
         rcpt_person=person(mail.recipients[0]) if mail.recipients else None,
         raw=mail.raw, next_attempt_at=now, created_at=now,
     )
+    if dedupe_key and not (ticket_id in known.fresh_tickets and str(ticket_id) in dedupe_key.split(":")):
+        values = {c.name: getattr(row, c.name) for c in _OUT if c.name != "id"}
+        insert = _INSERT_ONCE["postgresql" if session.get_bind().dialect.name == "postgresql" else "sqlite"]
+        with session.no_autoflush:  # the keys pending in this session are in `known.dedupe_keys`
+            oid = session.execute(insert, values).scalar()
+        if oid is None:
+            return None  # queued before (or by another daemon just now): the database says once
+        row.id = oid
+        make_transient_to_detached(row)
     session.add(row)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        # Another worker queued the same dedupe_key first: the database says once.
-        return None
+    if dedupe_key:
+        known.dedupe_keys.add(dedupe_key)
+    if known.replies is not None and kind in AUTO_KINDS:
+        known.replies.add(row.rcpt_person, row.rcpt_domain)
     return row
 
 
@@ -85,24 +103,61 @@ def _count_auto(cap: str, *where: Any) -> Any:
 
 
 # Built once: three bounded counts, each on its own index, in one statement (one round trip).
+_LAST_HOUR = _count_auto("breaker_cap", col(OutboxMail.created_at) >= bindparam("hour"))
 _RECENT = select(
     _count_auto("recipient_cap", OutboxMail.rcpt_person == bindparam("recipient"),
                 col(OutboxMail.created_at) >= bindparam("day")),
     _count_auto("domain_cap", OutboxMail.rcpt_domain == bindparam("domain"),
                 col(OutboxMail.created_at) >= bindparam("day")),
-    _count_auto("breaker_cap", col(OutboxMail.created_at) >= bindparam("hour")),
+    _LAST_HOUR,
 )
 
 
 def recent_replies(session: Session, recipient: str, now: datetime, caps: RepliesConfig) -> RecentReplies:
     """How many automatic replies went lately to `recipient`, its domain, and anyone (for
-    `replyguard.capped`); each count stops at its cap, which is all the caps need to know."""
+    `replyguard.capped`); each count stops at its cap, which is all the caps need to know.
+    Answered from `count_replies`' counts where the transaction has them."""
+    who, domain = person(recipient), recipient.rpartition("@")[2].lower()
+    counted = unit.of(session).replies
+    if counted is not None and who in counted.persons and domain in counted.domains:
+        return RecentReplies(to_recipient=min(counted.persons[who], caps.per_recipient_daily),
+                             to_domain=min(counted.domains[domain], caps.per_domain_daily),
+                             last_hour=min(counted.last_hour, caps.breaker_per_hour))
     to_recipient, to_domain, last_hour = session.execute(_RECENT, {
-        "recipient": person(recipient), "domain": recipient.rpartition("@")[2].lower(),
+        "recipient": who, "domain": domain,
         "day": now - timedelta(hours=24), "hour": now - timedelta(hours=1),
         "recipient_cap": caps.per_recipient_daily, "domain_cap": caps.per_domain_daily,
         "breaker_cap": caps.breaker_per_hour}).one()
     return RecentReplies(to_recipient=int(to_recipient), to_domain=int(to_domain), last_hour=int(last_hour))
+
+
+def count_replies(session: Session, recipients: Iterable[str], now: datetime, caps: RepliesConfig) -> None:
+    """Count for a batch, in one statement, the automatic replies of the last 24 hours to each of
+    `recipients` and to each of their domains, and those of the last hour (up to the breaker's
+    cap); `recent_replies` answers from these for the rest of the transaction, adding each reply
+    `queue` queues. A person's and a domain's rows of a day are few (the caps stop replies), so
+    the per-recipient counts are exact. Replies another process queues meanwhile are not seen,
+    as if the batch had been read a moment earlier (the caps are daily and hourly)."""
+    persons = {person(r) for r in recipients}
+    domains = {r.rpartition("@")[2].lower() for r in recipients}
+    if not persons:
+        return
+    day, auto = now - timedelta(hours=24), _OUT.kind.in_(AUTO_KINDS)
+    stmt = union_all(
+        sa_select(literal("p"), _OUT.rcpt_person, func.count()).where(
+            auto, _OUT.rcpt_person.in_(persons), _OUT.created_at >= day).group_by(_OUT.rcpt_person),
+        sa_select(literal("d"), _OUT.rcpt_domain, func.count()).where(
+            auto, _OUT.rcpt_domain.in_(domains), _OUT.created_at >= day).group_by(_OUT.rcpt_domain),
+        sa_select(literal("h"), literal(""), _LAST_HOUR))
+    counted = ReplyCounts(dict.fromkeys(persons, 0), dict.fromkeys(domains, 0), 0)
+    for what, key, n in session.execute(stmt, {"hour": now - timedelta(hours=1), "breaker_cap": caps.breaker_per_hour}):
+        if what == "p":
+            counted.persons[key] = int(n)
+        elif what == "d":
+            counted.domains[key] = int(n)
+        else:
+            counted.last_hour = int(n)
+    unit.of(session).replies = counted
 
 
 @dataclass
@@ -122,7 +177,11 @@ class FlushResult:
         self.held, self.fault = other.held, other.fault  # the later flush knows the server's state
 
 
-_OUT = OutboxMail.__table__.c  # type: ignore[attr-defined]
+_OUTBOX = OutboxMail.__table__  # type: ignore[attr-defined]
+_OUT = _OUTBOX.c
+_INSERT_ONCE = {"postgresql": pg_insert(_OUTBOX).on_conflict_do_nothing().returning(_OUT.id),
+                "sqlite": sqlite_insert(_OUTBOX).on_conflict_do_nothing().returning(_OUT.id)}
+"""A mail whose key may have been used: one statement, and no row when it was (built once)."""
 _TICKET = Ticket.__table__  # type: ignore[attr-defined]
 _EVENT = TicketEvent.__table__  # type: ignore[attr-defined]
 
@@ -139,6 +198,10 @@ _ACKED = (_TICKET.update().where(_TICKET.c.id == bindparam("tid"), _TICKET.c.ack
           .values(acked_at=bindparam("now")))
 _SENT_EVENT = _EVENT.insert().values(ticket_id=bindparam("tid"), at=bindparam("now"), kind=EventKind.MAIL_SENT,
                                      actor="mailbot", detail=bindparam("detail"))
+_SENT_ALL = {acks: _SENT_EVENT.add_cte(*((_SENT.cte("sent"), _ACKED.cte("acked")) if acks else (_SENT.cte("sent"),)))
+             for acks in (True, False)}
+"""PostgreSQL: the row marked sent, the ticket acknowledged (for a reply to its sender) and the
+event, as one statement (data-modifying CTEs all run, referenced or not)."""
 
 
 def _claim(session: Session, engine: Engine, now: datetime, skip: set[int]) -> Row[Any] | None:
@@ -174,23 +237,35 @@ def _flush(engine: Engine, transport: Transport, config: OutgoingConfig,
     # in this very flush (a tiny backoff) needs skipping, so the list stays short.
     skip: set[int] = set()
     lock = SendLock(engine)
+    # One session for the flush, one transaction per mail (claim, send, mark, commit): taking a
+    # pooled connection per mail cost PostgreSQL a ping each time (pool_pre_ping; issue #16).
+    session = Session(engine, expire_on_commit=False)
     try:
         for _ in range(limit):
             if should_stop():
                 break
-            with lock.held(), transaction(engine) as session:
-                now = clock.utcnow()
-                due = _claim(session, engine, now, skip)
-                if due is None:
-                    break
+            with lock.held():
                 try:
-                    if _send_one(session, due, transport, config, now, result):
-                        skip.add(due.id)
-                except TransportFault as e:
-                    # Nothing was written for this mail: the commit only ends the claim.
-                    result.fault = str(e)
-                    break
+                    now = clock.utcnow()
+                    due = _claim(session, engine, now, skip)
+                    if due is None:
+                        session.commit()
+                        break
+                    try:
+                        if _send_one(session, due, transport, config, now, result):
+                            skip.add(due.id)
+                    except TransportFault as e:
+                        # Nothing was written for this mail: the commit only ends the claim.
+                        result.fault = str(e)
+                        session.commit()
+                        break
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+                session.expunge_all()  # the rare failure path loads rows: keep none across mails
     finally:
+        session.close()
         lock.close()
         transport.close()
     if result.fault is not None:
@@ -231,16 +306,24 @@ def _send_one(session: Session, due: Row[Any], transport: Transport, config: Out
         result.retried += 1
         return True
     faults.point("after_smtp_250")
-    session.execute(_SENT, {"oid": due.id, "now": now, "attempts": attempts})
     result.sent += 1
     log.info("outbox %s sent to %s (%s)", due.message_id, due.recipients, due.kind, extra={
         "message_id": due.message_id, "outbox_id": due.id,
         "ticket": format_ref(due.ticket_id) if due.ticket_id else None})
-    if due.ticket_id is not None:
-        if due.kind in AUTO_KINDS:  # the first reply to the sender acknowledges the ticket
-            session.execute(_ACKED, {"tid": due.ticket_id, "now": now})
-        session.execute(_SENT_EVENT, {"tid": due.ticket_id, "now": now,
-                                      "detail": f"{due.kind} to {due.recipients} ({due.message_id})"})
+    sent = {"oid": due.id, "now": now, "attempts": attempts}
+    if due.ticket_id is None:
+        session.execute(_SENT, sent)
+        return False
+    # the first reply to the sender acknowledges the ticket; the ticket's history says it went
+    acks = due.kind in AUTO_KINDS
+    sent.update(tid=due.ticket_id, detail=f"{due.kind} to {due.recipients} ({due.message_id})")
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_SENT_ALL[acks], sent)  # one round trip for the three
+        return False
+    session.execute(_SENT, sent)
+    if acks:
+        session.execute(_ACKED, sent)
+    session.execute(_SENT_EVENT, sent)
     return False
 
 

@@ -17,22 +17,18 @@ same mail.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from email.charset import QP, Charset
 from email.header import Header
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
-from email.policy import compat32
 from email.utils import format_datetime, formataddr, make_msgid
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import jinja2
 
 from mailbot import PACKAGE_DIR
 from mailbot.errors import CommandFailed
-from mailbot.outgoing import plaintext, sanitize
+from mailbot.outgoing import plaintext, sanitize, wire
 
 PACKAGED = PACKAGE_DIR / "templates"
 SOURCE_TREE = PACKAGE_DIR.parent / "templates"
@@ -143,6 +139,13 @@ class Renderer:
         self.text_env.filters.update(plaintext.FILTERS)
         self.html_env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
 
+    def keep_compiled(self) -> None:
+        """Read each template once and keep it compiled (the daemon): otherwise jinja2 looks at
+        the time of every template file at each use (`auto_reload`), a file system call per
+        template per mail. An edited template then takes effect when the daemon is restarted."""
+        self.text_env.auto_reload = False
+        self.html_env.auto_reload = False
+
     def names(self) -> list[str]:
         return sorted({n.removesuffix(".txt.j2") for n in self.text_env.list_templates()
                        if n.endswith(".txt.j2") and _is_template_name(n)})
@@ -231,60 +234,49 @@ def compose(
         raise ValueError("recipient is not a plain address")
     if sanitize.address(from_address) is None:
         raise ValueError("from address is not a plain address")
-    # Built with the compat32 classes: the header-registry API parses every header it is
-    # given again, which made composing a third of the cost of processing a message (issue #6).
-    # Every value is sanitized above or here, so nothing relies on the policy's checks.
-    body: Message
-    if html is None:
-        body = _text_part(text, "plain")
-    else:
-        body = MIMEMultipart("alternative")
-        body.attach(_text_part(text, "plain"))
-        body.attach(_text_part(html, "html"))
-    mime = [(k, body[k]) for k in ("MIME-Version", "Content-Type", "Content-Transfer-Encoding") if k in body]
-    for k, _v in mime:
-        del body[k]  # re-added after the addressing headers, where a person reading the source expects them
+    # The bytes the compat32 generator wrote for an email.mime message of this shape, written
+    # directly (`wire`: composing through the classes cost more than rendering, issue #16). Every
+    # value is sanitized above or here, so nothing relies on the policy's checks.
+    separator = wire.boundary() if html is not None else None
     subject = sanitize.header_text(subject, 250)
-    body["From"] = formataddr((sanitize.header_text(from_name, 100), from_address), charset="utf-8")
-    body["To"] = ", ".join(r for r in recipients if r)
-    body["Subject"] = _header("Subject", subject)
-    body["Date"] = format_datetime(now or _aware_now())
+    fields = [_from_field(from_name, from_address),
+              wire.field("To", ", ".join(r for r in recipients if r)),
+              wire.field("Subject", _header("Subject", subject)),
+              wire.field("Date", format_datetime(now or _aware_now()))]
     domain = from_address.rpartition("@")[2]
     mid = make_msgid(idstring="mailbot", domain=domain)
-    body["Message-ID"] = mid
+    fields.append(wire.field("Message-ID", mid))
     parent = sanitize.message_id(in_reply_to)
     if parent:
-        body["In-Reply-To"] = parent
+        fields.append(wire.field("In-Reply-To", parent))
     refs = sanitize.references([*(references or []), *([parent] if parent else [])])
     if refs:
-        body["References"] = " ".join(refs)
+        fields.append(wire.field("References", " ".join(refs)))
     if auto_submitted:
         # RFC 3834, and Exchange's own switch so its autoresponders stay quiet
-        body["Auto-Submitted"] = auto_submitted
-        body["X-Auto-Response-Suppress"] = "All"
+        fields.append(wire.field("Auto-Submitted", auto_submitted))
+        fields.append(wire.field("X-Auto-Response-Suppress", "All"))
     for k, v in (extra_headers or {}).items():
-        body[k] = _header(k, sanitize.header_text(v, 200))
-    for k, v in mime:
-        body[k] = v
-    return Composed(mid, subject, body.as_bytes(policy=_CRLF), from_address, tuple(r for r in recipients if r))
+        fields.append(wire.field(k, _header(k, sanitize.header_text(v, 200))))
+    # the MIME fields come after the addressing ones, where a person reading the source expects them
+    text = text if text.endswith("\n") else text + "\n"
+    if html is None or separator is None:
+        fields.append(wire.single(text))
+    else:
+        fields.append(wire.alternative(text, html if html.endswith("\n") else html + "\n", separator))
+    return Composed(mid, subject, b"".join(fields), from_address, tuple(r for r in recipients if r))
 
 
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.body_encoding = QP  # readable source, and safe for any line length
-_CRLF = compat32.clone(linesep="\r\n")
+@functools.lru_cache(maxsize=16)
+def _from_field(name: str, address: str) -> bytes:
+    """The From field: the same for every mail of a desk, so made once."""
+    return wire.field("From", formataddr((sanitize.header_text(name, 100), address), charset="utf-8"))
 
 
-def _text_part(content: str, subtype: str) -> Message:
-    part = MIMENonMultipart("text", subtype, charset="utf-8")
-    part.set_payload(content if content.endswith("\n") else content + "\n", _UTF8_QP)
-    return part
-
-
-def _header(name: str, value: str) -> str:
-    """ASCII as it is (folded by the generator); anything else as RFC 2047 encoded words,
+def _header(name: str, value: str) -> str | Header:
+    """ASCII as it is (folded like any field); anything else as RFC 2047 encoded words,
     folded with room for the header's name."""
-    # compat32 takes a Header wherever it takes a str (typeshed says only str)
-    return value if value.isascii() else cast(str, Header(value, "utf-8", header_name=name))
+    return value if value.isascii() else Header(value, "utf-8", header_name=name)
 
 
 def _aware_now() -> Any:

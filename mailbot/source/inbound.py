@@ -1,6 +1,9 @@
 """The outer (human) message's headers: who sent it, what it threads to,
-and whether it is automatic. Parsed with mail-parser from the header block
-only, after cheap caps, so a hostile header cannot make parsing slow.
+and whether it is automatic. Parsed from the header block only, after cheap
+caps, so a hostile header cannot make parsing slow: the block by the standard
+library's header parser (0.02-0.03 ms a message, where parsing it with
+mail-parser took 0.35-0.48 ms, issue #16), the Subject's encoded words by
+mail-parser's decoder, as before.
 
 The forwarded NDR inside is never read here: it is automatic by nature and
 must neither suppress nor authorise a reply.
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
 
 import mailparser
 
@@ -19,6 +23,9 @@ from mailbot.outgoing import sanitize
 MAX_HEADER_BYTES = 256 * 1024
 MAX_HEADER_COUNT = 500
 MAX_HEADER_LINE = 16 * 1024
+
+_HEADERS = BytesHeaderParser()
+"""compat32, as mail-parser parses: the same header values, the body left unread."""
 
 
 class OverCap(Exception):
@@ -78,8 +85,7 @@ def parse(raw: bytes) -> Inbound:
     """Read the outer headers. Raises `OverCap` for a header a person would not write."""
     block = header_block(raw)
     check_caps(block)
-    mail = mailparser.parse_from_bytes(block)
-    msg = mail.message
+    msg = _HEADERS.parsebytes(block)
     headers: dict[str, list[str]] = {}
     for name, value in msg.items():
         headers.setdefault(name.lower(), []).append(str(value))
@@ -90,7 +96,9 @@ def parse(raw: bytes) -> Inbound:
     return Inbound(
         message_id=sanitize.db_text(mid, 900) if mid else None,
         reply_msgid=sanitize.message_id(mid),
-        subject=sanitize.db_text(str(mail.subject or ""), 2000) or "",
+        # mail-parser's reading of the Subject (its charsets and fallbacks; two Subject fields
+        # give a list, shown as such): what `mailparser.parse_from_bytes(...).subject` gave
+        subject=sanitize.db_text(str(mailparser.get_header(msg, "subject") or ""), 2000) or "",
         from_header=sanitize.db_text(from_header, 1000) or "",
         # Two From fields are two claims of authorship: believe neither (a forger adds one above
         # or below the real one, and different readers pick different ones).
