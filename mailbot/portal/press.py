@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -54,8 +55,31 @@ class Pressed:
     retry_after: int = 0
 
 
+_PRESSING: dict[int, threading.Lock] = {}
+_PRESSING_GUARD = threading.Lock()
+
+
+def _pressing(request_id: int) -> threading.Lock:
+    """One press of a request at a time in this process: a double click that reaches two workers
+    must not race the lookup and the delist (the later one would see the first one's delisting
+    and hand a first listing to staff). Across portal processes the conditional update in
+    `_record` still lets one outcome stand."""
+    with _PRESSING_GUARD:
+        if len(_PRESSING) > 10_000:
+            _PRESSING.clear()
+        return _PRESSING.setdefault(request_id, threading.Lock())
+
+
 def press(portal: Portal, token: str, client: str) -> Pressed:
     row, seen = portal.read(token)
+    if row is not None and row.id is not None and seen.state == "ready":
+        with _pressing(row.id):
+            return _press(portal, token, client)
+    return _press(portal, token, client)
+
+
+def _press(portal: Portal, token: str, client: str) -> Pressed:
+    row, seen = portal.read(token)  # again, under the lock: an earlier press may have finished it
     if row is None or seen.state != "ready":
         metrics.REFUSALS.labels({"bad": "bad_link", "expired": "expired_link"}.get(seen.state, "used_link")).inc()
         return Pressed(seen.state if seen.state != "ready" else "bad", seen.ip, seen.outcome)
