@@ -184,3 +184,4 @@ def test_the_digest_groups_open_tickets_by_assignee_with_the_latest_note(make_wo
     section = text[text.index("OPEN, BY ASSIGNEE"):text.index("NEW SINCE")]
     assert "bo@example.org (1): DL-000002" in section and "nobody (1): DL-000001" in section
     assert "note: called them back" in section and "first note" not in section
+    assert "#delist [note]" in section and "#assign <me|address>" in section  # the commands, printed

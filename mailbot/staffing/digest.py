@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 
 from mailbot import clock
 from mailbot.config import Config
+from mailbot.desk import commands
 from mailbot.desk.expiry import EXPIRY_ACTOR
 from mailbot.desk.listing_check import summary
 from mailbot.desk.policy import code_family
@@ -195,7 +196,7 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
         "attention": [{"ref": format_ref(tid), "what": ATTENTION[kind], "who": actor or "-",
                        "at_local": clock.local(at, zone)} for tid, kind, actor, at in looks],
         "attention_total": looks_total,
-        "by_assignee": by_assignee,
+        "by_assignee": by_assignee, "commands": commands.usage(TicketState.OPEN),
         "outcomes": {str(k): v for k, v in outcomes.items()}, "outcomes_total": sum(outcomes.values()),
         "autodelisted": [{"ref": format_ref(tid or 0), "ip": ip or "-", "category": cat or "-",
                           "at_local": clock.local(at, zone)} for tid, ip, cat, at in auto],
