@@ -21,7 +21,9 @@ PostgreSQL measures in the same run:
     database, timed from its "mailbot running" line to the N-th reply at the SMTP
     server. It sends replies beside the processing, as operators run it.
 
-Prints the rates, the ratios (b)/(a) and (c)/(a) (target >= 0.5), and where mailbot's time went:
+Prints the rates, the ratios (b)/(a) and (c)/(a) (target >= 0.5), the CPU time of (a2) and (b) a
+message (mailbot's process and its extraction worker; on a shared machine less moved by others'
+load than wall time), and where mailbot's time went:
 the Desk's stages (fetch, process, mark_done, flush) timed by wrapping them during
 that same run, with the time spent waiting on IMAP and SMTP inside them.
 `--profile` adds a cProfile run (SQLite) of run_once and prints its top functions.
@@ -81,8 +83,9 @@ def baseline_fetch(box: S.Mailbox) -> tuple[float, int, int]:
     return time.perf_counter() - t0, got, size
 
 
-def work_floor(box: S.Mailbox, sink: S.SmtpSink, tmp: Path) -> float:
-    """Seconds for (a2): fetch, stdlib parse, SQLite insert (a commit per batch) and one SMTP send per message."""
+def work_floor(box: S.Mailbox, sink: S.SmtpSink, tmp: Path) -> tuple[float, float]:
+    """Seconds and CPU seconds for (a2): fetch, stdlib parse, SQLite insert (a commit per batch)
+    and one SMTP send per message."""
     import email
     import smtplib
     import sqlite3
@@ -93,7 +96,7 @@ def work_floor(box: S.Mailbox, sink: S.SmtpSink, tmp: Path) -> float:
     db.execute("CREATE TABLE m (id INTEGER PRIMARY KEY, subject TEXT, raw BLOB)")
     reply = (b"From: delist@example.org\r\nTo: sender@example.net\r\nSubject: received\r\n"
              b"Message-ID: <floor@example.org>\r\n\r\nWe have your request.\r\n")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     c = IMAPClient(box.host, port=box.port, ssl=False, timeout=60)
     c.login(box.user, box.password)
     c.select_folder("INBOX", readonly=True)
@@ -113,7 +116,7 @@ def work_floor(box: S.Mailbox, sink: S.SmtpSink, tmp: Path) -> float:
     smtp.quit()
     c.logout()
     db.close()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 class StageTimer:
@@ -176,12 +179,25 @@ class StageTimer:
         return undo
 
 
-def drain(desk: Desk, box: S.Mailbox) -> tuple[float, int]:
-    """run_once until the INBOX is empty and nothing is queued: (seconds, passes).
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of process `pid` so far, from /proc; 0 if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def drain(desk: Desk, box: S.Mailbox, cpu: dict[str, float] | None = None) -> tuple[float, int]:
+    """run_once until the INBOX is empty and nothing is queued: (seconds, passes). With `cpu`,
+    also the CPU seconds of this process ("main") and of the extraction worker ("worker"),
+    less moved than wall time by others' load on a shared machine.
 
     The completion checks (doveadm, one SQL count) are not counted in the time.
     """
     elapsed, passes = 0.0, 0
+    worker = desk.extractor.pid
+    main0, worker0 = time.process_time(), process_cpu(worker)
     while passes < 50:
         t0 = time.perf_counter()
         desk.run_once()
@@ -189,6 +205,9 @@ def drain(desk: Desk, box: S.Mailbox) -> tuple[float, int]:
         passes += 1
         if box.count() == 0 and S.db_counts(desk.engine)["outbox_unsent"] == 0:
             break
+    if cpu is not None:
+        cpu["main"] = time.process_time() - main0  # includes the completion checks' few milliseconds
+        cpu["worker"] = process_cpu(worker) - worker0 if worker == desk.extractor.pid else 0.0
     return elapsed, passes
 
 
@@ -207,21 +226,24 @@ def measure(name: str, db_url: str, server: Any, copies: list[bytes], sink: S.Sm
 
     floor_box, _ = S.fill_mailbox(server, copies, prefix="floor")
     before = sink.received
-    floor_s = work_floor(floor_box, sink, tmp)
+    floor_s, floor_cpu = work_floor(floor_box, sink, tmp)
     sink.wait_for(before + n, 30)
     floor_rate = n / floor_s
     print(f"{name:10} (a2) work floor:      {n} msgs fetched, parsed, stored and answered in {floor_s:.2f} s = "
-          f"{floor_rate:.0f} msg/s (for scale: the least any implementation does per message)")
+          f"{floor_rate:.0f} msg/s, CPU {1000 * floor_cpu / n:.2f} ms a message (for scale: the least any "
+          "implementation does per message)")
 
     box, _ = S.fill_mailbox(server, copies, prefix="mb")
     t0 = time.perf_counter()
     desk = Desk(parse(S.config_data(box, db_url, smtp_port=sink.port), base_dir=str(tmp), environ={}))
     startup = time.perf_counter() - t0
+    desk.extractor.run(copies[0])  # its worker started before the clock, as the Desk's start-up is
     timer = StageTimer()
     undo = timer.instrument(desk)
     before = sink.received
+    cpu: dict[str, float] = {}
     try:
-        elapsed, passes = drain(desk, box)
+        elapsed, passes = drain(desk, box, cpu)
     finally:
         undo()
     counts = S.db_counts(desk.engine)
@@ -235,6 +257,10 @@ def measure(name: str, db_url: str, server: Any, copies: list[bytes], sink: S.Sm
           f"run_once pass(es) (Desk start-up {startup:.2f} s, not counted)")
     print(f"{name:10}     ratio (b)/(a) = {ratio:.3f}  (target >= {TARGET}: {'met' if ratio >= TARGET else 'NOT met'})"
           f"; against the work floor (b)/(a2) = {rate / floor_rate:.3f}")
+    cpu_ratio = floor_cpu / (cpu["main"] + cpu["worker"])
+    print(f"{name:10}     CPU: {1000 * cpu['main'] / n:.2f} ms a message in mailbot's process, "
+          f"{1000 * cpu['worker'] / n:.2f} ms in its extraction worker; against the work floor's CPU "
+          f"{cpu_ratio:.3f} (less moved by others' load than the wall-time ratio)")
     print(f"{name:10}     outcome: processed {counts['processed']}, quarantined {counts['quarantined']}, "
           f"left unprocessed {counts['left_stored']}, left in INBOX {left}; tickets {counts['tickets']} "
           f"({counts['joined']} forwards joined an open ticket for the same IP); replies queued+sent "
@@ -264,6 +290,9 @@ def measure(name: str, db_url: str, server: Any, copies: list[bytes], sink: S.Sm
     return {"baseline_msgs_per_s": round(base_rate, 1), "baseline_s": round(base_s, 3),
             "work_floor_msgs_per_s": round(floor_rate, 1), "ratio_to_work_floor": round(rate / floor_rate, 4),
             "mailbot_msgs_per_s": round(rate, 1), "mailbot_s": round(elapsed, 3), "ratio": round(ratio, 4),
+            "work_floor_cpu_ms_per_msg": round(1000 * floor_cpu / n, 3), "cpu_ratio_to_work_floor": round(cpu_ratio, 4),
+            "cpu_ms_per_msg": round(1000 * cpu["main"] / n, 3),
+            "worker_cpu_ms_per_msg": round(1000 * cpu["worker"] / n, 3),
             "target_met": ratio >= TARGET, "passes": passes, "stages_s": stages, **counts,
             "left_in_inbox": left, "smtp_received": delivered}
 

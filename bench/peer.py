@@ -111,11 +111,13 @@ class Run:
                 "replies": self.replies, "left_in_inbox": self.left_in_inbox, **self.extra}
 
 
-def timed(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> tuple[float, float, int]:
+def timed(cmd: list[str], env: dict[str, str], log: Path, timeout: float,
+          cwd: Path | None = None) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds of the process and the children it waited for, exit status)."""
     with log.open("ab") as out:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=cwd)
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -193,11 +195,12 @@ def run_mailbot(label: str, source: Path, box: S.Mailbox, db_url: str, sink: S.S
     env = {**os.environ, "MAILBOT_MAILBOX_PASSWORD": password, "PYTHONPATH": str(source)}
     log = tmp / "mailbot.log"
     base = [sys.executable, "-m", "mailbot", "-c", str(config)]
-    made = subprocess.run([*base, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=300)
+    # run from the tree itself: `python -m` puts the working directory first on the path
+    made = subprocess.run([*base, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=300, cwd=source)
     if made.returncode != 0:
         raise SystemExit(f"mailbot db upgrade failed:\n{made.stdout}{made.stderr}")
     before = sink.received
-    wall, cpu, rc = timed([*base, "poll", "--once"], env, log, timeout=max(600.0, n))
+    wall, cpu, rc = timed([*base, "poll", "--once"], env, log, timeout=max(600.0, n), cwd=source)
     from sqlalchemy import create_engine
 
     engine = create_engine(db_url)
