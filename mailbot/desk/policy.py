@@ -22,13 +22,13 @@ config (`[[policy.rules]]`) and the issuer table's `ours`; nothing else changes.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
 from mailbot.config import PolicyConfig, RuleConfig
 from mailbot.extraction import Extraction, Finding
+from mailbot.extraction.codes import code_range, status_key
 from mailbot.extraction.findings import Classification, Inferred
 from mailbot.store.states import MailKind, TicketState
 
@@ -92,28 +92,14 @@ class Decision:
         return f.inferred if f is not None and not f.status else None
 
 
-def _status_key(status: str) -> tuple[int, int, int] | None:
-    parts = status.split(".")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
-        return None
-    return int(parts[0]), int(parts[1]), int(parts[2])
-
-
-@functools.lru_cache(maxsize=1024)  # every rule's codes against every finding of every mail: the same few strings
-def _range(code: str) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
-    lo, sep, hi = code.partition("-")
-    a, b = _status_key(lo.strip()), _status_key((hi if sep else lo).strip())
-    return (a, b) if a and b else None
-
-
 def code_matches(codes: tuple[str, ...], status: str) -> bool:
     """Whether `status` (a code, or an inferred family such as "5.7.606-5.7.649") lies within one
     of `codes`. A family that is not a code ("S3150") matches only its own name."""
-    mine = _range(status)
+    mine = code_range(status)
     for code in codes:
         if code.strip() == status:
             return True
-        theirs = _range(code)
+        theirs = code_range(code.strip())
         if mine and theirs and theirs[0] <= mine[0] and mine[1] <= theirs[1]:
             return True
     return False
@@ -210,7 +196,7 @@ def code_family(status: str | None) -> str:
         return "none"
     if status == "5.7.511":
         return status
-    key = _status_key(status)
+    key = status_key(status)
     if key and (5, 7, 606) <= key <= (5, 7, 649):
         return "5.7.606-649"
     return "other"
