@@ -62,6 +62,7 @@ class Desk:
         """`migrate`: bring the schema to the newest first (what writes); False for what only
         reads: then a schema that is behind raises SchemaBehind and nothing is changed."""
         self.config = config
+        self.requests_looked = False
         # Extraction runs in a worker that is killed when a message overruns its time or memory.
         # Made first: a broken issuers file is the operator's error before any connection is open.
         issuers = config.extraction.issuers_file
@@ -122,7 +123,12 @@ class Desk:
                     result = self._take_in(source, should_stop, sent=True)
                 finally:
                     source.close()
-        mail_requests.run(self.engine, self.config, self.renderer, self.listing())
+        # only when this process recorded one (or at its first poll, for any a crash left): the
+        # sweep looks too, so a request recorded by another daemon is never left behind
+        if self.processor.triage.staff_requests or not self.requests_looked:
+            self.processor.triage.staff_requests = 0
+            self.requests_looked = True
+            mail_requests.run(self.engine, self.config, self.renderer, self.listing())
         return result
 
     def _help(self, should_stop: Callable[[], bool]) -> ProcessResult:
@@ -284,6 +290,7 @@ class Desk:
         lister = self.listing()
         rechecked, answered = (0, []) if lister is None else recheck(
             self.engine, self.config, self.processor.triage.mailer, lister, clock.utcnow())
+        mail_requests.run(self.engine, self.config, self.renderer, lister)
         auto = autodelist.run(self.engine, self.config, self.renderer, lister, clock.utcnow())
         result = sla.sweep(self.engine, self.config, self.renderer)
         result.expired, result.rechecked, result.not_listed = expired, rechecked, answered

@@ -185,3 +185,23 @@ def test_the_digest_groups_open_tickets_by_assignee_with_the_latest_note(make_wo
     assert "bo@example.org (1): DL-000002" in section and "nobody (1): DL-000001" in section
     assert "note: called them back" in section and "first note" not in section
     assert "#delist [note]" in section and "#assign <me|address>" in section  # the commands, printed
+
+
+def test_a_request_left_by_a_stopped_daemon_is_carried_out_by_the_sweep(make_world: Callable[..., World]) -> None:
+    import pytest
+    from sqlmodel import Session
+
+    from mailbot.staffing import mail_requests
+
+    w = make_world(desk=DESK, replies=TRUSTED)
+    opened(w)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mail_requests, "run", lambda *a, **k: 0)  # the daemon stopped before carrying it out
+        w.deliver(staff_mail("#decline sends to purchased lists"))
+        w.run()
+    assert [t.outcome for t in w.tickets()] == [None]
+    w.desk.sweep()
+    [t] = w.tickets()
+    assert t.outcome == "declined"
+    with Session(w.desk.engine) as session:
+        assert mail_requests.pending(session) == []

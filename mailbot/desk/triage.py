@@ -76,6 +76,8 @@ class Triage:
         self.extract: Callable[[bytes], Extraction] = extract
         """Reads a message's NDR; the desk puts its worker here (`Extractor.run`, which may raise
         ExtractionOverrun: the message is quarantined with the reason, the batch goes on)."""
+        self.staff_requests = 0
+        """Staff requests recorded since the desk last carried them out (`staffing.mail_requests`)."""
         self.counts: list[Callable[[], None]] = []
         """Metric increments of the open transaction, applied once it commits (`counting`)."""
 
@@ -212,6 +214,7 @@ class Triage:
                 "to": head.sender, "in_reply_to": head.reply_msgid, "references": list(head.references),
                 "done": results, "later": [[c.name, c.argument] for c in later], "message": msg.id}), now)
             msg.outcome = db_text(f"{msg.outcome}; to carry out: {' '.join('#' + c.name for c in later)}", 2000)
+            self.staff_requests += 1
             return
         if head.sender:
             assert ticket.id is not None

@@ -14,8 +14,10 @@ import json
 import logging
 from typing import Any
 
+from sqlalchemy import String, cast, exists, literal
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from mailbot import clock
@@ -39,13 +41,11 @@ def _key(request_id: int) -> str:
 
 
 def pending(session: Session) -> list[TicketEvent]:
-    requests = list(session.exec(select(TicketEvent).where(TicketEvent.kind == EventKind.STAFF_REQUEST)
-                                 .order_by(col(TicketEvent.id).desc()).limit(BATCH * 4)).all())
-    if not requests:
-        return []
-    done = set(session.exec(select(TicketEvent.once).where(
-        col(TicketEvent.once).in_([_key(r.id or 0) for r in requests]))).all())
-    return [r for r in reversed(requests) if _key(r.id or 0) not in done][:BATCH]
+    """The oldest requests not yet finished (a finished one has an event keyed `_key(its id)`)."""
+    done = aliased(TicketEvent)
+    finished = exists().where(col(done.once) == literal("staff-request:").concat(cast(col(TicketEvent.id), String)))
+    return list(session.exec(select(TicketEvent).where(TicketEvent.kind == EventKind.STAFF_REQUEST, ~finished)
+                             .order_by(col(TicketEvent.id)).limit(BATCH)).all())
 
 
 def _one(engine: Engine, config: Config, renderer: Renderer, lister: Lister | None, ref: str, actor: str,
