@@ -51,8 +51,9 @@ for _p in (ROOT, ROOT / "tests"):
 
 from sqlalchemy import insert  # noqa: E402
 
+from mailbot.app import open_listing  # noqa: E402
 from mailbot.config import parse  # noqa: E402
-from mailbot.listing import Listing, open_lister  # noqa: E402
+from mailbot.listing import Listing  # noqa: E402
 from mailbot.listing.table import bounds  # noqa: E402
 from mailbot.store.engine import create_schema, make_engine  # noqa: E402
 from mailbot.store.listing_tables import ListingEntry, ListingHistory  # noqa: E402
@@ -184,8 +185,8 @@ def main() -> None:
 
     with database(ns.db) as url:
         engine = fill(url, nets)
-        cached = open_lister(config(source="table", cache_seconds=60), engine)
-        uncached = open_lister(config(source="table", cache_seconds=0), engine)
+        cached = open_listing(config(source="table", cache_seconds=60), engine)
+        uncached = open_listing(config(source="table", cache_seconds=0), engine)
         assert cached and uncached
         check(uncached.lookup, asked, listed)
         for ip in asked:
@@ -202,7 +203,7 @@ def main() -> None:
             server = NsdServer(nsd, Path(d), "bl.bench", zone_records(nets))
             server.start()
             try:
-                dnsbl = open_lister(config(source="dnsbl", dnsbl_zone="bl.bench", dnsbl_nameserver="127.0.0.1",
+                dnsbl = open_listing(config(source="dnsbl", dnsbl_zone="bl.bench", dnsbl_nameserver="127.0.0.1",
                                            dnsbl_port=server.port, cache_seconds=0), None)
                 assert dnsbl
                 check(dnsbl.lookup, asked, listed)

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import insert, text
 
 from mailbot.config import parse
+from mailbot.outgoing.mailer import Mailer
 from mailbot.outgoing.render import Renderer
 from mailbot.staffing import digest, sla
 from mailbot.store.engine import create_schema, make_engine
@@ -108,6 +109,7 @@ def run(kind: str, n: int) -> dict[str, Any]:
                         "outgoing": {"transport": "maildir", "maildir_path": "y"}, "database": {"url": url}},
                        environ={})
         renderer = Renderer()
+        mailer = Mailer(renderer, config.outgoing, config.desk)
 
         def count() -> None:
             with engine.connect() as conn:
@@ -115,10 +117,10 @@ def run(kind: str, n: int) -> dict[str, Any]:
 
         count_s = best_of(count)
         t = time.perf_counter()
-        first = sla.sweep(engine, config, renderer, now)  # records every crossing notice
+        first = sla.sweep(engine, mailer, config.sla, now)  # records every crossing notice
         first_s = time.perf_counter() - t
-        steady_s = best_of(lambda: sla.sweep(engine, config, renderer, now))  # nothing new: the usual case
-        digest_s = best_of(lambda: digest.render(engine, config, renderer, now), runs=1)
+        steady_s = best_of(lambda: sla.sweep(engine, mailer, config.sla, now))  # nothing new: the usual case
+        digest_s = best_of(lambda: digest.render(engine, renderer, config.desk, config.sla, now), runs=1)
         query_plan = plan(engine, kind, now)
         engine.dispose()
     crossed = len(first.escalated) + len(first.breached)

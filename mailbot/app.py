@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from sqlalchemy import false, update
@@ -24,8 +24,11 @@ from mailbot.config import Config, database_url
 from mailbot.desk.expiry import expire_needs_info
 from mailbot.desk.extractor import Extractor
 from mailbot.desk.listing_check import recheck
+from mailbot.desk.settings import TriageSettings
+from mailbot.desk.triage import Triage
 from mailbot.desk.worker import Processor, ProcessResult
 from mailbot.listing import Lister, open_lister
+from mailbot.outgoing.mailer import Mailer
 from mailbot.outgoing.outbox import FlushResult, flush
 from mailbot.outgoing.render import Renderer
 from mailbot.outgoing.sendhealth import SendHealth
@@ -34,7 +37,9 @@ from mailbot.source import folders as folder_health
 from mailbot.source.base import Outcome, SourceError, SourceSession
 from mailbot.source.fetch import FetchResult, fetch
 from mailbot.staffing import autodelist, digest, mail_requests, sla
+from mailbot.staffing.health import Health
 from mailbot.staffing.sla import SweepResult
+from mailbot.staffing.staff import StaffSettings
 from mailbot.store.engine import create_schema, make_engine, require_schema, transaction
 from mailbot.store.locks import DaemonLockError, daemon_lock, mailbox_busy, mailbox_lock
 from mailbot.store.states import MessageState
@@ -75,8 +80,13 @@ class Desk:
             require_schema(self.engine)
         override = config.path(config.templates.dir) if config.templates.dir else None
         self.renderer = Renderer(override, config.templates.language)
-        self.processor = Processor(config, self.engine, self.renderer)
-        self.sending = SendHealth(self.engine, config, self.renderer)
+        # Each part is handed the sections it reads (picked out here), never the whole file.
+        self.mailer = Mailer(self.renderer, config.outgoing, config.desk)
+        self.staffing = StaffSettings(self.mailer, config.own_addresses, config.sla.hours,
+                                      config.listing.delist_attempts)
+        self.processor = Processor(Triage(triage_settings(config), self.mailer), self.engine,
+                                   batch_size=config.mailbox.process_batch, batch_bytes=config.mailbox.batch_bytes)
+        self.sending = SendHealth(self.engine, self.mailer)
         self.processor.extract = self.extractor.run
         self.opened_lister: Lister | None = None
         self.processor.triage.listing.lister = self.listing
@@ -85,7 +95,7 @@ class Desk:
         """The listing source's `Lister`, opened when first needed (a command that never looks
         anything up never reads a token or checks a program); None without a [listing] source."""
         if self.opened_lister is None and self.config.listing.source is not None:
-            self.opened_lister = open_lister(self.config, self.engine)
+            self.opened_lister = open_listing(self.config, self.engine)
         return self.opened_lister
 
     def close(self) -> None:
@@ -128,7 +138,7 @@ class Desk:
         if self.processor.triage.staff_requests or not self.requests_looked:
             self.processor.triage.staff_requests = 0
             self.requests_looked = True
-            mail_requests.run(self.engine, self.config, self.renderer, self.listing())
+            mail_requests.run(self.engine, self.staffing, self.listing())
         return result
 
     def _help(self, should_stop: Callable[[], bool]) -> ProcessResult:
@@ -187,10 +197,10 @@ class Desk:
                     self._fetch_sent(folder, should_stop)
                 except SourceError as e:
                     skipped[folder] = str(e)
-                    folder_health.failed(self.engine, self.config, self.renderer, folder,
+                    folder_health.failed(self.engine, self.mailer, self.config.alerts, folder,
                                          self._folder_name(source, folder), str(e))
                 else:
-                    folder_health.ok(self.engine, self.config, self.renderer, folder,
+                    folder_health.ok(self.engine, self.mailer, self.config.alerts, folder,
                                      self._folder_name(source, folder))
         # what the batches left: sent-folder mail, retries, and mail an earlier poll stored
         processed.add(self.processor.run(should_stop, failed=failed))
@@ -289,18 +299,41 @@ class Desk:
             expired = expire_needs_info(session, self.config.desk.needs_info_days, clock.utcnow())
         lister = self.listing()
         rechecked, answered = (0, []) if lister is None else recheck(
-            self.engine, self.config, self.processor.triage.mailer, lister, clock.utcnow())
-        mail_requests.run(self.engine, self.config, self.renderer, lister)
-        auto = autodelist.run(self.engine, self.config, self.renderer, lister, clock.utcnow())
-        result = sla.sweep(self.engine, self.config, self.renderer)
+            self.engine, self.config.listing, self.config.own_addresses, self.mailer, lister, clock.utcnow())
+        mail_requests.run(self.engine, self.staffing, lister)
+        auto = autodelist.run(self.engine, self.staffing, self.config.autodelist, lister, clock.utcnow())
+        result = sla.sweep(self.engine, self.mailer, self.config.sla)
         result.expired, result.rechecked, result.not_listed = expired, rechecked, answered
         result.autodelisted = auto.delisted
         return result
 
     def send_digest(self, slot: str) -> bool:
-        return digest.send(self.engine, self.config, self.renderer, slot)
+        return digest.send(self.engine, self.mailer, self.config.sla, slot)
+
+    def render_digest(self, now: datetime | None = None) -> tuple[str, str, str]:
+        """(subject, text, html) of the digest as it would be sent now."""
+        return digest.render(self.engine, self.renderer, self.config.desk, self.config.sla, now)
+
+    def health(self, name: str | None = None) -> Health:
+        """This process's row in the daemons' health table (`mailbot status`), and its alerts."""
+        m = self.config.mailbox
+        return Health(self.engine, self.mailer, self.config.alerts, poll_seconds=self.config.schedule.poll_seconds,
+                      mailbox=f"{m.user}@{m.host}:{m.port}/{m.folder}" if m.source == "imap" else m.maildir_path,
+                      database_url=database_url(self.config), transport=self.transport, name=name)
 
     def run_once(self, should_stop: Callable[[], bool] = lambda: False) -> tuple[PollResult, FlushResult]:
         polled = self.poll(should_stop)
         flushed = self.flush(should_stop)
         return polled, flushed
+
+
+def triage_settings(config: Config) -> TriageSettings:
+    return TriageSettings(desk=config.desk, own_addresses=config.own_addresses, policy=config.policy,
+                          replies=config.replies, sla=config.sla, listing=config.listing, portal_url=config.portal.url,
+                          max_message_bytes=config.mailbox.max_message_bytes)
+
+
+def open_listing(config: Config, engine: Engine | None, environ: Mapping[str, str] | None = None) -> Lister | None:
+    """The `[listing]` source's `Lister` (None without one): `listing.open_lister` given its
+    section and the directory the config file's relative paths start from."""
+    return open_lister(config.listing, Path(config.base_dir), engine, environ)

@@ -31,7 +31,7 @@ from mailbot import metrics
 from mailbot.app import Desk
 from mailbot.config import database_url
 from mailbot.source.idle import IdleWatcher
-from mailbot.staffing.health import Health, heartbeat_seconds
+from mailbot.staffing.health import heartbeat_seconds
 from mailbot.store.engine import fault_line, is_fault
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class Daemon:
         desk.processor.after_commit = self.flush_soon
         desk.renderer.keep_compiled()  # templates are read at start, not looked at again per mail
         self.idle = IdleWatcher(desk.config.mailbox, self.poll_now, self.stopping, on_connect=self.server_reachable)
-        self.health = Health(desk.engine, desk.config, desk.renderer)
+        self.health = desk.health()
         self.scheduler = BlockingScheduler(
             executors={"default": ThreadPoolExecutor(2)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 3600},
@@ -231,7 +231,7 @@ class Daemon:
 
     def _heartbeat(self) -> None:
         """Tell `mailbot status` this daemon still runs, whatever its jobs are doing."""
-        interval = heartbeat_seconds(self.desk.config)
+        interval = heartbeat_seconds(self.desk.config.schedule.poll_seconds)
         failing = False
         while not self.stopping.wait(interval):
             try:

@@ -11,7 +11,7 @@ from typing import Any
 import time_machine
 from app import World, forward
 
-from mailbot.listing import open_lister
+from mailbot.app import open_listing
 from mailbot.listing.admin import NewListing, add, parse_network, remove
 from mailbot.staffing import staff
 from mailbot.store.tables import Ticket
@@ -30,7 +30,7 @@ def listed(w: World, ip: str, category: str = "compromised") -> None:
 
 
 def still_listed(w: World, ip: str) -> bool:
-    lister = open_lister(w.desk.config, w.desk.engine)
+    lister = open_listing(w.desk.config, w.desk.engine)
     assert lister is not None
     found = lister.lookup(ip, fresh=True)
     return bool(getattr(found, "listed", False))

@@ -11,7 +11,7 @@ import time_machine
 from app import World, sample
 
 from mailbot.daemon import _current_slot
-from mailbot.staffing import digest, staff
+from mailbot.staffing import staff
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 STAFF = {"desk": {"staff": ["support@example.org"], "timezone": "Europe/Berlin"}}
@@ -38,7 +38,7 @@ def test_the_digest_lists_counts_and_open_tickets_by_time_left(make_world: Any) 
     w: World = make_world(**STAFF)
     with time_machine.travel(T0, tick=False) as clock:
         desk_with_tickets(w, clock)
-        subject, text, html = digest.render(w.desk.engine, w.desk.config, w.desk.renderer)
+        subject, text, html = w.desk.render_digest()
     assert subject == "[Example Delist Desk] Digest: 2 open, 1 due soon"
     assert re.search(r"open\s+2\n\s+needs_info\s+1\n\s+answered\s+0\n\s+redirected\s+1\n\s+closed\s+0", text)
     # "open" is the one definition: the needs_info ticket (DL-3) waits for its sender, not for staff
@@ -69,7 +69,7 @@ def test_the_digest_is_sent_once_per_schedule_slot_even_when_two_daemons_race(ma
 
         def race() -> None:
             barrier.wait()
-            results.append(digest.send(w.desk.engine, w.desk.config, w.desk.renderer, slot))
+            results.append(w.desk.send_digest(slot))
 
         threads = [threading.Thread(target=race) for _ in range(3)]
         for t in threads:
@@ -97,7 +97,7 @@ def test_a_templated_staff_reply_is_threaded_and_answers_the_ticket(make_world: 
     w: World = make_world(**STAFF)
     w.deliver(sample("01-banned-sender-attached.eml"))
     w.run()
-    sent_to = staff.reply(w.desk.engine, w.desk.config, w.desk.renderer, "DL-000001", "delisted", "ann",
+    sent_to = staff.reply(w.desk.engine, w.desk.staffing, "DL-000001", "delisted", "ann",
                           "We found and removed the listing.")
     w.desk.flush()
     assert sent_to == ["erik.admin@contoso-sender.example"]
@@ -118,7 +118,7 @@ def test_an_unknown_template_is_refused_with_the_list_of_templates(make_world: A
     w.deliver(sample("01-banned-sender-attached.eml"))
     w.run()
     with pytest.raises(staff.StaffError, match=r"no template 'nope'.*delisted"):
-        staff.reply(w.desk.engine, w.desk.config, w.desk.renderer, "DL-000001", "nope", "ann", None)
+        staff.reply(w.desk.engine, w.desk.staffing, "DL-000001", "nope", "ann", None)
 
 
 def test_the_digest_agrees_with_itself_and_shows_no_clock_for_tickets_nobody_waits_on(make_world: Any) -> None:
@@ -135,7 +135,7 @@ def test_the_digest_agrees_with_itself_and_shows_no_clock_for_tickets_nobody_wai
         clock.shift(timedelta(minutes=3))
         for ref in ("DL-000001", "DL-000002", "DL-000003", "DL-000004"):
             staff.answer(w.desk.engine, ref, "ann", "answered by phone")
-        subject, text, html = digest.render(w.desk.engine, w.desk.config, w.desk.renderer)
+        subject, text, html = w.desk.render_digest()
 
     assert subject == "[Example Delist Desk] Digest: 1 open, 1 outgoing failed"
     assert re.search(r"TICKETS BY STATE\n\s+open\s+1\n\s+needs_info\s+0\n\s+answered\s+4\n", text)
@@ -182,7 +182,7 @@ def test_the_digest_counts_answers_by_the_recorded_change_not_by_words_in_a_note
         clock.shift(timedelta(minutes=3))
         staff.answer(w.desk.engine, "DL-000001", "ann", "by phone")
         staff.close(w.desk.engine, "DL-000002", "ann", "spam, not open → answered")
-        _, text, _ = digest.render(w.desk.engine, w.desk.config, w.desk.renderer)
+        _, text, _ = w.desk.render_digest()
     section = text.split("ANSWERED SINCE THE LAST DIGEST (1)\n")[1].split("\n\n")[0]
     assert "DL-000001" in section and "DL-000002" not in section
 

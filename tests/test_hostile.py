@@ -21,7 +21,6 @@ from sqlmodel import Session, col, select
 
 from mailbot.app import Desk
 from mailbot.config import parse
-from mailbot.staffing import digest
 from mailbot.store.tables import StoredMessage, Ticket, TicketEvent
 
 NEXT_SENDER = "next@after.example"
@@ -284,7 +283,7 @@ def test_markup_in_a_subject_is_shown_as_text_in_show_and_escaped_in_html_mail(
     assert "<script>alert(1)</script> [bold red]x[/bold red]" in shown.stdout  # text, not markup
     assert "\x1b[31m" not in shown.stdout  # no terminal escapes from mail
 
-    _, _, html = digest.render(world.desk.engine, world.desk.config, world.desk.renderer)
+    _, _, html = world.desk.render_digest()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html
 
 

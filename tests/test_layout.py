@@ -5,6 +5,8 @@
 - `mailbot/extraction/` is pure: it imports nothing from the rest of mailbot;
 - only the entry points (`cli`, `__main__`) import `mailbot.cli` or `mailbot.daemon`;
 - only `mailbot.desk.tickets` assigns a ticket's state;
+- only the wiring (`app`, `daemon`, the CLI, the portal's entry and its checks) sees the whole
+  `Config`; every other module is handed the sections it reads;
 - `ls mailbot/` reads as the flow: a handful of top-level modules, every other module in its
   part, each part saying its contract in its docstring, and no module above 400 lines.
 """
@@ -178,3 +180,19 @@ def test_mail_is_written_in_one_place() -> None:
              for target, name, line in m.imports
              if (target, name) in {("mailbot.outgoing.render", "compose"), ("mailbot.outgoing.outbox", "queue")}]
     assert found == []
+
+
+WIRING = {"mailbot.app", "mailbot.daemon", "mailbot.config", "mailbot.portal", "mailbot.portal.service",
+          "mailbot.portal.checks"}
+"""Where the configuration file is taken apart into the sections each part reads. The portal's
+`Portal` is the second front door's own wiring (its process has no `Desk`)."""
+
+
+def test_only_the_wiring_sees_the_whole_configuration() -> None:
+    """A part handed `Config` could read any key (the mailbox's password, the database URL):
+    it gets its sections instead, so what it depends on is in its signature."""
+    seen = {f"{m.name}:{line}" for m in MODULES.values() for target, name, line in m.imports
+            if target == "mailbot.config" and name == "Config" and m.name not in WIRING
+            and not m.name.startswith(("mailbot.cli", "mailbot.config"))}
+    assert seen == set()
+    assert any(name == "Config" for target, name, _ in MODULES["mailbot.app"].imports if target == "mailbot.config")

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from mailbot.app import open_listing
 from mailbot.config import ConfigError, parse
-from mailbot.listing import DelistStatus, Lister, Listing, LookupFailed, PermanentListingError, open_lister
+from mailbot.listing import DelistStatus, Lister, Listing, LookupFailed, PermanentListingError
 from mailbot.listing.program import ProgramSource
 
 # A list client as an operator might write it: a JSON file is its list, delists are idempotent by key.
@@ -62,7 +63,7 @@ def lister(tmp_path: Path, command: list[str], **listing: Any) -> Lister:
                     "outgoing": {"transport": "maildir", "maildir_path": "o"},
                     "listing": {"source": "command", "command": command, "retry_base_seconds": 0,
                                 **listing}}, base_dir=str(tmp_path), environ={})
-    got = open_lister(config, None)
+    got = open_listing(config, None)
     assert got is not None
     return got
 

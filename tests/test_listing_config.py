@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from mailbot.app import open_listing
 from mailbot.config import ConfigError, load, parse
-from mailbot.listing import open_lister
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL: dict[str, Any] = {"mailbox": {"source": "maildir", "maildir_path": "m"},
@@ -19,8 +19,8 @@ def test_without_a_listing_section_there_is_no_lister() -> None:
     """An empty list must never tell a sender they are clean: no source, no lookups at all."""
     config = parse(MINIMAL, environ={})
     assert config.listing.source is None
-    assert open_lister(config, None) is None
-    assert open_lister(load(ROOT / "config.example.toml", environ={}), None) is None
+    assert open_listing(config, None) is None
+    assert open_listing(load(ROOT / "config.example.toml", environ={}), None) is None
 
 
 @pytest.mark.parametrize(("listing", "message"), [
@@ -55,4 +55,4 @@ def test_the_environment_overrides_listing_keys_and_the_token_file(tmp_path: Pat
     missing = parse({**MINIMAL, "listing": {"source": "http", "http_url": "https://l.example", "token_file": "no"}},
                     base_dir=str(tmp_path), environ={})
     with pytest.raises(ConfigError, match=r"listing\.token_file: cannot read"):
-        open_lister(missing, None, environ={})
+        open_listing(missing, None, environ={})

@@ -196,9 +196,8 @@ def test_with_answering_off_the_ticket_records_not_listed_and_waits_for_staff(
     assert (ticket.state, ticket.listing, ticket.outcome) == ("open", "not_listed", None)
     [ack] = w.smtp.wait_for(1)
     assert "Delisting request received" in ack.message["Subject"]
-    from mailbot.staffing import digest
 
-    _subject, text, _html = digest.render(w.desk.engine, w.desk.config, w.desk.renderer)
+    _subject, text, _html = w.desk.render_digest()
     assert "550 5.7.511  203.0.113.45" in text and "not listed" in text.split("OPEN, BY TIME LEFT")[1][:400]
 
 

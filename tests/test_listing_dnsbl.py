@@ -10,8 +10,9 @@ import pytest
 from listing_servers import NsdServer
 from servers import free_port
 
+from mailbot.app import open_listing
 from mailbot.config import parse
-from mailbot.listing import Listing, LookupFailed, PermanentListingError, open_lister
+from mailbot.listing import Listing, LookupFailed, PermanentListingError
 from mailbot.listing.dnsbl import DnsblSource, query_name
 
 ZONE = "bl.test"
@@ -97,7 +98,7 @@ def _config(port: int, **listing: Any) -> Any:
 
 def test_a_server_that_does_not_answer_is_a_lookup_failure_within_the_timeout() -> None:
     """Nothing listens on the port: the message goes on with "lookup failed", never "not listed"."""
-    lister = open_lister(_config(free_port(), timeout_seconds=0.3, lookup_attempts=2, retry_base_seconds=0), None)
+    lister = open_listing(_config(free_port(), timeout_seconds=0.3, lookup_attempts=2, retry_base_seconds=0), None)
     assert lister is not None
     start = time.monotonic()
     got = lister.lookup("203.0.113.45")
@@ -109,7 +110,7 @@ def test_a_server_that_does_not_answer_is_a_lookup_failure_within_the_timeout() 
 def test_a_stopped_server_fails_lookups_and_a_restarted_one_answers(
         dnsbl: Callable[[str, list[str]], NsdServer]) -> None:
     server = dnsbl(ZONE, RECORDS)
-    lister = open_lister(_config(server.port, timeout_seconds=0.5, lookup_attempts=1, cache_seconds=0), None)
+    lister = open_listing(_config(server.port, timeout_seconds=0.5, lookup_attempts=1, cache_seconds=0), None)
     assert lister is not None
     assert isinstance(lister.lookup("203.0.113.45"), Listing)
     server.stop()

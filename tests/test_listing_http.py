@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from listing_servers import ListService
 
+from mailbot.app import open_listing
 from mailbot.config import ConfigError, parse
 from mailbot.listing import (
     DelistStatus,
@@ -20,7 +21,6 @@ from mailbot.listing import (
     PermanentListingError,
     TemporaryListingError,
     delist_key,
-    open_lister,
 )
 
 TOKEN = "s3cret-token-value"
@@ -38,7 +38,7 @@ def config(service: ListService, tmp_path: Path, **listing: Any) -> Any:
 
 def lister(service: ListService, tmp_path: Path, environ: dict[str, str] | None = None, **listing: Any) -> Lister:
     service.token = TOKEN
-    got = open_lister(config(service, tmp_path, **listing), None, environ={} if environ is None else environ)
+    got = open_listing(config(service, tmp_path, **listing), None, environ={} if environ is None else environ)
     assert got is not None
     return got
 

@@ -16,8 +16,9 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from mailbot.app import open_listing
 from mailbot.config import parse
-from mailbot.listing import DelistStatus, Listing, PermanentListingError, open_lister
+from mailbot.listing import DelistStatus, Listing, PermanentListingError
 from mailbot.listing.admin import NewListing, TableError, add, parse_network, remove
 from mailbot.listing.table import delist, lookup
 from mailbot.store.engine import create_schema, make_engine
@@ -64,7 +65,7 @@ def test_ipv6_networks_and_mapped_addresses(engine: Engine) -> None:
     assert lookup(engine, "2001:db8:5:ffff::25").network == "2001:db8:5::/48"
     assert not lookup(engine, "2001:db8:6::1").listed
     # an IPv4 address and its IPv4-mapped IPv6 form are one address; 4 and 6 never mix
-    lister = open_lister(_config(), engine)
+    lister = open_listing(_config(), engine)
     assert lister is not None
     got = lister.lookup("::ffff:198.51.100.23")
     assert isinstance(got, Listing) and got.listed and got.ip == "198.51.100.23"
@@ -83,7 +84,7 @@ def test_history_counts_earlier_listings_and_marks_a_quick_relisting_as_repeat(e
     first = lookup(engine, "203.0.113.45")
     assert (first.listed, first.times_listed_before) == (False, 1) and first.last_delisted is not None
     listed(engine, "203.0.113.45", category="spam")
-    lister = open_lister(_config(repeat_days=30), engine)
+    lister = open_listing(_config(repeat_days=30), engine)
     assert lister is not None
     again = lister.lookup("203.0.113.45")
     assert isinstance(again, Listing)
@@ -96,7 +97,7 @@ def test_history_counts_earlier_listings_and_marks_a_quick_relisting_as_repeat(e
             h.at = datetime.now(UTC) - timedelta(days=45)
             s.add(h)
         s.commit()
-    later = open_lister(_config(repeat_days=30), engine).lookup("203.0.113.45")  # type: ignore[union-attr]
+    later = open_listing(_config(repeat_days=30), engine).lookup("203.0.113.45")  # type: ignore[union-attr]
     assert isinstance(later, Listing) and (later.times_listed_before, later.repeat) == (2, False)
 
 

@@ -20,15 +20,13 @@ from app import World, sample
 from servers import free_port
 from test_cli import imap_toml
 
-from mailbot.staffing.health import Health
-
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 def test_one_alert_after_the_configured_minutes_and_one_recovery_mail(make_world: Any) -> None:
     w: World = make_world(desk={"staff": ["support@example.org"]}, alerts={"poll_failure_minutes": 30})
     with time_machine.travel(T0, tick=False) as clock:
-        health = Health(w.desk.engine, w.desk.config, w.desk.renderer, name="mx1:1")
+        health = w.desk.health(name="mx1:1")
         for _ in range(29):
             health.failed("IMAP server imap.example.org:993 (user delist@example.org): login refused")
             clock.shift(timedelta(minutes=1))

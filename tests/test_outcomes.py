@@ -179,9 +179,8 @@ def test_decline_and_conditional_send_their_templates_and_the_digest_and_metrics
     # the digest counts them, and so does /metrics (read from the outcome events)
     preview = desk.path.parent / "digest.html"
     assert cli(desk, "digest", "--preview", str(preview)).returncode == 0
-    from mailbot.staffing import digest
 
-    _s, text, _h = digest.render(desk.world.desk.engine, desk.world.desk.config, desk.world.desk.renderer)
+    _s, text, _h = desk.world.desk.render_digest()
     outcomes = text.split("OUTCOMES SINCE THE LAST DIGEST (2)")[1].split("\n\n")[0]
     assert "  declined    1" in outcomes and "  conditional 1" in outcomes and "  delisted    0" in outcomes
     families = {f.name: f for f in outcome_metrics(desk.world.desk.engine)}

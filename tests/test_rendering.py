@@ -35,7 +35,6 @@ from app import DOC_RANGES, forward, sample
 from mailbot.app import Desk
 from mailbot.config import parse
 from mailbot.outgoing.render import SAMPLE_CONTEXT, Renderer
-from mailbot.staffing import digest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 WIDTH, HEIGHT = 800, 1200
@@ -239,7 +238,7 @@ def real_desk_digest(tmp_path: Path) -> tuple[str, str]:
             desk.run_once()
         clock.move_to(start + timedelta(hours=43))
         desk.sweep()
-        _subject, _text, html = digest.render(desk.engine, desk.config, desk.renderer)
+        _subject, _text, html = desk.render_digest()
     desk.engine.dispose()
     return html, "DL-000001"
 

@@ -109,7 +109,7 @@ def test_assign_and_note_from_the_command_line(cli_desk: Callable[..., object]) 
 
 
 def test_delist_and_decline_by_mail_go_through_the_listing_source_once(make_world: Callable[..., World]) -> None:
-    from mailbot.listing import open_lister
+    from mailbot.app import open_listing
     from mailbot.listing.admin import NewListing, add, parse_network
     from mailbot.staffing import mail_requests
 
@@ -118,11 +118,11 @@ def test_delist_and_decline_by_mail_go_through_the_listing_source_once(make_worl
     opened(w)
     w.deliver(staff_mail("#note checked: the relay is closed\n#delist first time, relay fixed"))
     w.run()
-    assert mail_requests.run(w.desk.engine, w.desk.config, w.desk.renderer, w.desk.listing()) == 0  # done once
+    assert mail_requests.run(w.desk.engine, w.desk.staffing, w.desk.listing()) == 0  # done once
     [t] = w.tickets()
     assert (t.outcome, t.state) == ("delisted", "answered")
     assert [e.actor for e in w.events(t) if e.kind == "delist"] == ["ann@example.org"]
-    lister = open_lister(w.desk.config, w.desk.engine)
+    lister = open_listing(w.desk.config, w.desk.engine)
     assert lister is not None and not getattr(lister.lookup("203.0.113.45", fresh=True), "listed", True)
     w.desk.flush()
     to_ann = [m for m in w.smtp.messages if m.rcpt_tos == ["ann@example.org"]]

@@ -15,7 +15,7 @@ import pytest
 from app import World, forward, imap_toml, mailbot_cli
 from sqlmodel import Session
 
-from mailbot.staffing import digest, staff
+from mailbot.staffing import staff
 from mailbot.store.tables import Ticket
 
 DESK = {"staff": ["ann@example.org"]}
@@ -172,7 +172,7 @@ def test_a_stranger_cannot_rewrite_a_needs_info_ticket_or_join_its_replies(make_
     assert (kept.state, kept.ip) == ("needs_info", None)
     assert all(ticket.ref not in (m.message["Subject"] or "") for m in w.smtp.messages if STRANGER in m.rcpt_tos)
 
-    sent_to = staff.reply(w.desk.engine, w.desk.config, w.desk.renderer, ticket.ref, "declined", "ann", None)
+    sent_to = staff.reply(w.desk.engine, w.desk.staffing, ticket.ref, "declined", "ann", None)
     assert sent_to == [OWNER]
 
 
@@ -190,7 +190,7 @@ def test_joined_senders_each_see_only_their_own_forward(make_world: Callable[...
     assert "second-sender-detail" in acks[STRANGER] and "first-sender-detail" not in acks[STRANGER]
     assert OWNER not in acks[STRANGER] and STRANGER not in acks[OWNER]
 
-    staff.reply(w.desk.engine, w.desk.config, w.desk.renderer, ticket.ref, "delisted", "ann", None)
+    staff.reply(w.desk.engine, w.desk.staffing, ticket.ref, "delisted", "ann", None)
     w.desk.flush()
     replies = w.smtp.wait_for(4)[2:]
     assert sorted(r for m in replies for r in m.rcpt_tos) == sorted([OWNER, STRANGER])
@@ -277,7 +277,7 @@ def test_terminal_escapes_from_mail_never_reach_the_staff_terminal(
         for bad in ("\x1b", "\x07", "\x9b", "\u202e"):
             assert bad not in out.stdout + out.stderr, (name, bad)
     assert "\\x1b]2;owned" in outputs["show2"].stdout  # shown escaped: staff see something was there
-    _, text, _ = digest.render(w.desk.engine, w.desk.config, w.desk.renderer)
+    _, text, _ = w.desk.render_digest()
     assert not any(c in text for c in ("\x1b", "\x07", "\x9b", "\u202e"))
     with Session(w.desk.engine) as s:
         assert s.get(Ticket, 2) is not None
@@ -290,7 +290,7 @@ def test_the_digest_lists_the_mail_that_changed_nothing(make_world: Callable[...
     w.deliver(staff_answer())
     w.deliver(mail(f"From: {STRANGER}", f"Re: [{ticket.ref}] mine now", mid="cite-1@evil.example"))
     w.run()
-    _, text, html = digest.render(w.desk.engine, w.desk.config, w.desk.renderer)
+    _, text, html = w.desk.render_digest()
     section = " ".join(text.split("TO LOOK AT: MAIL THAT CHANGED NOTHING (2)")[1].split("COULD NOT BE")[0].split())
     assert f"{ticket.ref}" in section and "ann@example.org" in section and STRANGER in section
     assert "not counted as an answer" in section and "cited by someone who is not its sender" in section

@@ -52,7 +52,7 @@ def delist(ctx: click.Context, ref: str, note: str | None) -> None:
     from mailbot.staffing import outcomes
 
     desk = desk_of(ctx)
-    report(desk, outcomes.delist(desk.engine, desk.config, desk.renderer, desk.listing(), ref, actor(), note))
+    report(desk, outcomes.delist(desk.engine, desk.staffing, desk.listing(), ref, actor(), note))
 
 
 @main.command()
@@ -70,7 +70,7 @@ def conditional(ctx: click.Context, ref: str, note: str) -> None:
     from mailbot.staffing import outcomes
 
     desk = desk_of(ctx)
-    report(desk, outcomes.delist(desk.engine, desk.config, desk.renderer, desk.listing(), ref, actor(), note,
+    report(desk, outcomes.delist(desk.engine, desk.staffing, desk.listing(), ref, actor(), note,
                                  condition=True))
 
 
@@ -89,4 +89,4 @@ def decline(ctx: click.Context, ref: str, reason: str) -> None:
     from mailbot.staffing import outcomes
 
     desk = desk_of(ctx)
-    report(desk, outcomes.decline(desk.engine, desk.config, desk.renderer, ref, actor(), reason))
+    report(desk, outcomes.decline(desk.engine, desk.staffing, ref, actor(), reason))

@@ -212,7 +212,7 @@ def reopen(ctx: click.Context, ref: str, note: str | None) -> None:
     from mailbot.staffing import staff
 
     desk = desk_of(ctx)
-    t = staff.reopen(desk.engine, desk.config, ref, actor(), note)
+    t = staff.reopen(desk.engine, desk.config.sla.hours, ref, actor(), note)
     click.echo(f"{t.ref} open again, due {clock.local(t.due_at, desk.config.desk.zone)}")
 
 
@@ -255,10 +255,10 @@ def reply(ctx: click.Context, ref: str, template: str, note: str | None) -> None
         from mailbot.cli.outcomes import report
         from mailbot.staffing import outcomes
 
-        report(desk, outcomes.by_template(desk.engine, desk.config, desk.renderer, desk.listing(), ref, template,
+        report(desk, outcomes.by_template(desk.engine, desk.staffing, desk.listing(), ref, template,
                                           actor(), note))
         return
-    sent_to = staff.reply(desk.engine, desk.config, desk.renderer, ref, template, actor(), note)
+    sent_to = staff.reply(desk.engine, desk.staffing, ref, template, actor(), note)
     r = desk.flush()
     click.echo(f"{ref}: {template} reply queued to {', '.join(sent_to)}; sent {r.sent}, retry later {r.retried}")
     warn_held(r)
@@ -278,13 +278,12 @@ def digest(ctx: click.Context, preview: str | None, send_now: bool) -> None:
       mailbot digest --send
     """
     from mailbot import clock
-    from mailbot.staffing import digest as digest_mod
 
     if not preview and not send_now:
         fail("say --preview FILE.html or --send", EXIT_FAILED)
     desk = desk_of(ctx, migrate=bool(send_now))
     if preview:
-        subject, _text, html = digest_mod.render(desk.engine, desk.config, desk.renderer)
+        subject, _text, html = desk.render_digest()
         Path(preview).write_text(html, encoding="utf-8")
         click.echo(f"{subject}\nwritten to {preview}")
     if send_now:

@@ -34,7 +34,7 @@ from sqlmodel import Session, col, select
 
 from mailbot import metrics
 from mailbot.clock import local
-from mailbot.config import Config
+from mailbot.config import ListingConfig
 from mailbot.desk import tickets
 from mailbot.identity import person
 from mailbot.listing import Lister, Listing, LookupFailed
@@ -124,7 +124,7 @@ def senders_we_wrote_to(session: Session, ticket: Ticket) -> set[str]:
     return {p for p in rows if p}
 
 
-def tell_not_listed(session: Session, mailer: Mailer, config: Config, ticket: Ticket, now: datetime,
+def tell_not_listed(session: Session, mailer: Mailer, own_addresses: frozenset[str], ticket: Ticket, now: datetime,
                     skip: str | None = None) -> list[str]:
     """Queue the `not_listed` mail to each of the ticket's senders we wrote to before (but
     `skip`, a person answered by the caller), each shown their own forward and threaded to it.
@@ -134,14 +134,14 @@ def tell_not_listed(session: Session, mailer: Mailer, config: Config, ticket: Ti
     wrote = senders_we_wrote_to(session, ticket)
     told = []
     for who in tickets.senders(session, ticket):
-        if who.person == skip or who.person not in wrote or who.address.lower() in config.own_addresses:
+        if who.person == skip or who.person not in wrote or who.address.lower() in own_addresses:
             continue
         theirs = [m for m in session.exec(select(StoredMessage.message_id, StoredMessage.sender).where(
             StoredMessage.ticket_id == ticket.id, StoredMessage.folder_kind == "inbox")
             .order_by(col(StoredMessage.id))).all() if m[0] and m[1] and person(m[1]) == who.person]
         context = {"ref": ticket.ref, "ip": who.ip or ticket.ip, "full_code": who.full_code,
-                   "rejection_text": who.text, "desk_name": config.desk.name,
-                   "delisted_local": local(ticket.last_delisted, config.desk.zone) if ticket.last_delisted else None}
+                   "rejection_text": who.text, "desk_name": mailer.desk.name,
+                   "delisted_local": local(ticket.last_delisted, mailer.desk.zone) if ticket.last_delisted else None}
         row = mailer.to_person(session, MailKind.NOT_LISTED, context, who.address, kind=MailKind.NOT_LISTED,
                                ticket_id=ticket.id, ticket_ref=ticket.ref, now=now,
                                in_reply_to=theirs[-1][0] if theirs else None, references=[m[0] for m in theirs],
@@ -161,9 +161,10 @@ def resolve_not_listed(session: Session, ticket: Ticket, answer: Listing, why: s
 class ListingCheck:
     """The processing path's listing lookups; `lister` opens the desk's `Lister` (None: no source)."""
 
-    def __init__(self, config: Config, lister: Callable[[], Lister | None], mailer: Mailer | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.config, self.lister, self.mailer, self.monotonic = config, lister, mailer, monotonic
+    def __init__(self, listing: ListingConfig, own_addresses: frozenset[str], lister: Callable[[], Lister | None],
+                 mailer: Mailer | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.settings, self.own_addresses = listing, own_addresses
+        self.lister, self.mailer, self.monotonic = lister, mailer, monotonic
         self.failing_until = 0.0
 
     def lookup(self, lister: Lister, ip: str) -> Answer:
@@ -196,14 +197,15 @@ class ListingCheck:
             return kind
         previous, answer = ticket.listing, self.lookup(lister, ticket.ip)
         record(session, ticket, answer, now)
-        if not isinstance(answer, Listing) or answer.listed or not self.config.listing.answer_not_listed \
+        if not isinstance(answer, Listing) or answer.listed or not self.settings.answer_not_listed \
                 or previous not in ANSWER_AFTER:
             return kind
         resolve_not_listed(session, ticket, answer, "answered at once", now, check=False)
         if self.mailer is not None and ticket.opened_at != now:
             # the sender in hand gets the reply from triage; earlier senders of a joined ticket from here
             # (a ticket opened by this very message has none)
-            tell_not_listed(session, self.mailer, self.config, ticket, now, skip=person(sender) if sender else None)
+            tell_not_listed(session, self.mailer, self.own_addresses, ticket, now,
+                            skip=person(sender) if sender else None)
         return MailKind.NOT_LISTED
 
 
@@ -216,13 +218,14 @@ def due_for_recheck(session: Session, now: datetime, cache_seconds: float, limit
         .order_by(checked.is_not(None), checked, col(Ticket.id)).limit(limit)).all())  # type: ignore[arg-type]
 
 
-def recheck(engine: Engine, config: Config, mailer: Mailer, lister: Lister, now: datetime) -> tuple[int, list[str]]:
+def recheck(engine: Engine, listing: ListingConfig, own_addresses: frozenset[str], mailer: Mailer, lister: Lister,
+            now: datetime) -> tuple[int, list[str]]:
     """The sweep's fresh lookups: (tickets looked up, refs answered "not listed")."""
-    limit = config.listing.recheck_per_sweep
+    limit = listing.recheck_per_sweep
     if limit <= 0:
         return 0, []
     with Session(engine) as session:
-        due = due_for_recheck(session, now, config.listing.cache_seconds, limit)
+        due = due_for_recheck(session, now, listing.cache_seconds, limit)
     checked, answered = 0, []
     for tid in due:
         with Session(engine) as session:
@@ -240,11 +243,11 @@ def recheck(engine: Engine, config: Config, mailer: Mailer, lister: Lister, now:
                 continue  # answered, closed or changed while we asked
             previous = ticket.listing
             record(session, ticket, answer, now)
-            if isinstance(answer, Listing) and not answer.listed and config.listing.answer_not_listed \
+            if isinstance(answer, Listing) and not answer.listed and listing.answer_not_listed \
                     and previous in ANSWER_AFTER:
                 why = "delisted elsewhere" if previous == ListingState.LISTED else "found not listed by the sweep"
                 resolve_not_listed(session, ticket, answer, why, now)
-                tell_not_listed(session, mailer, config, ticket, now)
+                tell_not_listed(session, mailer, own_addresses, ticket, now)
                 answered.append(ticket.ref)
         if isinstance(answer, LookupFailed) and answer.temporary:
             log.warning("listing re-check stopped after %d lookup(s): %s", checked, answer.error)

@@ -84,7 +84,7 @@ def _update_ticket(triage: Triage, session: Session, msg: StoredMessage, ticket:
     if ticket.state in AWAITING and decision.action in ("ticket", "redirect"):
         head = inbound.parse(msg.raw)
         # the same guard as at intake, with the [replies] settings (Authentication-Results, caps)
-        verdict = replyguard.verdict(head, triage.config.own_addresses, triage.config.replies)
+        verdict = replyguard.verdict(head, triage.settings.own_addresses, triage.settings.replies)
         return triage.advance(session, msg, head, ticket, decision, verdict, "reprocess", now)
     first = session.exec(select(StoredMessage.id).where(StoredMessage.ticket_id == ticket.id)
                          .order_by(col(StoredMessage.id)).limit(1)).first()

@@ -24,18 +24,17 @@ from sqlmodel import Session, select
 
 from mailbot import clock, faults, metrics
 from mailbot.clock import local
-from mailbot.config import Config
 from mailbot.desk import commands, followup, replyguard, tickets
 from mailbot.desk.bounces import attach_bounce
 from mailbot.desk.extractor import ExtractionOverrun
 from mailbot.desk.listing_check import ListingCheck
 from mailbot.desk.policy import AWAITING, MAIL_OF, STATE_OF, Decision, Policy, code_family
+from mailbot.desk.settings import TriageSettings
 from mailbot.extraction import Extraction, extract
 from mailbot.extraction.findings import Classification
 from mailbot.identity import person
 from mailbot.outgoing.mailer import Mailer
 from mailbot.outgoing.outbox import count_replies, recent_replies
-from mailbot.outgoing.render import Renderer
 from mailbot.outgoing.sanitize import db_text
 from mailbot.source import inbound
 from mailbot.store.states import EventKind, MailKind, MessageState, TicketState
@@ -66,12 +65,11 @@ def quarantine(msg: StoredMessage, reason: str) -> None:
 
 
 class Triage:
-    def __init__(self, config: Config, renderer: Renderer) -> None:
-        self.config = config
-        self.renderer = renderer
-        self.mailer = Mailer(renderer, config.outgoing, config.desk.staff)
-        self.policy = Policy(config.policy)
-        self.listing = ListingCheck(config, lambda: None, self.mailer)
+    def __init__(self, settings: TriageSettings, mailer: Mailer) -> None:
+        self.settings = settings
+        self.mailer = mailer
+        self.policy = Policy(settings.policy)
+        self.listing = ListingCheck(settings.listing, settings.own_addresses, lambda: None, self.mailer)
         """Looks a ticket's IP up before its reply (the desk gives it its `Lister`: `listing_check`)."""
         self.extract: Callable[[bytes], Extraction] = extract
         """Reads a message's NDR; the desk puts its worker here (`Extractor.run`, which may raise
@@ -101,7 +99,7 @@ class Triage:
         guard's verdict and the policy's decision."""
         if msg.truncated:
             return Reading(quarantined=f"message is {msg.size} bytes, over the cap of "
-                                       f"{self.config.mailbox.max_message_bytes} (mailbox.max_message_bytes)")
+                                       f"{self.settings.max_message_bytes} (mailbox.max_message_bytes)")
         try:
             head = inbound.parse(msg.raw)
         except inbound.OverCap as e:
@@ -112,15 +110,15 @@ class Triage:
             extraction = self.extract(msg.raw)
         except ExtractionOverrun as e:
             return Reading(head, e.reason)
-        return Reading(head, None, extraction, replyguard.verdict(head, self.config.own_addresses, self.config.replies),
-                       self.policy.decide(extraction))
+        verdict = replyguard.verdict(head, self.settings.own_addresses, self.settings.replies)
+        return Reading(head, None, extraction, verdict, self.policy.decide(extraction))
 
     def prepare(self, session: Session, readings: Sequence[Reading]) -> None:
         """Ask once for a batch what the rules would ask for each of its messages: the replies
         counted for the caps of all its recipients, the open tickets of all the IPs it would open
         tickets for (`outbox.count_replies`, `tickets.watch_ips`)."""
         count_replies(session, {r.verdict.recipient for r in readings if r.verdict and r.verdict.recipient},
-                      clock.utcnow(), self.config.replies)
+                      clock.utcnow(), self.settings.replies)
         tickets.watch_ips(session, {r.decision.ip for r in readings
                                     if r.decision and r.decision.action == "ticket" and r.decision.ip})
 
@@ -170,7 +168,7 @@ class Triage:
         senders follow up. Anyone else changes nothing there (an event says who tried), and the
         message is handled on its own (False), unless it claims to be staff: then nothing at all
         happens but the event and the log line, since a forged staff From is an attack."""
-        if replyguard.verified_staff(head, self.config.desk, self.config.replies):
+        if replyguard.verified_staff(head, self.settings.desk, self.settings.replies):
             msg.ticket_id = ticket.id
             found = commands.parse(followup.own_words(msg.raw))
             if found:
@@ -184,9 +182,9 @@ class Triage:
             self.follow_up(session, msg, head, extraction, ticket, verdict, now)
             return True
         who = db_text(head.sender or head.from_header, 500) or "unknown"
-        if self.config.desk.is_staff(head.sender):
+        if self.settings.desk.is_staff(head.sender):
             why = "a staff From that the trusted Authentication-Results do not vouch for" \
-                if self.config.replies.authserv_ids or self.config.replies.trust_topmost \
+                if self.settings.replies.authserv_ids or self.settings.replies.trust_topmost \
                 else "a staff From, and no trusted Authentication-Results are configured (replies.authserv_ids)"
             tickets.event(session, ticket, EventKind.UNVERIFIED_STAFF, who,
                           f"message {msg.message_id} not counted as an answer: {why}", now)
@@ -204,7 +202,7 @@ class Triage:
         """Verified staff's commands on `ticket`: carried out, recorded, and confirmed to them in
         one mail (never to the sender). Such a mail is not itself an answer to the sender."""
         actor = head.sender or "staff"
-        results, later = commands.carry_out(session, ticket, found, actor, now, self.config.sla.hours)
+        results, later = commands.carry_out(session, ticket, found, actor, now, self.settings.sla.hours)
         tickets.event(session, ticket, EventKind.STAFF_COMMANDS, actor,
                       f"message {msg.message_id}: " + "; ".join(results), now)
         msg.outcome = db_text(f"staff commands on {ticket.ref}: " + "; ".join(results), 2000)
@@ -219,7 +217,7 @@ class Triage:
         if head.sender:
             assert ticket.id is not None
             self.mailer.to_person(session, MailKind.STAFF_CONFIRMATION,
-                                  {"ref": ticket.ref, "results": results, "desk_name": self.config.desk.name},
+                                  {"ref": ticket.ref, "results": results, "desk_name": self.settings.desk.name},
                                   head.sender, kind=MailKind.STAFF_CONFIRMATION, ticket_id=ticket.id,
                                   ticket_ref=ticket.ref, now=now, dedupe=f"confirm:{msg.id}",
                                   in_reply_to=head.reply_msgid, references=head.references)
@@ -252,7 +250,7 @@ class Triage:
                                          subject=db_text(head.subject, 1000), verified=verdict.verified,
                                          reason="; ".join(decision.missing) or None, **facts)
             if decision.sla:
-                tickets.start_clock(ticket, now, self.config.sla.hours)
+                tickets.start_clock(ticket, now, self.settings.sla.hours)
             self.counts.append(metrics.TICKETS.labels(code_family(ticket.status)).inc)
             detail = f"{decision.action} by rule {decision.rule}"
             if ticket.reason:
@@ -278,7 +276,7 @@ class Triage:
         for k, v in self.facts_of(decision).items():
             setattr(ticket, k, v)
         ticket.reason = None
-        tickets.upgrade(session, ticket, actor or "unknown", "the missing facts arrived", now, self.config.sla.hours)
+        tickets.upgrade(session, ticket, actor or "unknown", "the missing facts arrived", now, self.settings.sla.hours)
 
     def sent(self, session: Session, msg: StoredMessage, head: inbound.Inbound, now: datetime) -> None:
         """A message in the shared mailbox's sent folder: a staff answer, unless mailbot wrote it."""
@@ -311,15 +309,15 @@ class Triage:
             return
         new_rejection = any(f.status for f in extraction.findings)
         if ticket.state == TicketState.ANSWERED:
-            if followup.is_thanks(msg.raw) and not new_rejection and not self.config.sla.reopen_on_thanks:
+            if followup.is_thanks(msg.raw) and not new_rejection and not self.settings.sla.reopen_on_thanks:
                 tickets.event(session, ticket, EventKind.THANKS, sender or "unknown", "a thank-you: left answered", now)
                 return
-            tickets.reopen(session, ticket, sender or "sender", "the sender wrote again", now, self.config.sla.hours)
+            tickets.reopen(session, ticket, sender or "sender", "the sender wrote again", now, self.settings.sla.hours)
             msg.outcome += " (reopened)"
             return
         if ticket.state in (TicketState.CLOSED, TicketState.NOT_LISTED) and new_rejection:
             tickets.reopen(session, ticket, sender or "sender", "a new rejection after closing", now,
-                           self.config.sla.hours)
+                           self.settings.sla.hours)
             msg.outcome += " (reopened)"
             return
         if ticket.state == TicketState.CLOSED:
@@ -362,8 +360,8 @@ class Triage:
         """Queue the automatic reply of `kind` to this message's sender, showing `facts`: what was
         read from this very message, never another sender's forward on the same ticket."""
         if verdict.allowed and verdict.recipient is not None:
-            verdict = replyguard.capped(verdict, recent_replies(session, verdict.recipient, now, self.config.replies),
-                                         self.config.replies)
+            verdict = replyguard.capped(verdict, recent_replies(session, verdict.recipient, now, self.settings.replies),
+                                         self.settings.replies)
         if not verdict.allowed or verdict.recipient is None:
             self.counts.append(metrics.ACKS.labels("suppressed").inc)
             tickets.event(session, ticket, EventKind.NO_REPLY, "mailbot", f"{kind} not sent: {verdict.reason}", now)
@@ -372,9 +370,10 @@ class Triage:
         context = {
             "ref": ticket.ref, "ip": facts.get("ip"), "rejection_text": facts.get("text"),
             "full_code": full_code(facts.get("reply_code"), facts.get("status")),
-            "due_local": local(ticket.due_at, self.config.desk.zone), "desk_name": self.config.desk.name,
+            "due_local": local(ticket.due_at, self.settings.desk.zone), "desk_name": self.settings.desk.name,
             "due_utc": clock.in_utc(ticket.due_at),
-            "portal_url": self.config.portal.url or self.policy.portal_url, "missing": missing or [], "joined": joined,
+            "portal_url": self.settings.portal_url or self.policy.portal_url, "missing": missing or [],
+            "joined": joined,
             "original_subject": head.subject,
             # what the rejection is and whose (not_ours and not_a_block say it; ack and redirect
             # say when the code was inferred from the provider's words)

@@ -22,11 +22,9 @@ from sqlalchemy.orm import load_only
 from sqlmodel import col, select
 
 from mailbot import faults
-from mailbot.config import Config
 from mailbot.desk.extractor import ExtractorUnavailable
 from mailbot.desk.triage import Triage, quarantine
 from mailbot.extraction import Extraction
-from mailbot.outgoing.render import Renderer
 from mailbot.outgoing.sanitize import db_text
 from mailbot.store.engine import is_fault, is_postgres, transaction
 from mailbot.store.locks import MessageClaims
@@ -51,14 +49,13 @@ class ProcessResult:
 
 
 class Processor:
-    def __init__(self, config: Config, engine: Engine, renderer: Renderer) -> None:
-        self.config = config
+    def __init__(self, triage: Triage, engine: Engine, *, batch_size: int, batch_bytes: int) -> None:
+        """`batch_size`, `batch_bytes`: `mailbox.process_batch` and `mailbox.batch_bytes`."""
         self.engine = engine
-        self.renderer = renderer
-        self.triage = Triage(config, renderer)
+        self.triage = triage
         self.claims = MessageClaims(engine)
-        self.batch_size = config.mailbox.process_batch
-        self.batch_bytes = config.mailbox.batch_bytes
+        self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
         self.after_commit: Callable[[], None] = lambda: None
         """Called after each commit that may have queued replies (the daemon starts sending them)."""
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from mailbot.config import Config, ConfigError
+from mailbot.config import ConfigError, ListingConfig
 from mailbot.listing.base import (
     DelistResult,
     DelistStatus,
@@ -71,11 +71,11 @@ __all__ = [
 ]
 
 
-def make_source(config: Config, engine: Engine | None,
+def make_source(lc: ListingConfig, base_dir: Path, engine: Engine | None,
                 environ: Mapping[str, str] | None = None) -> ListingSource | None:
-    """The configured source, or None when `[listing] source` is not set. `engine` is the desk's
-    database (needed by the table source only)."""
-    lc = config.listing
+    """The configured source, or None when `[listing] source` is not set. `base_dir`: where the
+    config file is (relative paths in it start there); `engine` is the desk's database (needed
+    by the table source only)."""
     if lc.source is None:
         return None
     if lc.source == "table":
@@ -91,19 +91,20 @@ def make_source(config: Config, engine: Engine | None,
     if lc.source == "http":
         from mailbot.listing.http_api import HttpSource
 
-        token = lc.token(dict(environ) if environ is not None else None, base=Path(config.base_dir))
+        token = lc.token(dict(environ) if environ is not None else None, base=base_dir)
         return HttpSource(lc.http_url, token, lc.timeout_seconds)
     from mailbot.listing.program import ProgramSource
 
     argv = list(lc.command)
     if "/" in argv[0]:
-        argv[0] = str(config.path(argv[0]))
+        argv[0] = str(base_dir / Path(argv[0]).expanduser())  # an absolute path stays itself
         if not Path(argv[0]).is_file():
             raise ConfigError(f"listing.command: {argv[0]} does not exist")
     return ProgramSource(argv, lc.timeout_seconds)
 
 
-def open_lister(config: Config, engine: Engine | None, environ: Mapping[str, str] | None = None) -> Lister | None:
+def open_lister(lc: ListingConfig, base_dir: Path, engine: Engine | None,
+                environ: Mapping[str, str] | None = None) -> Lister | None:
     """The desk's `Lister`, or None when no source is configured (then: no lookups, no "not listed")."""
-    source = make_source(config, engine, environ)
-    return Lister(source, config.listing) if source is not None else None
+    source = make_source(lc, base_dir, engine, environ)
+    return Lister(source, lc) if source is not None else None

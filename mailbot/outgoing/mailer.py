@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from mailbot.config import OutgoingConfig
+from mailbot.config import DeskConfig, OutgoingConfig
 from mailbot.outgoing.outbox import queue
 from mailbot.outgoing.render import Composed, Renderer, compose
 from mailbot.store.tables import OutboxMail
@@ -26,10 +26,15 @@ REPLY = "auto-replied"
 
 
 class Mailer:
-    def __init__(self, renderer: Renderer, outgoing: OutgoingConfig, staff: Sequence[str]) -> None:
+    """Writes as the desk: `desk` says who that is (its name, time zone and staff list),
+    `outgoing` the From it writes with. The parts that mail are handed one, so none of them
+    needs the whole configuration."""
+
+    def __init__(self, renderer: Renderer, outgoing: OutgoingConfig, desk: DeskConfig) -> None:
         self.renderer = renderer
         self.outgoing = outgoing
-        self.staff = list(staff)
+        self.desk = desk
+        self.staff = list(desk.staff)
 
     def compose(self, template: str, context: Mapping[str, Any], to: Sequence[str], *, now: datetime | None,
                 auto_submitted: str | None = AUTOMATIC, in_reply_to: str | None = None,

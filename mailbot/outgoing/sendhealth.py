@@ -34,9 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from mailbot import clock
-from mailbot.config import Config
 from mailbot.outgoing.mailer import Mailer
-from mailbot.outgoing.render import Renderer
 from mailbot.outgoing.sanitize import db_text
 from mailbot.staffing.sla import human_delta
 from mailbot.store.engine import transaction
@@ -55,8 +53,9 @@ def current(session: Session) -> OutgoingHealth | None:
 
 
 class SendHealth:
-    def __init__(self, engine: Engine, config: Config, renderer: Renderer) -> None:
-        self.engine, self.config, self.renderer = engine, config, renderer
+    def __init__(self, engine: Engine, mailer: Mailer) -> None:
+        """The outgoing settings (server, retry base) are the mailer's: the ones the outbox sends by."""
+        self.engine, self.mailer = engine, mailer
         self.tries = 0
         self.next_try = 0.0
         self.last_fault: str | None = None
@@ -70,7 +69,7 @@ class SendHealth:
         now = clock.utcnow()
         self.tries += 1
         self.last_fault = fault
-        wait = min(self.config.outgoing.retry_base_seconds * 2 ** (self.tries - 1), FAULT_MAX_WAIT)
+        wait = min(self.mailer.outgoing.retry_base_seconds * 2 ** (self.tries - 1), FAULT_MAX_WAIT)
         self.next_try = time.monotonic() + wait
         with transaction(self.engine) as session:
             if session.get(OutgoingHealth, NAME) is None:
@@ -121,14 +120,14 @@ class SendHealth:
         return True
 
     def _alert(self, session: Session, since: datetime, now: datetime, error: str, tries: int, held: int) -> None:
-        if not self.config.desk.staff:
+        if not self.mailer.staff:
             log.warning("outgoing outage over: no desk.staff configured, so no alert mail")
             return
-        out, zone = self.config.outgoing, self.config.desk.zone
-        context = {"desk_name": self.config.desk.name, "ref": None, "error": error, "tries": tries, "held": held,
+        out, zone = self.mailer.outgoing, self.mailer.desk.zone
+        context = {"desk_name": self.mailer.desk.name, "ref": None, "error": error, "tries": tries, "held": held,
                    "since_local": clock.local(since, zone), "now_local": clock.local(now, zone),
                    "duration": human_delta(now - since),
                    "server": f"{out.host}:{out.port}" if out.transport == "smtp" else out.maildir_path}
-        Mailer(self.renderer, out, self.config.desk.staff).to_staff(
+        self.mailer.to_staff(
             session, "send_alert", context, kind="alert_outgoing", now=now,
             dedupe=f"alert:outgoing:{since.isoformat()}")

@@ -52,12 +52,12 @@ def open_portal(config: Config, host: str, port: int,
     except PortalSecretError as e:
         raise ConfigError(str(e)) from None
     engine = make_engine(database_url(config))
-    lister = open_lister(config, engine, environ)
+    lister = open_lister(config.listing, Path(config.base_dir), engine, environ)
     if lister is None:
         engine.dispose()
         raise ConfigError("portal: [listing] source is not set: the portal has no list to look IPs up in")
     create_schema(engine)
-    sender = Sender(config, engine)
+    sender = Sender(config.outgoing, Path(config.base_dir), engine)
     portal = Portal(config, engine, lister, key, config.portal.base_url(host, port), kick=sender.kick)
     t = config.templates
     pages = Pages(config.path(t.dir) if t.dir else None, LANGUAGES)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from mailbot.config import Config
+from mailbot.config import OutgoingConfig
 from mailbot.outgoing.outbox import flush
 from mailbot.outgoing.transports import make_transport
 
@@ -24,9 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class Sender:
-    def __init__(self, config: Config, engine: Engine,
+    def __init__(self, outgoing: OutgoingConfig, base_dir: Path, engine: Engine,
                  send: Callable[[], object] | None = None) -> None:
-        self.config, self.engine = config, engine
+        """`base_dir`: where relative paths of `[outgoing]` start (the config file's directory)."""
+        self.outgoing, self.base_dir, self.engine = outgoing, base_dir, engine
         self.send = send or self.flush_once
         self.wanted = threading.Event()
         self.stopping = threading.Event()
@@ -39,8 +40,8 @@ class Sender:
         self.wanted.set()
 
     def flush_once(self) -> object:
-        transport = make_transport(self.config.outgoing, Path(self.config.base_dir))
-        r = flush(self.engine, transport, self.config.outgoing, should_stop=self.stopping.is_set, limit=200)
+        transport = make_transport(self.outgoing, self.base_dir)
+        r = flush(self.engine, transport, self.outgoing, should_stop=self.stopping.is_set, limit=200)
         if r.fault:
             log.warning("portal: mail not sent yet (%s); it stays queued for the daemon", r.fault)
         return r

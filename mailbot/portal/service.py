@@ -93,7 +93,7 @@ class Portal:
         t = self.config.templates
         override = self.config.path(t.dir) if t.dir else None
         for lang in LANGUAGES:
-            self.mailers[lang] = Mailer(Renderer(override, lang), self.config.outgoing, self.config.desk.staff)
+            self.mailers[lang] = Mailer(Renderer(override, lang), self.config.outgoing, self.config.desk)
         self.categories = portal_categories(self.config)
         self.policy = Policy(self.config.policy)
         self.trusted = limits.trusted_networks(self.config.portal.trusted_proxies)

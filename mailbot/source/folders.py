@@ -18,9 +18,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailbot import clock
-from mailbot.config import Config
+from mailbot.config import AlertsConfig
 from mailbot.outgoing.mailer import Mailer
-from mailbot.outgoing.render import Renderer
 from mailbot.outgoing.sanitize import db_text
 from mailbot.store.engine import transaction
 from mailbot.store.tables import FolderHealth
@@ -28,7 +27,7 @@ from mailbot.store.tables import FolderHealth
 log = logging.getLogger(__name__)
 
 
-def failed(engine: Engine, config: Config, renderer: Renderer, folder: str, mailbox: str, error: str) -> None:
+def failed(engine: Engine, mailer: Mailer, alerts: AlertsConfig, folder: str, mailbox: str, error: str) -> None:
     """Folder `folder` (stored messages name it `mailbox`) could not be read in this poll."""
     now = clock.utcnow()
     log.warning("folder %s cannot be read, skipped (the inbox goes on): %s", folder, error,
@@ -40,13 +39,13 @@ def failed(engine: Engine, config: Config, renderer: Renderer, folder: str, mail
             session.add(row)
         row.last_error = db_text(error, 2000) or ""
         row.last_error_at = now
-        limit = timedelta(minutes=config.alerts.poll_failure_minutes)
+        limit = timedelta(minutes=alerts.poll_failure_minutes)
         if not row.alert_open and now - _aware(row.failing_since) >= limit:
-            _alert(session, config, renderer, "failing", folder, row, now)
+            _alert(session, mailer, alerts, "failing", folder, row, now)
             row.alert_open = True
 
 
-def ok(engine: Engine, config: Config, renderer: Renderer, folder: str, mailbox: str) -> None:
+def ok(engine: Engine, mailer: Mailer, alerts: AlertsConfig, folder: str, mailbox: str) -> None:
     """Folder `folder` was read: if it was failing, it is no more (one read; a write only then)."""
     with Session(engine) as session:
         if session.get(FolderHealth, mailbox) is None:
@@ -59,7 +58,7 @@ def ok(engine: Engine, config: Config, renderer: Renderer, folder: str, mailbox:
         log.warning("folder %s is read again (it could not be since %s)", folder, row.failing_since,
                     extra={"mailbox": mailbox})
         if row.alert_open:
-            _alert(session, config, renderer, "recovered", folder, row, now)
+            _alert(session, mailer, alerts, "recovered", folder, row, now)
         session.delete(row)
 
 
@@ -72,15 +71,15 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=clock.utcnow().tzinfo)
 
 
-def _alert(session: Session, config: Config, renderer: Renderer, kind: str, folder: str, row: FolderHealth,
+def _alert(session: Session, mailer: Mailer, alerts: AlertsConfig, kind: str, folder: str, row: FolderHealth,
            now: datetime) -> None:
-    if not config.desk.staff:
+    if not mailer.staff:
         return
-    zone = config.desk.zone
-    context = {"desk_name": config.desk.name, "ref": None, "kind": kind, "folder": folder, "mailbox": row.mailbox,
+    zone = mailer.desk.zone
+    context = {"desk_name": mailer.desk.name, "ref": None, "kind": kind, "folder": folder, "mailbox": row.mailbox,
                "error": row.last_error, "since_local": clock.local(row.failing_since, zone),
-               "now_local": clock.local(now, zone), "minutes": config.alerts.poll_failure_minutes}
-    Mailer(renderer, config.outgoing, config.desk.staff).to_staff(
+               "now_local": clock.local(now, zone), "minutes": alerts.poll_failure_minutes}
+    mailer.to_staff(
         session, "folder_alert", context, kind=f"alert_{kind}", now=now,
         # hashed: a mailbox name may be longer than the key's column
         dedupe=f"alert:folder:{hashlib.sha256(row.mailbox.encode()).hexdigest()[:24]}:{kind}:"

@@ -26,11 +26,10 @@ from sqlalchemy import exists, func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from mailbot.config import Config
+from mailbot.config import AutodelistConfig
 from mailbot.listing import Lister, ListingError
-from mailbot.outgoing.render import Renderer
 from mailbot.staffing import outcomes
-from mailbot.staffing.staff import StaffError
+from mailbot.staffing.staff import StaffError, StaffSettings
 from mailbot.store.states import EventKind, ListingState, TicketState
 from mailbot.store.tables import Ticket, TicketEvent
 
@@ -51,9 +50,8 @@ def _done_since(session: Session, since: datetime) -> int:
         TicketEvent.kind == EventKind.OUTCOME, TicketEvent.actor == ACTOR, col(TicketEvent.at) > since)).one()
 
 
-def candidates(session: Session, config: Config, now: datetime) -> list[Ticket]:
+def candidates(session: Session, a: AutodelistConfig, now: datetime) -> list[Ticket]:
     """The open tickets the rule allows now, oldest first (before the limits)."""
-    a = config.autodelist
     if not a.categories:
         return []
     held = exists().where(col(TicketEvent.ticket_id) == col(Ticket.id), col(TicketEvent.kind) == EventKind.HOLD)
@@ -66,13 +64,13 @@ def candidates(session: Session, config: Config, now: datetime) -> list[Ticket]:
     ).order_by(col(Ticket.opened_at), col(Ticket.id))).all())
 
 
-def run(engine: Engine, config: Config, renderer: Renderer, lister: Lister | None, now: datetime) -> AutoResult:
+def run(engine: Engine, settings: StaffSettings, a: AutodelistConfig, lister: Lister | None,
+        now: datetime) -> AutoResult:
     result = AutoResult()
-    a = config.autodelist
     if not a.enabled or lister is None:
         return result
     with Session(engine) as session:
-        found = candidates(session, config, now)
+        found = candidates(session, a, now)
         room = min(a.per_hour - _done_since(session, now - timedelta(hours=1)),
                    a.per_day - _done_since(session, now - timedelta(days=1)))
     for ticket in found:
@@ -82,7 +80,7 @@ def run(engine: Engine, config: Config, renderer: Renderer, lister: Lister | Non
         rule = (f"autodelist: a first listing in {ticket.listing_category}, held {a.hold_minutes:g} min "
                 "without a veto")
         try:
-            done = outcomes.delist(engine, config, renderer, lister, ticket.ref, ACTOR, rule)
+            done = outcomes.delist(engine, settings, lister, ticket.ref, ACTOR, rule)
         except (ListingError, StaffError) as e:  # recorded on the ticket by outcomes; a person looks
             log.warning("autodelist of %s failed: %s", ticket.ref, e)
             result.failed.append(ticket.ref)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import load_only
 from sqlmodel import Session, col, select
 
 from mailbot import clock
-from mailbot.config import Config
+from mailbot.config import DeskConfig, SlaConfig
 from mailbot.desk import commands
 from mailbot.desk.expiry import EXPIRY_ACTOR
 from mailbot.desk.listing_check import summary
@@ -76,10 +76,10 @@ def flag(t: Ticket) -> str:
     return "not listed" if t.listing == ListingState.NOT_LISTED and t.state in WAITING_FOR_STAFF else ""
 
 
-def build(session: Session, config: Config, now: datetime, since: datetime) -> dict[str, Any]:
+def build(session: Session, desk: DeskConfig, sla: SlaConfig, now: datetime, since: datetime) -> dict[str, Any]:
     """Everything the digest shows. Each section's count is the number of tickets in it (the
     list may stop at LIST_CAP), and "open" is `WAITING_FOR_STAFF` everywhere."""
-    zone = config.desk.zone
+    zone = desk.zone
     by_state: dict[str, int] = dict.fromkeys(STATES, 0)
     for state, n in session.exec(select(Ticket.state, func.count()).group_by(col(Ticket.state))).all():
         by_state[state] = n
@@ -108,7 +108,7 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
                 "due_local": clock.local(t.due_at, zone) if waiting else "-",
                 # a clock runs only while the ticket waits for staff: no "time left" for the others
                 "time_left": time_left(t.due_at, now) if waiting else f"no clock ({t.state.replace('_', ' ')})",
-                "bar": _bar(t.due_at if waiting else None, now, config.sla.hours),
+                "bar": _bar(t.due_at if waiting else None, now, sla.hours),
                 "reason": t.reason or "", "flag": flag(t), "listing": summary(t, zone)}
 
     # open tickets by who has them, with each one's latest staff-only note
@@ -174,7 +174,7 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
         .group_by(col(StoredMessage.sender)).having(func.count(func.distinct(StoredMessage.ticket_id)) > 1)
         .order_by(func.count(func.distinct(StoredMessage.ticket_id)).desc()).limit(20)).all()
     return {
-        "desk_name": config.desk.name, "ref": None, "width": 760, "hours": config.sla.hours,
+        "desk_name": desk.name, "ref": None, "width": 760, "hours": sla.hours,
         "now_local": clock.local(now, zone), "since_local": clock.local(since, zone),
         "open_states": list(WAITING_FOR_STAFF),
         "by_state": by_state, "families": dict(sorted(families.items())),
@@ -185,7 +185,7 @@ def build(session: Session, config: Config, now: datetime, since: datetime) -> d
         "answered": [row(t) for t in answered], "answered_total": answered_total,
         "redirected": [row(t) for t in redirected], "redirected_total": redirected_total,
         "needs_info": [row(t) for t in needs_info], "needs_info_total": needs_info_total,
-        "expired_total": expired_total, "needs_info_days": config.desk.needs_info_days,
+        "expired_total": expired_total, "needs_info_days": desk.needs_info_days,
         "quarantined": [{"id": q[0], "sender": q[1] or "-", "subject": q[2] or "", "outcome": q[3] or "",
                          "fetched_local": clock.local(q[4], zone)} for q in quarantined],
         "quarantined_total": quarantined_total,
@@ -210,17 +210,18 @@ def last_run(session: Session) -> datetime | None:
     return session.exec(select(func.max(DigestRun.created_at))).one()
 
 
-def render(engine: Engine, config: Config, renderer: Renderer, now: datetime | None = None) -> tuple[str, str, str]:
+def render(engine: Engine, renderer: Renderer, desk: DeskConfig, sla: SlaConfig,
+           now: datetime | None = None) -> tuple[str, str, str]:
     now = now or clock.utcnow()
     with Session(engine) as session:
         since = last_run(session) or now - timedelta(days=1)
-        return renderer.render(MailKind.DIGEST, build(session, config, now, since))
+        return renderer.render(MailKind.DIGEST, build(session, desk, sla, now, since))
 
 
-def send(engine: Engine, config: Config, renderer: Renderer, slot: str, now: datetime | None = None) -> bool:
+def send(engine: Engine, mailer: Mailer, sla: SlaConfig, slot: str, now: datetime | None = None) -> bool:
     """Queue the digest for `slot`; False when that slot's digest exists already (or no staff)."""
     now = now or clock.utcnow()
-    if not config.desk.staff:
+    if not mailer.staff:
         log.warning("digest: no desk.staff configured; nothing sent")
         return False
     try:
@@ -231,8 +232,8 @@ def send(engine: Engine, config: Config, renderer: Renderer, slot: str, now: dat
             run = DigestRun(slot=slot, created_at=now)
             session.add(run)
             session.flush()  # claim the slot before the work: a racing daemon stops here
-            row = Mailer(renderer, config.outgoing, config.desk.staff).to_staff(
-                session, MailKind.DIGEST, build(session, config, now, since), now=now, dedupe=f"digest:{slot}")
+            row = mailer.to_staff(session, MailKind.DIGEST, build(session, mailer.desk, sla, now, since), now=now,
+                                  dedupe=f"digest:{slot}")
             run.outbox_id = row.id if row else None
     except IntegrityError:
         return False

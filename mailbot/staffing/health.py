@@ -2,7 +2,7 @@
 staff get ONE alert mail when polling has failed for `alerts.poll_failure_minutes`
 and one "recovered" mail when it works again (not one per failed poll).
 
-A running daemon writes a heartbeat every `heartbeat_seconds(config)`; a row
+A running daemon writes a heartbeat every `heartbeat_seconds(schedule.poll_seconds)`; a row
 whose heartbeat is older than `STALE_BEATS` of them belongs to a daemon that
 is gone (`is_running`), whatever else the row says.
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func
@@ -27,10 +27,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from mailbot import clock
-from mailbot.config import Config, database_url
+from mailbot.config import AlertsConfig
 from mailbot.outgoing.mailer import Mailer
-from mailbot.outgoing.render import Composed, Renderer
+from mailbot.outgoing.render import Composed
 from mailbot.outgoing.sanitize import db_text
+from mailbot.outgoing.transports import Transport
 from mailbot.store.engine import fault_line, is_fault, transaction, where
 from mailbot.store.tables import DaemonHealth
 
@@ -48,9 +49,9 @@ def daemon_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def heartbeat_seconds(config: Config) -> float:
+def heartbeat_seconds(poll_seconds: float) -> float:
     """How often a daemon writes its heartbeat: its poll interval, between 1 s and 30 s."""
-    return max(1.0, min(config.schedule.poll_seconds, 30.0))
+    return max(1.0, min(poll_seconds, 30.0))
 
 
 def is_running(row: DaemonHealth, now: datetime) -> bool:
@@ -66,11 +67,14 @@ class Health:
     """One daemon's row. Nothing is written until `start()` (or the first poll): a daemon
     refused by the SQLite lock never appears."""
 
-    def __init__(self, engine: Engine, config: Config, renderer: Renderer, name: str | None = None) -> None:
-        self.engine, self.config, self.renderer = engine, config, renderer
-        self.mailer = Mailer(renderer, config.outgoing, config.desk.staff)
+    def __init__(self, engine: Engine, mailer: Mailer, alerts: AlertsConfig, *, poll_seconds: float, mailbox: str,
+                 database_url: str, transport: Callable[[], Transport], name: str | None = None) -> None:
+        """`mailbox` and `database_url` are what the alerts name (the URL's password is never
+        shown: `where`); `transport` opens the SMTP connection the database alert goes by."""
+        self.engine, self.mailer, self.alerts = engine, mailer, alerts
+        self.poll_seconds, self.mailbox, self.transport = poll_seconds, mailbox, transport
         self.name = name or daemon_name()
-        self.url = database_url(config)
+        self.url = database_url
         self.down_since: datetime | None = None
         """When this daemon first saw the database fail, in this outage (kept here: not there)."""
         self.alerted_directly = False
@@ -82,7 +86,7 @@ class Health:
             row = DaemonHealth(name=self.name, started_at=now)
             session.add(row)
         row.heartbeat_at = now
-        row.heartbeat_seconds = heartbeat_seconds(self.config)
+        row.heartbeat_seconds = heartbeat_seconds(self.poll_seconds)
         return row
 
     def start(self) -> None:
@@ -143,7 +147,7 @@ class Health:
             row.last_error = db_text(error, 2000)
             row.last_error_at = now
             row.failing_since = row.failing_since or now
-            limit = timedelta(minutes=self.config.alerts.poll_failure_minutes)
+            limit = timedelta(minutes=self.alerts.poll_failure_minutes)
             if alert and not row.alert_open and now - row.failing_since >= limit:
                 self._queue("poll_alert", "failing", session, now, row.failing_since, row.last_error or "")
                 row.alert_open = True
@@ -151,19 +155,19 @@ class Health:
     def _database_down(self, error: str, now: datetime) -> None:
         """The database fails: after the alert minutes, one alert straight to the SMTP server."""
         self.down_since = self.down_since or now
-        limit = timedelta(minutes=self.config.alerts.poll_failure_minutes)
+        limit = timedelta(minutes=self.alerts.poll_failure_minutes)
         if self.alerted_directly or now - self.down_since < limit:
             return
-        since = clock.local(self.down_since, self.config.desk.zone)
-        if not self.config.desk.staff:
+        since = clock.local(self.down_since, self.mailer.desk.zone)
+        if not self.mailer.staff:
             log.critical("the database fails since %s and nobody can be alerted (desk.staff is empty): %s",
                          since, error)
             self.alerted_directly = True
             return
         mail = self._compose("database_alert", "failing", now, self.down_since, error)
-        from mailbot.outgoing.transports import DeliveryError, make_transport
+        from mailbot.outgoing.transports import DeliveryError
 
-        transport = make_transport(self.config.outgoing, Path(self.config.base_dir))
+        transport = self.transport()
         try:
             transport.send(mail.envelope_from, list(mail.recipients), mail.raw)
         except (DeliveryError, OSError) as e:
@@ -177,23 +181,22 @@ class Health:
                      "database (%s): %s", since, ", ".join(mail.recipients), mail.message_id, error)
 
     def _compose(self, template: str, kind: str, now: datetime, since: datetime, error: str) -> Composed:
-        return self.mailer.compose(template, self._context(kind, now, since, error), self.config.desk.staff, now=now)
+        return self.mailer.compose(template, self._context(kind, now, since, error), self.mailer.staff, now=now)
 
     def _context(self, kind: str, now: datetime, since: datetime, error: str) -> dict[str, Any]:
-        m = self.config.mailbox
-        context = {"desk_name": self.config.desk.name, "ref": None, "kind": kind, "daemon": self.name,
-                   "mailbox": f"{m.user}@{m.host}:{m.port}/{m.folder}" if m.source == "imap" else m.maildir_path,
+        context = {"desk_name": self.mailer.desk.name, "ref": None, "kind": kind, "daemon": self.name,
+                   "mailbox": self.mailbox,
                    "database": where(self.url), "error": error,
-                   "since_local": clock.local(since, self.config.desk.zone),
-                   "now_local": clock.local(now, self.config.desk.zone),
-                   "minutes": self.config.alerts.poll_failure_minutes}
+                   "since_local": clock.local(since, self.mailer.desk.zone),
+                   "now_local": clock.local(now, self.mailer.desk.zone),
+                   "minutes": self.alerts.poll_failure_minutes}
         return context
 
     def _queue(self, template: str, kind: str, session: Session, now: datetime, since: datetime,
                error: str) -> None:
         what = "mailbox polling" if template == "poll_alert" else f"the database {where(self.url)}"
         log.warning("%s %s (daemon %s)", what, "is failing" if kind == "failing" else "works again", self.name)
-        if not self.config.desk.staff:
+        if not self.mailer.staff:
             return
         prefix = "alert" if template == "poll_alert" else "alert:database"
         self.mailer.to_staff(session, template, self._context(kind, now, since, error), kind=f"alert_{kind}", now=now,

@@ -21,13 +21,10 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from mailbot import clock
-from mailbot.config import Config
 from mailbot.desk import tickets
 from mailbot.listing import Lister, ListingError
-from mailbot.outgoing.mailer import Mailer
-from mailbot.outgoing.render import Renderer
 from mailbot.staffing import outcomes
-from mailbot.staffing.staff import StaffError
+from mailbot.staffing.staff import StaffError, StaffSettings
 from mailbot.store.engine import is_fault, transaction
 from mailbot.store.states import EventKind, MailKind
 from mailbot.store.tables import Ticket, TicketEvent
@@ -48,13 +45,13 @@ def pending(session: Session) -> list[TicketEvent]:
                              .order_by(col(TicketEvent.id)).limit(BATCH)).all())
 
 
-def _one(engine: Engine, config: Config, renderer: Renderer, lister: Lister | None, ref: str, actor: str,
+def _one(engine: Engine, settings: StaffSettings, lister: Lister | None, ref: str, actor: str,
          name: str, argument: str) -> str:
     try:
         if name == "decline":
-            done = outcomes.decline(engine, config, renderer, ref, actor, argument or None)
+            done = outcomes.decline(engine, settings, ref, actor, argument or None)
         else:
-            done = outcomes.delist(engine, config, renderer, lister, ref, actor, argument or None,
+            done = outcomes.delist(engine, settings, lister, ref, actor, argument or None,
                                    condition=name == "conditional")
     except (StaffError, ListingError) as e:
         return f"#{name}: not done: {e}"
@@ -62,7 +59,7 @@ def _one(engine: Engine, config: Config, renderer: Renderer, lister: Lister | No
     return f"#{name}: {done.ref} {done.outcome}{' (done before)' if done.replayed else ''}{told}"
 
 
-def run(engine: Engine, config: Config, renderer: Renderer, lister: Lister | None) -> int:
+def run(engine: Engine, settings: StaffSettings, lister: Lister | None) -> int:
     """Carry out what is pending; how many requests were finished by this call."""
     with Session(engine) as session:
         todo = [(r.id or 0, r.ticket_id, r.actor, r.detail or "{}") for r in pending(session)]
@@ -77,7 +74,7 @@ def run(engine: Engine, config: Config, renderer: Renderer, lister: Lister | Non
             ref = ticket.ref if ticket else ""
         lines = list(data.get("done", []))
         try:
-            lines += [_one(engine, config, renderer, lister, ref, actor, str(name), str(arg))
+            lines += [_one(engine, settings, lister, ref, actor, str(name), str(arg))
                       for name, arg in data.get("later", [])]
         except Exception as e:
             if is_fault(e):
@@ -85,12 +82,12 @@ def run(engine: Engine, config: Config, renderer: Renderer, lister: Lister | Non
             # a bug must not stall the desk: this request waits for a person, the others go on
             log.exception("staff request %s on %s could not be carried out", request_id, ref)
             continue
-        if _finish(engine, config, renderer, ticket_id, request_id, actor, data, lines):
+        if _finish(engine, settings, ticket_id, request_id, actor, data, lines):
             finished += 1
     return finished
 
 
-def _finish(engine: Engine, config: Config, renderer: Renderer, ticket_id: int, request_id: int, actor: str,
+def _finish(engine: Engine, settings: StaffSettings, ticket_id: int, request_id: int, actor: str,
             data: dict[str, Any], lines: list[str]) -> bool:
     now = clock.utcnow()
     try:
@@ -102,9 +99,9 @@ def _finish(engine: Engine, config: Config, renderer: Renderer, ticket_id: int, 
             session.flush()  # another daemon finished it first: stop before a second confirmation
             to = data.get("to")
             if isinstance(to, str) and to:
-                Mailer(renderer, config.outgoing, config.desk.staff).to_person(
+                settings.mailer.to_person(
                     session, MailKind.STAFF_CONFIRMATION,
-                    {"ref": ticket.ref, "results": lines, "desk_name": config.desk.name}, to,
+                    {"ref": ticket.ref, "results": lines, "desk_name": settings.mailer.desk.name}, to,
                     kind=MailKind.STAFF_CONFIRMATION, ticket_id=ticket.id, ticket_ref=ticket.ref, now=now,
                     dedupe=f"confirm:{data.get('message')}", in_reply_to=data.get("in_reply_to"),
                     references=[str(r) for r in data.get("references", [])])

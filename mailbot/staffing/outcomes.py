@@ -33,13 +33,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from mailbot import clock
-from mailbot.config import Config
 from mailbot.desk import tickets
 from mailbot.listing import DelistResult, Lister, ListingError, delist_key
-from mailbot.outgoing.mailer import Mailer
-from mailbot.outgoing.render import Renderer
 from mailbot.outgoing.sanitize import db_text
-from mailbot.staffing.staff import StaffError, queue_replies, ticket_of
+from mailbot.staffing.staff import StaffError, StaffSettings, queue_replies, ticket_of
 from mailbot.store.engine import transaction
 from mailbot.store.states import EventKind, MailKind, Outcome, TicketState
 from mailbot.store.tables import Ticket, TicketEvent
@@ -81,11 +78,10 @@ def _done_before(engine: Engine, ticket_id: int, key: str) -> Done:
         return Done(ticket.ref, str(event.outcome), answer=event.detail, replayed=True)
 
 
-def _record(engine: Engine, config: Config, renderer: Renderer, ticket_id: int, what: Outcome, actor: str,
+def _record(engine: Engine, settings: StaffSettings, ticket_id: int, what: Outcome, actor: str,
             note: str | None, key: str, delisted: DelistResult | None, now: datetime) -> Done:
     """The outcome, its reply to each sender and (for a delist) the audit event, in one
     transaction; a second record with the same key rolls back and reports the first."""
-    mailer = Mailer(renderer, config.outgoing, config.desk.staff)
     try:
         with transaction(engine) as session:
             ticket = session.get(Ticket, ticket_id)
@@ -100,7 +96,7 @@ def _record(engine: Engine, config: Config, renderer: Renderer, ticket_id: int, 
                               now)
             tickets.outcome(session, ticket, what, actor, db_text(note or answer, 2000), now, once=key)
             session.flush()  # the once key: a concurrent or repeated record stops here, before any mail
-            sent_to = queue_replies(session, config, mailer, ticket, TEMPLATES[what], actor, note, now,
+            sent_to = queue_replies(session, settings, ticket, TEMPLATES[what], actor, note, now,
                                     required=False)
             if what == Outcome.NOT_LISTED and ticket.state != TicketState.NOT_LISTED:
                 tickets.not_listed(session, ticket, actor, f"{delisted.source if delisted else 'staff'}: "
@@ -135,7 +131,7 @@ def _target(engine: Engine, ref: str) -> tuple[int, str, str | None, Ticket]:
         return ticket.id, ticket.ref, ticket.ip, ticket
 
 
-def delist(engine: Engine, config: Config, renderer: Renderer, lister: Lister | None, ref: str, actor: str,
+def delist(engine: Engine, settings: StaffSettings, lister: Lister | None, ref: str, actor: str,
            note: str | None, condition: bool = False) -> Done:
     """Delist the ticket's IP at the source, then (only then) tell its senders. Raises
     StaffError, or the source's `ListingError` after recording it on the ticket."""
@@ -156,30 +152,30 @@ def delist(engine: Engine, config: Config, renderer: Renderer, lister: Lister | 
     try:
         result = lister.delist(ip, source_key, actor, note)
     except ListingError as e:
-        _failed(engine, tid, actor, source_key, e, config.listing.delist_attempts)
+        _failed(engine, tid, actor, source_key, e, settings.delist_attempts)
         raise
     if not result.delisted:
         what, note = Outcome.NOT_LISTED, None
-    return _record(engine, config, renderer, tid, what, actor, note, key, result, clock.utcnow())
+    return _record(engine, settings, tid, what, actor, note, key, result, clock.utcnow())
 
 
-def decline(engine: Engine, config: Config, renderer: Renderer, ref: str, actor: str, reason: str | None) -> Done:
+def decline(engine: Engine, settings: StaffSettings, ref: str, actor: str, reason: str | None) -> Done:
     """Tell the senders the listing stays, and why (`reason` becomes the mail's note)."""
     tid, _ref, _ip, ticket = _target(engine, ref)
-    return _record(engine, config, renderer, tid, Outcome.DECLINED, actor, reason,
+    return _record(engine, settings, tid, Outcome.DECLINED, actor, reason,
                    once_key(Outcome.DECLINED, ticket), None, clock.utcnow())
 
 
-def by_template(engine: Engine, config: Config, renderer: Renderer, lister: Lister | None, ref: str,
+def by_template(engine: Engine, settings: StaffSettings, lister: Lister | None, ref: str,
                 template: str, actor: str, note: str | None) -> Done:
     """`reply --template T` for an outcome's template: the delist first where a source is
     configured; without one, the outcome on staff's word (they delisted it elsewhere)."""
     what = BY_TEMPLATE[template]
     if what == Outcome.DECLINED:
-        return decline(engine, config, renderer, ref, actor, note)
+        return decline(engine, settings, ref, actor, note)
     if lister is not None:
-        return delist(engine, config, renderer, lister, ref, actor, note, condition=what == Outcome.CONDITIONAL)
+        return delist(engine, settings, lister, ref, actor, note, condition=what == Outcome.CONDITIONAL)
     if what == Outcome.CONDITIONAL and not (note or "").strip():
         raise StaffError("a conditional delisting needs its condition: --note \"...\"")
     tid, _ref, _ip, ticket = _target(engine, ref)
-    return _record(engine, config, renderer, tid, what, actor, note, once_key(what, ticket), None, clock.utcnow())
+    return _record(engine, settings, tid, what, actor, note, once_key(what, ticket), None, clock.utcnow())

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,12 +24,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailbot import clock
-from mailbot.config import Config
+from mailbot.config import SlaConfig
 from mailbot.desk import commands
 from mailbot.desk.listing_check import summary
 from mailbot.outgoing import sanitize
 from mailbot.outgoing.mailer import Mailer
-from mailbot.outgoing.render import Renderer
 from mailbot.store.engine import is_postgres, transaction
 from mailbot.store.states import MailKind, TicketState
 from mailbot.store.tables import OutboxMail, SlaNotice, StoredMessage, Ticket, format_ref
@@ -114,22 +114,22 @@ def _load(session: Session, ids: list[int]) -> list[Ticket]:
     return [rows[i] for i in ids if i in rows]
 
 
-def ticket_facts(session: Session, t: Ticket, config: Config, now: datetime) -> dict[str, Any]:
+def ticket_facts(session: Session, t: Ticket, zone: ZoneInfo, now: datetime) -> dict[str, Any]:
     return {
         "ref": t.ref, "sender": t.sender or "unknown", "ip": t.ip or "-", "full_code": t.full_code or "-",
-        "text": t.text or "", "subject": t.subject or "", "due_local": clock.local(t.due_at, config.desk.zone),
-        "time_left": time_left(t.due_at, now), "opened_local": clock.local(t.opened_at, config.desk.zone),
+        "text": t.text or "", "subject": t.subject or "", "due_local": clock.local(t.due_at, zone),
+        "time_left": time_left(t.due_at, now), "opened_local": clock.local(t.opened_at, zone),
         "original": original_text(session, t),
         # staff mail: the listing and its reason (never in a sender's mail)
-        "listing": summary(t, config.desk.zone), "listing_reason": t.listing_reason or "", "repeat": t.repeat,
+        "listing": summary(t, zone), "listing_reason": t.listing_reason or "", "repeat": t.repeat,
     }
 
 
-def sweep(engine: Engine, config: Config, renderer: Renderer, now: datetime | None = None) -> SweepResult:
+def sweep(engine: Engine, mailer: Mailer, sla: SlaConfig, now: datetime | None = None) -> SweepResult:
     now = now or clock.utcnow()
     result = SweepResult()
     with transaction(engine) as session:
-        crossing = _crossing(session, now, timedelta(hours=config.sla.escalate_before))
+        crossing = _crossing(session, now, timedelta(hours=sla.escalate_before))
         if not crossing:
             return result
         mine = _record(session, engine, crossing, now)
@@ -148,17 +148,16 @@ def sweep(engine: Engine, config: Config, renderer: Renderer, now: datetime | No
             if refs:
                 log.warning("SLA: %d ticket(s) %s: %s%s", len(refs), kind, " ".join(refs[:20]),
                             " ..." if len(refs) > 20 else "")
-        if not config.desk.staff:
+        if not mailer.staff:
             log.warning("no desk.staff configured: %d SLA notices not mailed", len(ours))
             return result
         breach_ids = [tid for tid, k in ours if k == "breach"]
         escalation_ids = [tid for tid, k in ours if k == "escalation"]
-        mailer = Mailer(renderer, config.outgoing, config.desk.staff)
         # An escalation goes to the ticket's assignee first (when that is an address); the staff
         # list gets the unassigned ones and every breach.
         by_assignee = _assigned(session, escalation_ids)
         for assignee, theirs in sorted(by_assignee.items()):
-            _notice(session, config, mailer, now, [], theirs, f"sla:{assignee}:{min(theirs)}:{now.isoformat()}",
+            _notice(session, sla, mailer, now, [], theirs, f"sla:{assignee}:{min(theirs)}:{now.isoformat()}",
                     to=[assignee])
         assigned = {tid for theirs in by_assignee.values() for tid in theirs}
         escalation_ids = [tid for tid in escalation_ids if tid not in assigned]
@@ -166,7 +165,7 @@ def sweep(engine: Engine, config: Config, renderer: Renderer, now: datetime | No
             result.mailed = bool(by_assignee)
             return result
         first = min(tid for tid, _ in ours)
-        row = _notice(session, config, mailer, now, breach_ids, escalation_ids, f"sla:{first}:{now.isoformat()}")
+        row = _notice(session, sla, mailer, now, breach_ids, escalation_ids, f"sla:{first}:{now.isoformat()}")
         result.mailed = row is not None
     return result
 
@@ -183,18 +182,18 @@ def _assigned(session: Session, ids: list[int]) -> dict[str, list[int]]:
     return out
 
 
-def _notice(session: Session, config: Config, mailer: Mailer, now: datetime, breach_ids: list[int],
+def _notice(session: Session, sla: SlaConfig, mailer: Mailer, now: datetime, breach_ids: list[int],
             escalation_ids: list[int], dedupe: str, to: list[str] | None = None) -> OutboxMail | None:
     # A mass block can cross thousands at once: the mail details the first ones and counts the rest.
     breaches = _load(session, breach_ids[:MAIL_DETAIL])
     escalations = _load(session, escalation_ids[:MAIL_DETAIL])
     context = {
-        "desk_name": config.desk.name, "hours": config.sla.hours, "ref": None,
-        "escalations": [ticket_facts(session, t, config, now) for t in escalations[:MAIL_DETAIL]],
-        "breaches": [ticket_facts(session, t, config, now) for t in breaches[:MAIL_DETAIL]],
+        "desk_name": mailer.desk.name, "hours": sla.hours, "ref": None,
+        "escalations": [ticket_facts(session, t, mailer.desk.zone, now) for t in escalations[:MAIL_DETAIL]],
+        "breaches": [ticket_facts(session, t, mailer.desk.zone, now) for t in breaches[:MAIL_DETAIL]],
         "more_escalations": max(len(escalation_ids) - MAIL_DETAIL, 0),
         "more_breaches": max(len(breach_ids) - MAIL_DETAIL, 0),
-        "now_local": clock.local(now, config.desk.zone),
+        "now_local": clock.local(now, mailer.desk.zone),
         "commands": commands.usage(TicketState.OPEN),  # every escalated ticket is open
     }
     return mailer.to_staff(session, MailKind.SLA_NOTICE, context, now=now, dedupe=dedupe, to=to)

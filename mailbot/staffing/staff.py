@@ -5,19 +5,18 @@ the ticket answered). Each is one transaction with its event.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailbot import clock
-from mailbot.config import Config
 from mailbot.desk import tickets
 from mailbot.errors import CommandFailed
 from mailbot.identity import person
 from mailbot.outgoing import sanitize
 from mailbot.outgoing.mailer import Mailer
-from mailbot.outgoing.render import Renderer
 from mailbot.store.engine import transaction
 from mailbot.store.states import EventKind, MailKind, TicketState
 from mailbot.store.tables import StoredMessage, Ticket, TicketSender, parse_ref
@@ -25,6 +24,18 @@ from mailbot.store.tables import StoredMessage, Ticket, TicketSender, parse_ref
 
 class StaffError(CommandFailed):
     """The action cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class StaffSettings:
+    """What staff's actions read of the configuration, and no more: the mailer (who the desk
+    is and writes as), the desk's own addresses (never written to as a sender), the SLA's
+    hours (a reopened ticket's new clock) and the delist attempts (named when one fails)."""
+
+    mailer: Mailer
+    own_addresses: frozenset[str]
+    sla_hours: float
+    delist_attempts: int
 
 
 def ticket_of(session: Session, ref: str) -> Ticket:
@@ -76,38 +87,38 @@ def note(engine: Engine, ref: str, text: str, actor: str) -> Ticket:
         return ticket
 
 
-def reopen(engine: Engine, config: Config, ref: str, actor: str, note: str | None) -> Ticket:
+def reopen(engine: Engine, sla_hours: float, ref: str, actor: str, note: str | None) -> Ticket:
     with transaction(engine) as session:
         ticket = ticket_of(session, ref)
         if ticket.state == TicketState.OPEN:
             raise StaffError(f"{ticket.ref} is already open")
-        tickets.reopen(session, ticket, actor, note or "reopened (command line)", clock.utcnow(), config.sla.hours)
+        tickets.reopen(session, ticket, actor, note or "reopened (command line)", clock.utcnow(), sla_hours)
         return ticket
 
 
-def reply(engine: Engine, config: Config, renderer: Renderer, ref: str, template: str, actor: str,
+def reply(engine: Engine, settings: StaffSettings, ref: str, template: str, actor: str,
           note: str | None) -> list[str]:
     """Queue the templated reply to each sender of the ticket; returns the recipients."""
+    renderer = settings.mailer.renderer
     if template.startswith("_") or template not in renderer.names():
         raise StaffError(f"no template {template!r} (have: {', '.join(renderer.names())})")
     now = clock.utcnow()
     with transaction(engine) as session:
         ticket = ticket_of(session, ref)
-        sent_to = queue_replies(session, config, Mailer(renderer, config.outgoing, config.desk.staff), ticket,
-                                template, actor, note, now)
+        sent_to = queue_replies(session, settings, ticket, template, actor, note, now)
         if ticket.state in tickets.ANSWERABLE:
             tickets.mark_answered(session, ticket, actor, f"templated reply {template}", now)
         return sent_to
 
 
-def queue_replies(session: Session, config: Config, mailer: Mailer, ticket: Ticket, template: str, actor: str,
+def queue_replies(session: Session, settings: StaffSettings, ticket: Ticket, template: str, actor: str,
                   note: str | None, now: datetime, required: bool = True) -> list[str]:
     """Queue `template` to each sender of the ticket, in the caller's transaction, and record
     it (a staff_reply event); returns the recipients. Nobody to write to: StaffError, or [] when
     not `required` (an outcome that happened stands without its mail)."""
     # Only the ticket's own senders, each shown what was read from their own forward and
     # threaded to their own messages: nobody sees another sender's address, code or text.
-    recipients = [s for s in tickets.senders(session, ticket) if s.address.lower() not in config.own_addresses]
+    recipients = [s for s in tickets.senders(session, ticket) if s.address.lower() not in settings.own_addresses]
     if not recipients and sanitize.address(ticket.sender):
         recipients = [TicketSender(ticket_id=ticket.id or 0, person=person(str(ticket.sender)),
                                    address=str(ticket.sender), ip=ticket.ip, reply_code=ticket.reply_code,
@@ -124,12 +135,12 @@ def queue_replies(session: Session, config: Config, mailer: Mailer, ticket: Tick
         theirs = [m.message_id for m in inbound if m.message_id and m.sender and person(m.sender) == who.person]
         context = {"ref": ticket.ref, "ip": who.ip or ticket.ip or "the IP address",
                    "full_code": who.full_code or "", "rejection_text": who.text or "",
-                   "desk_name": config.desk.name, "note": note or ""}
+                   "desk_name": settings.mailer.desk.name, "note": note or ""}
         # written by a person: no Auto-Submitted, so the sender's client treats it as an answer
         assert ticket.id is not None
-        mailer.to_person(session, template, context, who.address, kind=MailKind.STAFF_REPLY, ticket_id=ticket.id,
-                         ticket_ref=ticket.ref, now=now, dedupe=None, in_reply_to=theirs[-1] if theirs else None,
-                         references=theirs, auto_submitted=None)
+        settings.mailer.to_person(session, template, context, who.address, kind=MailKind.STAFF_REPLY,
+                                  ticket_id=ticket.id, ticket_ref=ticket.ref, now=now, dedupe=None,
+                                  in_reply_to=theirs[-1] if theirs else None, references=theirs, auto_submitted=None)
         sent_to.append(who.address)
     tickets.event(session, ticket, EventKind.STAFF_REPLY, actor, f"template {template} to {', '.join(sent_to)}", now)
     return sent_to
