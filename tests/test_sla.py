@@ -185,7 +185,7 @@ def test_two_sweeps_racing_send_each_notice_once(make_world: Any) -> None:
         def race() -> None:
             barrier.wait()
             try:
-                results.append(sweep(w.desk.engine, w.desk.config, w.desk.renderer))
+                results.append(sweep(w.desk.engine, w.desk.mailer, w.desk.config.sla))
             except BaseException as e:  # reported below
                 errors.append(e)
 
