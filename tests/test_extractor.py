@@ -161,3 +161,81 @@ def test_close_ends_the_worker_and_so_does_dropping_the_extractor() -> None:
     del dropped
     gc.collect()
     assert gone(pid)
+
+
+# -- many mails at once (issue #16: no round trip to the worker per mail) ------------------------
+
+def test_many_mails_at_once_are_read_as_one_by_one_in_one_worker(extractor: Extractor) -> None:
+    raws = [sample(name) for name in SAMPLES] * 4
+    assert extractor.run_many(raws) == [extract(raw) for raw in raws]
+    assert extractor.started == 1
+
+
+def test_a_mail_past_its_deadline_among_many_is_an_overrun_in_its_place_and_the_others_are_read() -> None:
+    ex = Extractor(seconds=0.5, memory_mb=1024)
+    try:
+        raws = [sample(SAMPLES[0]), many_parts(5_000_000), sample(SAMPLES[1]), sample(SAMPLES[2])]
+        started = time.monotonic()
+        found = ex.run_many(raws)
+        assert time.monotonic() - started < 5
+        assert isinstance(found[1], ExtractionOverrun)
+        assert found[1].reason == "extraction took longer than 0.5 s (extraction.seconds)"
+        assert [found[i] for i in (0, 2, 3)] == [extract(raws[i]) for i in (0, 2, 3)]
+        assert ex.started == 2  # the mails after it went to a fresh worker
+    finally:
+        ex.close()
+
+
+def test_a_mail_over_the_memory_limit_among_many_is_an_overrun_in_its_place() -> None:
+    ex = Extractor(seconds=60, memory_mb=128)
+    try:
+        found = ex.run_many([sample(SAMPLES[0]), many_parts(20_000_000), sample(SAMPLES[0])])
+        assert isinstance(found[1], ExtractionOverrun)
+        assert found[1].reason == "extraction needed more than 128 MiB (extraction.memory_mb)"
+        assert found[0] == found[2] == extract(sample(SAMPLES[0]))
+    finally:
+        ex.close()
+
+
+def test_a_worker_killed_under_one_of_many_is_replaced_and_that_mail_and_the_rest_are_read(
+        extractor: Extractor) -> None:
+    extractor.run(sample(SAMPLES[0]))
+    first = extractor.pid
+    assert first is not None
+    threading.Timer(0.3, os.kill, (first, signal.SIGKILL)).start()
+    slow = build("dsn-records", 5_000_000, spread=True)  # reads for its 1.5 s budget
+    found = extractor.run_many([slow, sample(SAMPLES[0])])
+    assert [f.status for f in found if not isinstance(f, ExtractionOverrun)] == ["5.1.1", "5.7.511"]
+    assert extractor.started == 2
+
+
+def test_a_mail_that_kills_its_worker_twice_among_many_is_an_overrun_and_the_rest_are_read(
+        extractor: Extractor) -> None:
+    stop = threading.Event()
+
+    def kill_every_worker() -> None:
+        seen: set[int] = set()
+        while not stop.is_set():
+            pid = extractor.pid
+            if pid is not None and pid not in seen:
+                seen.add(pid)
+                time.sleep(0.6)  # started (0.1 s) and under the slow mail (1.5 s)
+                if stop.is_set():
+                    break
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                if len(seen) == 2:
+                    return  # the third worker reads the rest
+            time.sleep(0.01)
+
+    extractor.run(sample(SAMPLES[0]))
+    killer = threading.Thread(target=kill_every_worker)
+    killer.start()
+    try:
+        found = extractor.run_many([build("dsn-records", 5_000_000, spread=True), sample(SAMPLES[1])])
+    finally:
+        stop.set()
+        killer.join()
+    assert isinstance(found[0], ExtractionOverrun)
+    assert found[0].reason == "the extraction worker died on it twice (killed by signal 9)"
+    assert found[1] == extract(sample(SAMPLES[1]))
