@@ -7,6 +7,7 @@ the processing), and tests call it directly.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +48,8 @@ HELP_WAIT = 0.2
 """Seconds between looks for freshly stored mail while another daemon fetches."""
 HELP_IDLE = 2.0
 """Seconds without fresh mail after which a helping daemon ends its poll, fetcher or not."""
+SWITCH_INTERVAL = 0.0005
+"""Seconds between GIL hand-overs while replies are sent beside the poll (`SendingBeside`)."""
 
 
 @dataclass
@@ -336,12 +339,18 @@ class SendingBeside:
         self.closing = False
         self.stopped = False
         self.thread: threading.Thread | None = None
+        self.interval = 0.0
 
     def wanted(self) -> None:
         if self.stopped:
             return
         self.asked.set()
         if self.thread is None:
+            # The thread waits on a socket some ten times a mail (SMTP replies, the database), and
+            # each time it must win the GIL back from the processing thread, which lets go only
+            # every switch interval (5 ms by default): that wait, not SMTP, would set its pace.
+            self.interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(self.interval, SWITCH_INTERVAL))
             self.thread = threading.Thread(target=self._run, name="send-beside", daemon=True)
             self.thread.start()
 
@@ -371,6 +380,7 @@ class SendingBeside:
         self.asked.set()
         if self.thread is not None:
             self.thread.join()
+            sys.setswitchinterval(self.interval)
         if self.error is not None and not quiet:
             raise self.error
         return self.result
