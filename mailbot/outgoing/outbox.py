@@ -4,7 +4,9 @@
 and its acknowledgement commit together). `flush` sends due rows one by
 one: each row is claimed, sent, and marked sent in one transaction, so a
 duplicate can only come from a crash between the server's 250 and that
-commit, and then carries the same Message-ID.
+commit, and then carries the same Message-ID. (Those commits do not wait
+for the disk: a crash of the machine may also lose the last marks, and
+resend those mails; see `_marking_connection`.)
 
 The claim is exclusive however many senders run: PostgreSQL locks the row
 (`FOR UPDATE SKIP LOCKED`, held while it is sent); on SQLite every sender
