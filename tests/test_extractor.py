@@ -205,9 +205,7 @@ def test_a_worker_killed_under_one_of_many_is_replaced_and_that_mail_and_the_res
     threading.Timer(0.3, os.kill, (first, signal.SIGKILL)).start()
     slow = build("dsn-records", 5_000_000, spread=True)  # reads for its 1.5 s budget
     found = extractor.run_many([slow, sample(SAMPLES[0])])
-    # read again by the second worker (how far within its 1.5 s budget depends on the machine's load)
-    assert not isinstance(found[0], ExtractionOverrun)
-    assert found[1] == extract(sample(SAMPLES[0]))
+    assert [f.status for f in found if not isinstance(f, ExtractionOverrun)] == ["5.1.1", "5.7.511"]
     assert extractor.started == 2
 
 
@@ -219,10 +217,9 @@ def test_a_mail_that_kills_its_worker_twice_among_many_is_an_overrun_and_the_res
         seen: set[int] = set()
         while not stop.is_set():
             pid = extractor.pid
-            # a worker once it said it is ready (however long a loaded machine takes to start it)
-            if pid is not None and pid not in seen and extractor.started > len(seen):
+            if pid is not None and pid not in seen:
                 seen.add(pid)
-                time.sleep(0.3)  # under the slow mail (1.5 s)
+                time.sleep(0.6)  # started (0.1 s) and under the slow mail (1.5 s)
                 if stop.is_set():
                     break
                 with contextlib.suppress(ProcessLookupError):
