@@ -38,7 +38,6 @@ import sys
 import threading
 import tomllib
 import weakref
-from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
 from mailbot import PACKAGE_DIR
@@ -123,91 +122,6 @@ class Extractor:
                     raise ExtractorUnavailable(f"the extraction worker answered {kind!r}")
                 return value
             raise AssertionError("unreachable: the second attempt returns or raises")
-
-    def run_many(self, raws: Sequence[bytes]) -> list[Extraction | ExtractionOverrun]:
-        """`run` for each of `raws`, in order, without a round trip each: a thread sends the mails
-        while this one reads the answers, so the worker goes from one to the next without waiting
-        for us (issue #16). Each mail keeps what `run` gives it: its own deadline (from the answer
-        before it, when the worker starts on it), its memory limit, one more try on a fresh worker
-        when the worker died under it; a mail that overran gets its `ExtractionOverrun` in its
-        place, and the mails after it go on in a fresh worker. Raises ExtractorUnavailable."""
-        out: list[Extraction | ExtractionOverrun] = []
-        with self._lock:
-            died_under = idle_deaths = 0
-            while len(out) < len(raws):
-                done, failure, sent, how = self._stream(raws[len(out):])
-                out.extend(done)
-                idle_deaths = 0 if done else idle_deaths
-                if failure is None:
-                    continue
-                if failure == "died" and not sent:  # before the mail reached it: not the mail's doing
-                    idle_deaths += 1
-                    if idle_deaths == 2:
-                        raise ExtractorUnavailable(f"the extraction worker dies before it reads a mail ({how})")
-                    continue
-                died_under = 0 if done else died_under
-                if failure == "died" and died_under == 0:
-                    died_under = 1
-                    log.warning("the extraction worker died under a message (%s); trying it once more", how)
-                    continue
-                died_under = 0
-                out.append(ExtractionOverrun(failure if failure != "died"
-                                             else f"the extraction worker died on it twice ({how})"))
-        return out
-
-    def _stream(self, raws: Sequence[bytes]) -> tuple[list[Extraction | ExtractionOverrun], str | None, bool, str]:
-        """Answers for `raws` from one worker until one of them fails: (answers, why the next
-        failed (a quarantine reason, or "died") or None, whether that one had been sent whole,
-        how the worker ended). A failure ends the worker; the sender thread ends with it."""
-        conn = self._worker()
-        sent = 0
-        stop = threading.Event()
-
-        def send() -> None:
-            nonlocal sent
-            for raw in raws:
-                if stop.is_set():
-                    return
-                try:
-                    conn.send_bytes(raw)
-                except OSError:  # the worker is gone: the reading side finds out
-                    return
-                sent += 1
-
-        sender = threading.Thread(target=send, name="extract-send", daemon=True)
-        sender.start()
-        done: list[Extraction | ExtractionOverrun] = []
-        failure: str | None = None
-        how = ""
-        try:
-            while len(done) < len(raws):
-                if not conn.poll(self.seconds):
-                    failure = f"extraction took longer than {self.seconds:g} s (extraction.seconds)"
-                    break
-                try:
-                    kind, value = conn.recv()
-                except (EOFError, OSError):
-                    failure = "died"
-                    break
-                if kind == "memory":
-                    failure = f"extraction needed more than {self.memory_mb} MiB (extraction.memory_mb)"
-                    break
-                if not isinstance(value, Extraction):
-                    failure = f"the extraction worker answered {kind!r}"
-                    break
-                done.append(value)
-        finally:
-            stop.set()
-            if failure is not None or len(done) < len(raws):
-                if self._proc is not None and self._proc.poll() is None:
-                    self._proc.kill()  # first, so a send blocked on it fails and the thread ends
-                sender.join()
-                how = self._discard()
-            else:
-                sender.join()
-        if failure is not None and failure.startswith("the extraction worker answered"):
-            raise ExtractorUnavailable(failure)
-        return done, failure, sent > len(done), how
 
     def close(self) -> None:
         """End the worker: asked first, killed if it has not gone within a second."""

@@ -12,8 +12,8 @@ listed for staff. Processing a processed message does nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 
 from sqlalchemy import update
@@ -23,7 +23,7 @@ from sqlmodel import col, select
 
 from mailbot import faults
 from mailbot.config import Config
-from mailbot.desk.extractor import ExtractionOverrun, ExtractorUnavailable
+from mailbot.desk.extractor import ExtractorUnavailable
 from mailbot.desk.triage import Triage, quarantine
 from mailbot.extraction import Extraction
 from mailbot.outgoing.render import Renderer
@@ -51,10 +51,6 @@ class ProcessResult:
 
 
 class Processor:
-    extract_many: Callable[[Sequence[bytes]], list[Extraction | ExtractionOverrun]] | None = None
-    """What `extract` does, for many messages at once (the desk's worker: `Extractor.run_many`);
-    None: one by one."""
-
     def __init__(self, config: Config, engine: Engine, renderer: Renderer) -> None:
         self.config = config
         self.engine = engine
@@ -232,8 +228,7 @@ class Processor:
                     outcome.quarantined += 1
                 else:
                     todo.append(msg)
-            with self._extracted_ahead(todo):
-                readings = [self.triage.read(msg) for msg in todo]
+            readings = [self.triage.read(msg) for msg in todo]
             faults.point("after_read", ",".join(m.message_id or "" for m in todo) if faults.armed() else None)
             self.triage.prepare(session, readings)
             for msg, reading in zip(todo, readings, strict=True):
@@ -248,32 +243,6 @@ class Processor:
             faults.point("before_commit")
         return outcome, done
 
-    @contextmanager
-    def _extracted_ahead(self, todo: Sequence[StoredMessage]) -> Iterator[None]:
-        """While the batch is read, `extract` answers from its messages' extractions done at once
-        (`extract_many`: no round trip to the worker each). Done for every message `read` would
-        extract (not truncated, not sent-folder mail); an overrun is raised when its message asks."""
-        many, one = self.extract_many, self.triage.extract
-        wanted = [m.raw for m in todo if not m.truncated and m.folder_kind != "sent"]
-        if many is None or len(wanted) < 2:
-            yield
-            return
-        found = dict(zip(map(id, wanted), many(wanted), strict=True))
-
-        def extract(raw: bytes) -> Extraction:
-            got = found.pop(id(raw), None)
-            if got is None:
-                return one(raw)
-            if isinstance(got, ExtractionOverrun):
-                raise got
-            return got
-
-        self.triage.extract = extract
-        try:
-            yield
-        finally:
-            self.triage.extract = one
-
     @staticmethod
     def _logged(msg: StoredMessage) -> None:
         log.info("message %s: %s", msg.message_id, msg.outcome, extra={
@@ -286,4 +255,3 @@ class Processor:
     @extract.setter
     def extract(self, fn: Callable[[bytes], Extraction]) -> None:
         self.triage.extract = fn
-        self.extract_many = None  # the desk sets its worker's after this
