@@ -129,29 +129,23 @@ class StageTimer:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
-        self.local = threading.local()
-        self.lock = threading.Lock()
+        self.active: list[str] = []
 
     def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Time `fn` under `name`; in a thread other than the main one (run_once's sending beside
-        the poll, which overlaps the stages) under `name` + "_beside"."""
         def timed(*a: Any, **k: Any) -> Any:
-            label = name if threading.current_thread() is threading.main_thread() else f"{name}_beside"
-            active: list[str] = self.local.__dict__.setdefault("active", [])
             t0 = time.perf_counter()
             stage = name in self.STAGES
-            outer = next((n for n in reversed(active) if n in self.STAGES), None) if stage else None
-            active.append(name)
+            outer = next((n for n in reversed(self.active) if n in self.STAGES), None) if stage else None
+            self.active.append(name)
             try:
                 return fn(*a, **k)
             finally:
-                active.pop()
+                self.active.pop()
                 took = time.perf_counter() - t0
-                with self.lock:
-                    self.seconds[label] += took
-                    if outer is not None:
-                        self.seconds[outer if label == name else f"{outer}_beside"] -= took
-                    self.calls[label] += 1
+                self.seconds[name] += took
+                if outer is not None:
+                    self.seconds[outer] -= took
+                self.calls[name] += 1
         return timed
 
     def instrument(self, desk: Desk) -> Callable[[], None]:
@@ -159,9 +153,6 @@ class StageTimer:
         orig_fetch = getattr(desk_module, "fetch", None)
         if orig_fetch is not None:
             desk_module.fetch = self.wrap("fetch", orig_fetch)  # type: ignore[attr-defined]
-        orig_flush = getattr(desk_module, "flush", None)
-        if orig_flush is not None:  # Desk.flush is timed as "flush"; the flushes beside the poll call this
-            desk_module.flush = self.wrap("send", orig_flush)  # type: ignore[attr-defined]
         desk.processor.run = self.wrap("process", desk.processor.run)  # type: ignore[method-assign]
         desk.mark_done = self.wrap("mark_done", desk.mark_done)  # type: ignore[method-assign]
         desk.flush = self.wrap("flush", desk.flush)  # type: ignore[method-assign]
@@ -185,8 +176,6 @@ class StageTimer:
         def undo() -> None:
             if orig_fetch is not None:
                 desk_module.fetch = orig_fetch  # type: ignore[attr-defined]
-            if orig_flush is not None:
-                desk_module.flush = orig_flush  # type: ignore[attr-defined]
         return undo
 
 
@@ -278,8 +267,7 @@ def measure(name: str, db_url: str, server: Any, copies: list[bytes], sink: S.Sm
           f"{counts['outbox_sent']}, unsent {counts['outbox_unsent']}, received by SMTP {delivered}")
     sec = timer.seconds
     stages = {k: round(sec.get(k, 0.0), 3) for k in
-              ("imap_connect", "fetch", "imap_fetch", "process", "mark_done", "imap_mark", "flush", "smtp_send",
-               "send_beside", "smtp_send_beside")}
+              ("imap_connect", "fetch", "imap_fetch", "process", "mark_done", "imap_mark", "flush", "smtp_send")}
     accounted = sum(sec.get(k, 0.0) for k in ("fetch", "process", "mark_done", "flush", "imap_connect"))
     stages["other"] = round(max(elapsed - accounted, 0.0), 3)
 
@@ -297,8 +285,6 @@ def measure(name: str, db_url: str, server: Any, copies: list[bytes], sink: S.Sm
                  part("mark_done           ", "mark_done", "imap_mark",
                       f"IMAP MOVE ({timer.calls['imap_mark']} commands)"),
                  part("flush (outbox)      ", "flush", "smtp_send", f"SMTP ({timer.calls['smtp_send']} sends)"),
-                 part("sent beside the poll", "send_beside", "smtp_send_beside",
-                      f"SMTP ({timer.calls['smtp_send_beside']} sends); its own thread, overlapping the above"),
                  f"other (run_once glue) {stages['other']:6.2f} s"):
         print(f"{name:10}       {line}")
     return {"baseline_msgs_per_s": round(base_rate, 1), "baseline_s": round(base_s, 3),

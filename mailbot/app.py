@@ -7,8 +7,6 @@ the processing), and tests call it directly.
 from __future__ import annotations
 
 import logging
-import sys
-import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -48,8 +46,6 @@ HELP_WAIT = 0.2
 """Seconds between looks for freshly stored mail while another daemon fetches."""
 HELP_IDLE = 2.0
 """Seconds without fresh mail after which a helping daemon ends its poll, fetcher or not."""
-SWITCH_INTERVAL = 0.0005
-"""Seconds between GIL hand-overs while replies are sent beside the poll (`SendingBeside`)."""
 
 
 @dataclass
@@ -82,7 +78,6 @@ class Desk:
         self.processor = Processor(config, self.engine, self.renderer)
         self.sending = SendHealth(self.engine, config, self.renderer)
         self.processor.extract = self.extractor.run
-        self.processor.extract_many = self.extractor.run_many
         self.opened_lister: Lister | None = None
         self.processor.triage.listing.lister = self.listing
 
@@ -116,18 +111,16 @@ class Desk:
     def transport(self) -> Transport:
         return make_transport(self.config.outgoing, Path(self.config.base_dir))
 
-    def poll(self, should_stop: Callable[[], bool] = lambda: False, *,
-             batch_done: Callable[[], None] = lambda: None) -> PollResult:
+    def poll(self, should_stop: Callable[[], bool] = lambda: False) -> PollResult:
         """Fetch (if no other daemon is fetching this mailbox), process, mark done; then carry out
-        what staff asked for by mail that needs the listing source (staffing/mail_requests.py).
-        `batch_done` is called after each batch is processed and marked done on the server."""
+        what staff asked for by mail that needs the listing source (staffing/mail_requests.py)."""
         with mailbox_lock(self.engine, self.mailbox_name) as mine:
             if not mine:
-                result = PollResult(FetchResult(), self._help(should_stop, batch_done), 0)
+                result = PollResult(FetchResult(), self._help(should_stop), 0)
             else:
                 source = self.open_source()
                 try:
-                    result = self._take_in(source, should_stop, sent=True, batch_done=batch_done)
+                    result = self._take_in(source, should_stop, sent=True)
                 finally:
                     source.close()
         # only when this process recorded one (or at its first poll, for any a crash left): the
@@ -138,7 +131,7 @@ class Desk:
             mail_requests.run(self.engine, self.config, self.renderer, self.listing())
         return result
 
-    def _help(self, should_stop: Callable[[], bool], batch_done: Callable[[], None]) -> ProcessResult:
+    def _help(self, should_stop: Callable[[], bool]) -> ProcessResult:
         """Another daemon is fetching (PostgreSQL): process what it stores, for as long as it
         fetches, since it hands over a batch at a time and a backlog comes in batch by batch."""
         processed = ProcessResult()
@@ -149,7 +142,6 @@ class Desk:
             processed.add(r)
             if r.processed or r.quarantined:
                 idle_since = time.monotonic()
-                batch_done()
                 continue
             # nothing new: stop when the fetcher is done, or has handed nothing over for a while
             if time.monotonic() - idle_since >= HELP_IDLE or not mailbox_busy(self.engine, self.mailbox_name):
@@ -171,7 +163,7 @@ class Desk:
                 source.close()
 
     def _take_in(self, source: SourceSession, should_stop: Callable[[], bool], *, since: date | None = None,
-                 sent: bool = False, batch_done: Callable[[], None] = lambda: None) -> PollResult:
+                 sent: bool = False) -> PollResult:
         """Each fetched batch is processed and marked done on the server before the next is
         fetched: under a backlog the first replies leave, and the first originals move, after
         one batch instead of after the whole fetch. Retries wait for the end of the poll."""
@@ -183,7 +175,6 @@ class Desk:
             nonlocal marked
             processed.add(self.processor.run(should_stop, retries=False, failed=failed))
             marked += self.mark_done(source)
-            batch_done()
 
         fetched = fetch(self.engine, source, self.config.mailbox.batch_size, should_stop, since=since,
                         after_batch=batch_stored, batch_bytes=self.config.mailbox.batch_bytes)
@@ -310,77 +301,6 @@ class Desk:
         return digest.send(self.engine, self.config, self.renderer, slot)
 
     def run_once(self, should_stop: Callable[[], bool] = lambda: False) -> tuple[PollResult, FlushResult]:
-        """One poll, with each batch's replies sent beside the next batch's fetch and processing
-        (as the daemon sends them), then one flush for the rest."""
-        beside = SendingBeside(self, should_stop)
-        try:
-            polled = self.poll(should_stop, batch_done=beside.wanted)
-        except BaseException:
-            beside.finish(quiet=True)
-            raise
-        early = beside.finish()
+        polled = self.poll(should_stop)
         flushed = self.flush(should_stop)
-        early.add(flushed)
-        return polled, early
-
-
-class SendingBeside:
-    """A thread that flushes the outbox when asked, while the poll goes on: SMTP conversations and
-    the database's commits wait on other processes, and overlap the next batch's work. A batch's
-    replies are sent once it is committed and marked done on the server, so what a crash leaves is
-    what it left when they were sent after the poll. A server that cannot be used stops it and
-    is left to the flush after the poll, whose result reports it and records the outage (once)."""
-
-    def __init__(self, desk: Desk, should_stop: Callable[[], bool]) -> None:
-        self.desk, self.should_stop = desk, should_stop
-        self.result = FlushResult()
-        self.error: BaseException | None = None
-        self.asked = threading.Event()
-        self.closing = False
-        self.stopped = False
-        self.thread: threading.Thread | None = None
-        self.interval = 0.0
-
-    def wanted(self) -> None:
-        if self.stopped:
-            return
-        self.asked.set()
-        if self.thread is None:
-            # The thread waits on a socket some ten times a mail (SMTP replies, the database), and
-            # each time it must win the GIL back from the processing thread, which lets go only
-            # every switch interval (5 ms by default): that wait, not SMTP, would set its pace.
-            self.interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(self.interval, SWITCH_INTERVAL))
-            self.thread = threading.Thread(target=self._run, name="send-beside", daemon=True)
-            self.thread.start()
-
-    def _run(self) -> None:
-        desk = self.desk
-        while True:
-            self.asked.wait()
-            self.asked.clear()
-            if self.closing or self.should_stop():
-                return
-            try:
-                r = flush(desk.engine, desk.transport(), desk.config.outgoing, self.should_stop)
-            except BaseException as e:  # raised by `finish`, after the poll
-                self.error, self.stopped = e, True
-                return
-            if r.fault is not None:
-                self.stopped = True  # the flush after the poll tries again, and records the outage
-                return
-            self.result.add(r)
-            if r.sent or r.retried or r.failed:
-                desk.sending.works()  # an outage open from before ends here (its alert goes next)
-
-    def finish(self, quiet: bool = False) -> FlushResult:
-        """Wait for the thread to end (between two mails) and what it sent; raises what it
-        raised, unless `quiet` (the poll failed: its error is the one to report)."""
-        self.closing = True
-        self.asked.set()
-        if self.thread is not None:
-            self.thread.join()
-            sys.setswitchinterval(self.interval)
-        if self.error is not None and not quiet:
-            raise self.error
-        return self.result
+        return polled, flushed

@@ -200,38 +200,6 @@ def test_a_backlog_is_taken_in_batch_by_batch_each_processed_and_moved_before_th
     assert w.imap.uids("INBOX") == [] and len(w.imap.uids("Processed")) == 5
 
 
-def test_a_death_after_a_reply_sent_beside_the_poll_resends_only_that_reply_and_loses_nothing(
-        cli_desk: Callable[..., CliDesk]) -> None:
-    # poll --once sends each batch's replies while the next batches are fetched and processed
-    desk = cli_desk(mailbox={"batch_size": 2})
-    w = desk.world
-    senders = [f"sender{i}@s{i}.example" for i in range(5)]
-    for i, sender in enumerate(senders):
-        w.deliver(forward(f"203.0.113.{10 + i}", f"beside-{i}", sender))
-
-    died = desk.poll_once(fault="after_smtp_250")
-    assert died.returncode == KILLED, died.stdout + died.stderr
-    # the reply that went is one of the first batch's, whose messages were processed and moved first
-    [first] = w.smtp.messages
-    assert first.rcpt_tos[0] in senders[:2]
-    first_batch = [m for m in w.messages() if m.message_id in ("<beside-0@forwarder.example>",
-                                                               "<beside-1@forwarder.example>")]
-    assert [(m.state, m.server_done) for m in first_batch] == [("processed", True)] * 2
-    assert "sent" not in [o.state for o in w.outbox()]
-
-    again = desk.poll_once()
-    assert again.returncode == 0, again.stderr
-    # (a batch the death found claimed had an attempt counted: it was retried, and is processed too)
-    assert [m.state for m in w.messages()] == ["processed"] * 5 and all(m.attempts <= 2 for m in w.messages())
-    assert sorted(t.ip or "" for t in w.tickets()) == [f"203.0.113.{10 + i}" for i in range(5)]
-    assert [o.state for o in w.outbox()] == ["sent"] * 5
-    received = w.smtp.wait_for(6)
-    by_id = Counter(r.message["Message-ID"] for r in received)
-    assert set(by_id) == {o.message_id for o in w.outbox()} and len(received) - len(by_id) == 1
-    assert by_id[first.message["Message-ID"]] == 2  # only the reply the death cut off went twice
-    assert w.imap.uids("INBOX") == [] and len(w.imap.uids("Processed")) == 5
-
-
 # -- soak ----------------------------------------------------------------------
 
 SOAK_MESSAGES = int(os.environ.get("MAILBOT_SOAK_MESSAGES", "300"))

@@ -51,7 +51,7 @@ def run(ctx: click.Context) -> None:
 @click.pass_context
 @operator_errors
 def poll(ctx: click.Context, once: bool) -> None:
-    """Fetch and process new mail once (each batch's replies sent as it goes), then send what is due.
+    """Fetch and process new mail once, then send what is due.
 
     \b
     Example:
