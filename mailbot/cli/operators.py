@@ -58,6 +58,7 @@ def poll(ctx: click.Context, once: bool) -> None:
       mailbot poll --once
     """
     desk = desk_of(ctx)
+    desk.renderer.keep_compiled()  # one run: each template read once, not looked at again per mail
     with desk.daemon_lock():  # on SQLite, not beside a running daemon: both would process the same mail
         polled, flushed = desk.run_once()
     for folder, error in polled.skipped.items():

@@ -4,7 +4,9 @@
 and its acknowledgement commit together). `flush` sends due rows one by
 one: each row is claimed, sent, and marked sent in one transaction, so a
 duplicate can only come from a crash between the server's 250 and that
-commit, and then carries the same Message-ID.
+commit, and then carries the same Message-ID. (Those commits do not wait
+for the disk: a crash of the machine may also lose the last marks, and
+resend those mails; see `_marking_connection`.)
 
 The claim is exclusive however many senders run: PostgreSQL locks the row
 (`FOR UPDATE SKIP LOCKED`, held while it is sent); on SQLite every sender
@@ -29,7 +31,7 @@ from sqlalchemy import Row, bindparam, func, literal, union_all
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
@@ -237,9 +239,10 @@ def _flush(engine: Engine, transport: Transport, config: OutgoingConfig,
     # in this very flush (a tiny backoff) needs skipping, so the list stays short.
     skip: set[int] = set()
     lock = SendLock(engine)
-    # One session for the flush, one transaction per mail (claim, send, mark, commit): taking a
-    # pooled connection per mail cost PostgreSQL a ping each time (pool_pre_ping; issue #16).
-    session = Session(engine, expire_on_commit=False)
+    # One connection for the flush, one transaction per mail (claim, send, mark, commit): a session
+    # on the engine gives its connection back at each commit, and PostgreSQL's checkout pings.
+    conn = _marking_connection(engine)
+    session = Session(bind=conn, expire_on_commit=False)
     try:
         for _ in range(limit):
             if should_stop():
@@ -266,12 +269,51 @@ def _flush(engine: Engine, transport: Transport, config: OutgoingConfig,
                 session.expunge_all()  # the rare failure path loads rows: keep none across mails
     finally:
         session.close()
+        _release_marking_connection(conn)
         lock.close()
         transport.close()
     if result.fault is not None:
         with Session(engine) as session:
             result.held = held_count(session, clock.utcnow())
     return result
+
+
+def _marking_connection(engine: Engine) -> Connection:
+    """A connection whose commits do not wait for the disk (SQLite `synchronous=NORMAL` in WAL mode,
+    PostgreSQL `synchronous_commit = off`): what the flush commits is "this mail was sent", and
+    losing that to a crash of the machine or of the database server (never to one of mailbot's:
+    the database has the commit by then) only sends the mail again, with the same Message-ID,
+    the one duplicate the outbox allows. Every commit that makes a mail (processing, queueing)
+    keeps waiting for the disk, and with it flushes the log written before it, these marks
+    included. An fsync per mail cost more than its SMTP conversation (issue #16)."""
+    conn = engine.connect()
+    try:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+        elif engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET synchronous_commit = off")
+        conn.commit()
+    except BaseException:
+        conn.invalidate()
+        conn.close()
+        raise
+    return conn
+
+
+def _release_marking_connection(conn: Connection) -> None:
+    """Back to the pool with the engine's durability, or never reused when that cannot be restored."""
+    try:
+        if not conn.invalidated:
+            conn.rollback()
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA synchronous=FULL")
+            elif conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("RESET synchronous_commit")
+            conn.commit()
+    except Exception:
+        conn.invalidate()
+    finally:
+        conn.close()
 
 
 def held_count(session: Session, now: datetime) -> int:

@@ -1,7 +1,9 @@
 """Database engine and sessions, for SQLite (embedded default) and PostgreSQL.
 
 SQLite runs with `synchronous=FULL` and WAL so that a commit is on disk
-before mailbot tells the mail server a message is done.
+before mailbot tells the mail server a message is done. The one exception is
+the outbox flush's connection, whose commits only say a mail was sent (see
+`outgoing.outbox._marking_connection`).
 
 `is_fault` tells a fault of the database itself (corruption, a lost or
 refused connection, a full disk) from an error caused by what was asked of
