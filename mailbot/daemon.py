@@ -30,6 +30,7 @@ from apscheduler.triggers.cron import CronTrigger
 from mailbot import metrics
 from mailbot.app import Desk
 from mailbot.config import database_url
+from mailbot.desk.extractor import ExtractorUnavailable
 from mailbot.source.idle import IdleWatcher
 from mailbot.staffing.health import heartbeat_seconds
 from mailbot.store.engine import fault_line, is_fault
@@ -51,6 +52,7 @@ class Daemon:
         # replies go out while the rest of a backlog is still being processed, not after it
         desk.processor.after_commit = self.flush_soon
         desk.renderer.keep_compiled()  # templates are read at start, not looked at again per mail
+        desk.keep_inbox = True  # one login, not one per poll
         self.idle = IdleWatcher(desk.config.mailbox, self.poll_now, self.stopping, on_connect=self.server_reachable)
         self.health = desk.health()
         self.scheduler = BlockingScheduler(
@@ -214,6 +216,10 @@ class Daemon:
                 if m.port:
                     metrics.serve(self.desk.engine, m.address, m.port)
                     log.info("metrics on http://%s:%s/metrics", m.address, m.port)
+                try:
+                    self.desk.extractor.start()
+                except ExtractorUnavailable as e:  # the first mail tries again, and counts it against itself
+                    log.error("%s", e)
                 self.idle.start()
                 self.scheduler.start()
                 flusher = self.flusher

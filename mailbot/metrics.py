@@ -32,6 +32,8 @@ ACKS = Counter("mailbot_acks", "Replies to senders", ["result"], registry=REGIST
 ESCALATIONS = Counter("mailbot_escalations", "Tickets escalated before the SLA mark", registry=REGISTRY)
 BREACHES = Counter("mailbot_breaches", "Tickets past the SLA mark", registry=REGISTRY)
 POLL_ERRORS = Counter("mailbot_poll_errors", "Polls that failed", registry=REGISTRY)
+IDLE_WAKES = Counter("mailbot_idle_wakes", "Polls woken by new mail in IDLE, by who saw it first",
+                     ["by"], registry=REGISTRY)  # notice (the server's) | recheck | after_poll
 LOOKUPS = Counter("mailbot_listing_lookups", "Listing lookups by this daemon, by answer",
                   ["result"], registry=REGISTRY)  # listed|not_listed|failed|skipped (the source was failing)
 OUTCOME_BUCKETS = (60.0, 600.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 24 * 3600.0, 48 * 3600.0, 72 * 3600.0,

@@ -240,3 +240,42 @@ def test_the_daemon_reads_each_template_once_and_a_command_reads_the_edited_one(
     again.deliver(forward("203.0.113.30", "tmpl-3", "cid@three.example"))
     again.run()
     assert [o.subject.split("] ", 1)[1] for o in again.outbox()][-1] == "EDITED for 203.0.113.30"
+
+
+def test_the_daemon_logs_in_once_for_its_polls_and_again_when_the_server_cut_the_connection(
+        make_world: Callable[..., World], dovecot: Any) -> None:
+    from mailbot.daemon import Daemon
+
+    def logins() -> int:
+        return dovecot.server.log_path.read_text().count(f"Login: user=<{dovecot.user}>,")
+
+    def settled(expected: int, since: int) -> int:
+        """Logins since `since`, once Dovecot's log shows `expected` of them (or 10 s passed)."""
+        deadline = time.monotonic() + 10
+        while logins() - since < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # and no more come
+        return logins() - since
+
+    w = make_world(schedule={"poll_seconds": 3600})
+    daemon = Daemon(w.desk)
+    w.deliver(forward("203.0.113.10", "kept-0", "s0@zero.example"))  # the helper's own login first
+    before = logins()
+    try:
+        for i in range(3):
+            if i:
+                w.deliver(forward(f"203.0.113.{10 + i}", f"kept-{i}", f"s{i}@n{i}.example"))
+            daemon.poll()
+        w.smtp.wait_for(3, timeout=30)
+        assert settled(1, before) == 1  # three polls, one login
+        dovecot.restart_server()  # the kept connection is cut
+        w.deliver(forward("203.0.113.20", "after-restart", "s4@four.example"))
+        before = logins()  # the helper logged in again
+        daemon.poll()
+        w.smtp.wait_for(4, timeout=30)
+    finally:
+        daemon.stopping.set()
+        if daemon.flusher is not None:
+            daemon.flusher.join(timeout=30)
+    assert settled(1, before) == 1  # a new connection, without a failed poll
+    assert daemon.failures == 0 and [m.state for m in w.messages()] == ["processed"] * 4

@@ -53,6 +53,10 @@ def _read_secret(value: str | None, file: str | None, key: str) -> str | None:
     return None
 
 
+RECHECK_FLOOR = 0.05
+"""The shortest mailbox.idle_recheck_seconds: below it the watcher would spend its time asking."""
+
+
 class MailboxConfig(_TlsClient):
     source: Literal["imap", "maildir"] = "imap"
     host: str = ""
@@ -73,6 +77,7 @@ class MailboxConfig(_TlsClient):
     process_batch: int = Field(50, ge=1, le=1000)
     idle: bool = True
     idle_seconds: float = Field(600.0, ge=10, le=1680)
+    idle_recheck_seconds: float = Field(0.0, ge=0, le=300)
     timeout: float = Field(60.0, gt=0)
     max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024)
 
@@ -85,6 +90,10 @@ class MailboxConfig(_TlsClient):
                 raise ValueError("user: required when source = \"imap\"")
         elif not self.maildir_path:
             raise ValueError("maildir_path: required when source = \"maildir\"")
+        if 0 < self.idle_recheck_seconds < RECHECK_FLOOR:
+            raise ValueError(f"idle_recheck_seconds: 0 (off) or at least {RECHECK_FLOOR}")
+        if self.idle_recheck_seconds >= self.idle_seconds:
+            raise ValueError(f"idle_recheck_seconds: must be below idle_seconds ({self.idle_seconds:g})")
         return self
 
     def secret(self) -> str | None:

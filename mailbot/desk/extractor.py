@@ -123,6 +123,12 @@ class Extractor:
                 return value
             raise AssertionError("unreachable: the second attempt returns or raises")
 
+    def start(self) -> None:
+        """Start the worker now (the daemon, at its start) rather than under the first mail, which
+        would wait the worker's start-up: 0.1 s on a quiet machine, 0.3 s on a busy one."""
+        with self._lock:
+            self._worker()
+
     def close(self) -> None:
         """End the worker: asked first, killed if it has not gone within a second."""
         with self._lock:

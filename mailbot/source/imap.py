@@ -50,6 +50,8 @@ class ImapSession:
             raise SourceError(f"IMAP server {self.server} (user {config.user}), folder "
                               f"{config.folder}: {_why(e)}") from None
         self.uidvalidity: int | None = int(info[b"UIDVALIDITY"])
+        self.exists = int(info.get(b"EXISTS", 0))
+        """Messages in the folder when it was selected (the IDLE watcher counts from here)."""
         caps = self.client.capabilities()
         self.can_move = b"MOVE" in caps
         self._folders_ready = False
@@ -168,6 +170,16 @@ class ImapSession:
             self.close()
             raise SourceError(f"IMAP server {self.server} (user {self.config.user}), folder {self.config.folder}: "
                               "UIDVALIDITY changed during the poll; the next poll re-reads the folder")
+
+    def refresh(self) -> None:
+        """Ready a kept connection for another poll: SELECT the folder again, which gives a fresh
+        view of it and its UIDVALIDITY, as a new session would."""
+        try:
+            info = self.client.select_folder(self.config.folder)
+        except (IMAPClientError, OSError, AttributeError) as e:  # AttributeError: closed (client None)
+            raise self._wrap(f"selecting {self.config.folder} again", e) from None
+        self.uidvalidity = int(info[b"UIDVALIDITY"])
+        self.exists = int(info.get(b"EXISTS", 0))
 
     def _ensure_folders(self) -> None:
         if self._folders_ready or not self.can_move:
