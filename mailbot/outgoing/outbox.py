@@ -278,6 +278,17 @@ def _flush(engine: Engine, transport: Transport, config: OutgoingConfig,
     return result
 
 
+_DURABILITY = {"sqlite": ("PRAGMA synchronous=NORMAL", "PRAGMA synchronous=FULL"),
+               "postgresql": ("SET synchronous_commit = off", "RESET synchronous_commit")}
+"""Per dialect: the statement that lets a commit skip waiting for the disk, and the one that undoes it."""
+
+
+def _durability(conn: Connection, *, relaxed: bool) -> None:
+    statements = _DURABILITY.get(conn.dialect.name)
+    if statements is not None:
+        conn.exec_driver_sql(statements[0] if relaxed else statements[1])
+
+
 def _marking_connection(engine: Engine) -> Connection:
     """A connection whose commits do not wait for the disk (SQLite `synchronous=NORMAL` in WAL mode,
     PostgreSQL `synchronous_commit = off`): what the flush commits is "this mail was sent", and
@@ -288,10 +299,7 @@ def _marking_connection(engine: Engine) -> Connection:
     included. An fsync per mail cost more than its SMTP conversation (issue #16)."""
     conn = engine.connect()
     try:
-        if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
-        elif engine.dialect.name == "postgresql":
-            conn.exec_driver_sql("SET synchronous_commit = off")
+        _durability(conn, relaxed=True)
         conn.commit()
     except BaseException:
         conn.invalidate()
@@ -305,10 +313,7 @@ def _release_marking_connection(conn: Connection) -> None:
     try:
         if not conn.invalidated:
             conn.rollback()
-            if conn.dialect.name == "sqlite":
-                conn.exec_driver_sql("PRAGMA synchronous=FULL")
-            elif conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("RESET synchronous_commit")
+            _durability(conn, relaxed=False)
             conn.commit()
     except Exception:
         conn.invalidate()
