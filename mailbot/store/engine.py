@@ -128,14 +128,18 @@ def safe_url(url: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
+    """`hide_parameters`: a statement's error never quotes its values. They are a stranger's mail
+    (whole messages, up to `mailbox.max_message_bytes`): quoted, they would put its text in logs
+    and `last_error`, and the quoting alone (a repr of hundreds of MB) runs a poll out of memory
+    inside the handler meant to record the failure."""
     if url.startswith("postgresql:"):
         url = "postgresql+psycopg:" + url.removeprefix("postgresql:")
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, hide_parameters=True, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         # keepalives bound how long a vanished peer holds locks (see locks.py)
-        engine = create_engine(url, pool_pre_ping=True, connect_args={
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args={
             "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3})
     return engine
 
