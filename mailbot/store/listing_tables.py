@@ -22,10 +22,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Column, Index, LargeBinary, Text
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
+
+from mailbot.store.rows import Row
 
 
-class ListingEntry(SQLModel, table=True):
+class ListingEntry(Row, table=True):
     __tablename__ = "listing"
     __table_args__ = (Index("ix_listing_range", "version", "first", "last"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -45,7 +47,7 @@ class ListingEntry(SQLModel, table=True):
     added_by: str = Field(sa_type=Text)
 
 
-class ListingHistory(SQLModel, table=True):
+class ListingHistory(Row, table=True):
     __tablename__ = "listing_history"
     __table_args__ = (Index("ix_listing_history_range", "version", "first", "last"),
                       Index("ix_listing_history_network", "network", "action"))

@@ -16,10 +16,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Index, Text
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
+
+from mailbot.store.rows import Row
 
 
-class PortalRequest(SQLModel, table=True):
+class PortalRequest(Row, table=True):
     __tablename__ = "portal_request"
     # each limit is a count of recent rows by one key: a range scan on its own index
     __table_args__ = (Index("ix_portal_request_client", "client", "created_at"),

@@ -20,10 +20,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
 from mailbot.store.listing_tables import ListingEntry, ListingHistory  # noqa: F401  (registers the listing tables)
 from mailbot.store.portal_tables import PortalRequest  # noqa: F401  (registers the portal's table)
+from mailbot.store.rows import Row
 from mailbot.store.states import MessageState, OutboxState
 
 # Whatever comes from a message (its headers, addresses, Message-ID) goes into unbounded
@@ -31,7 +32,7 @@ from mailbot.store.states import MessageState, OutboxState
 # PostgreSQL gets a hash index (a btree refuses entries over 2,704 bytes); SQLite has no limit.
 
 
-class MailboxCursor(SQLModel, table=True):
+class MailboxCursor(Row, table=True):
     __tablename__ = "mailbox_cursor"
     mailbox: str = Field(primary_key=True, max_length=500)
     uidvalidity: int | None = Field(default=None, sa_type=BigInteger)
@@ -43,7 +44,7 @@ class MailboxCursor(SQLModel, table=True):
     are then fetched one at a time, each attempt counted (`FetchAttempt`)."""
 
 
-class StoredMessage(SQLModel, table=True):
+class StoredMessage(Row, table=True):
     __tablename__ = "message"
     __table_args__ = (
         UniqueConstraint("mailbox", "uidvalidity", "uid", name="uq_message_coords"),
@@ -90,7 +91,7 @@ class StoredMessage(SQLModel, table=True):
     """inbox (mail to the desk) or sent (the shared mailbox's sent folder: staff answers)."""
 
 
-class FetchAttempt(SQLModel, table=True):
+class FetchAttempt(Row, table=True):
     """A message whose fetch or store failed: fetched alone from then on, each attempt counted
     before it is made (so one that kills the process counts too), quarantined after three.
     The row goes when the message is stored."""
@@ -109,7 +110,7 @@ class FetchAttempt(SQLModel, table=True):
     updated_at: datetime
 
 
-class Ticket(SQLModel, table=True):
+class Ticket(Row, table=True):
     __tablename__ = "ticket"
     # the SLA sweep's query: open tickets at a given notice stage, by due time
     __table_args__ = (Index("ix_ticket_sla", "state", "sla_stage", "due_at"),
@@ -177,7 +178,7 @@ class Ticket(SQLModel, table=True):
         return full_code(self.reply_code, self.status)
 
 
-class TicketEvent(SQLModel, table=True):
+class TicketEvent(Row, table=True):
     __tablename__ = "ticket_event"
     # the digest's and the metrics' outcome counts: only outcome events carry one
     __table_args__ = (Index("ix_ticket_event_outcome", "outcome", "at"),
@@ -201,7 +202,7 @@ class TicketEvent(SQLModel, table=True):
     processes recording the same outcome meet this constraint, and one of them rolls back."""
 
 
-class OutboxMail(SQLModel, table=True):
+class OutboxMail(Row, table=True):
     __tablename__ = "outbox"
     # the reply caps count recent rows per recipient, per domain and in all: each count is a
     # range scan bounded by its own cap, so a mass block does not make every reply slower
@@ -235,7 +236,7 @@ class OutboxMail(SQLModel, table=True):
     sent_at: datetime | None = None
 
 
-class TicketSender(SQLModel, table=True):
+class TicketSender(Row, table=True):
     """Who forwarded for a ticket: the people (besides verified staff) who may act on it, each
     with the facts read from their own forward, which is all they are ever shown."""
 
@@ -260,7 +261,7 @@ class TicketSender(SQLModel, table=True):
         return full_code(self.reply_code, self.status)
 
 
-class SlaNotice(SQLModel, table=True):
+class SlaNotice(Row, table=True):
     """One escalation or breach notice per ticket and clock: the unique key is the promise."""
 
     __tablename__ = "sla_notice"
@@ -274,7 +275,7 @@ class SlaNotice(SQLModel, table=True):
     outbox_id: int | None = Field(default=None, foreign_key="outbox.id")
 
 
-class DigestRun(SQLModel, table=True):
+class DigestRun(Row, table=True):
     """One digest per schedule slot, even with several daemons."""
 
     __tablename__ = "digest_run"
@@ -284,7 +285,7 @@ class DigestRun(SQLModel, table=True):
     outbox_id: int | None = Field(default=None, foreign_key="outbox.id")
 
 
-class DaemonHealth(SQLModel, table=True):
+class DaemonHealth(Row, table=True):
     """How a daemon's polling goes, for `mailbot status` and the poll-failure alert."""
 
     __tablename__ = "daemon_health"
@@ -305,7 +306,7 @@ class DaemonHealth(SQLModel, table=True):
     """Set when the daemon exits cleanly."""
 
 
-class FolderHealth(SQLModel, table=True):
+class FolderHealth(Row, table=True):
     """A folder the desk reads besides the inbox (a sent folder) that cannot be read: it is
     skipped, and staff get one alert and one "recovered" mail for it. One row per failing
     folder, whichever daemon reads it; the row goes when the folder is read again."""
@@ -319,7 +320,7 @@ class FolderHealth(SQLModel, table=True):
     alert_open: bool = False
 
 
-class OutgoingHealth(SQLModel, table=True):
+class OutgoingHealth(Row, table=True):
     """Whether the outgoing server can be used, shared by every sender: one row, "outgoing".
 
     `failing_since` is set by the first sender that finds the server unusable and
