@@ -5,7 +5,9 @@ addresses, threads and texts, compared whole with the Message-ID, the Date and t
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime, timedelta, timezone
+from email import quoprimime
 from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
@@ -140,3 +142,21 @@ def test_generated_mails_compose_to_the_same_bytes(subject: str, from_name: str,
        value=st.one_of(st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=100), TEXT))
 def test_a_field_is_written_as_the_generator_writes_it(name: str, value: str) -> None:
     assert wire.field(name, value) == wire.POLICY.fold_binary(name, value)
+
+
+# a body's lines: short and long, ending in spaces or tabs, at and around 76 characters, with
+# "=", non-ASCII, control characters and every line end (and the characters str.splitlines
+# would split on but quoted-printable quotes)
+BODY_PIECES = st.one_of(
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=200),
+    st.sampled_from(["", " ", "\t", "=", "é", "\x85", "\x0b", "\x1c", "\u2028", "\r", "\n", "\r\n", "a" * 75,
+                     "a" * 76, "a" * 77, "b" * 74 + "=", "c" * 73 + "é", "d" * 75 + " ", "e" * 76 + "\t",
+                     "f" * 74 + " ", "g" * 73 + "\t", "h" * 150 + " ", "i" * 149 + " ", "j" * 151 + "\t", "=" * 80]))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(parts=st.lists(BODY_PIECES, max_size=12))
+def test_a_body_is_what_quoprimime_writes_with_crlf_line_ends(parts: list[str]) -> None:
+    content = "".join(parts)
+    reference = quoprimime.body_encode(content.encode("utf-8").decode("latin-1"))
+    assert wire.body(content) == "\r\n".join(re.split(r"\r\n|\r|\n", reference)).encode("ascii")
