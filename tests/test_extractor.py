@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import os
 import signal
 import sys
@@ -45,6 +46,13 @@ def test_a_mail_read_in_the_worker_is_read_as_in_the_process(extractor: Extracto
     for name in SAMPLES:
         assert extractor.run(sample(name)) == extract(sample(name)), name
     assert extractor.started == 1  # one worker for every mail
+
+
+def test_the_worker_sends_the_findings_as_the_message_row_keeps_them(extractor: Extractor) -> None:
+    for name in SAMPLES:
+        read = extractor.run(sample(name))
+        assert read.written is not None, name  # written in the worker, not by the desk
+        assert read.json_text() == json.dumps(extract(sample(name)).as_json()), name
 
 
 def test_a_mail_past_the_deadline_is_an_overrun_and_the_next_mail_gets_a_fresh_worker() -> None:

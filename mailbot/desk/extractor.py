@@ -243,7 +243,9 @@ def serve(conn: Connection, memory_bytes: int, seconds: float, issuers: IssuerTa
         if raw == _STOP:
             return
         try:
-            result: tuple[str, Extraction | None] = ("ok", extract(raw, seconds=seconds, issuers=issuers))
+            extraction = extract(raw, seconds=seconds, issuers=issuers)
+            extraction.json_text()  # written here, on the worker's core, and sent with it
+            result: tuple[str, Extraction | None] = ("ok", extraction)
         except MemoryError:
             result = ("memory", None)
         del raw

@@ -13,7 +13,6 @@ message that overruns them keeps its findings.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -66,7 +65,7 @@ def reprocess(engine: Engine, triage: Triage, ids: list[int],
             except ExtractionOverrun as e:
                 log.warning("message %s (id %s) not re-read: %s", msg.message_id, mid, e.reason)
                 continue
-            findings = json.dumps(extraction.as_json())
+            findings = extraction.json_text()
             if findings == msg.findings:
                 continue
             result.changed += 1

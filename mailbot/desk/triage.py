@@ -143,7 +143,7 @@ class Triage:
             return
         if extraction.unreadable:
             self.counts.append(metrics.EXTRACTION_FAILURES.inc)
-        msg.findings = json.dumps(extraction.as_json())
+        msg.findings = extraction.json_text()
         bounced = attach_bounce(session, msg.raw, now) if not verdict.allowed else None
         if bounced is not None:  # a delivery report returning our own mail: never a new ticket, never answered
             msg.ticket_id = bounced.ticket_id
