@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from mailbot.config import PolicyConfig, RuleConfig
@@ -92,6 +93,7 @@ class Decision:
         return f.inferred if f is not None and not f.status else None
 
 
+@lru_cache(maxsize=4096)  # a rule's codes against the few codes mail carries: asked per rule per message
 def code_matches(codes: tuple[str, ...], status: str) -> bool:
     """Whether `status` (a code, or an inferred family such as "5.7.606-5.7.649") lies within one
     of `codes`. A family that is not a code ("S3150") matches only its own name."""

@@ -75,13 +75,15 @@ def watch_ips(session: Session, ips: Iterable[str]) -> None:
 
 _TICKET = Ticket.__table__  # type: ignore[attr-defined]
 _INSERT = insert(_TICKET).returning(_TICKET.c.id)  # built once: its values are the execution's parameters
+_INSERTED = tuple(c.name for c in _TICKET.columns if c.name != "id")
 
 
 def open_ticket(session: Session, *, now: datetime, state: TicketState, sender: str | None, **facts: object) -> Ticket:
     ticket = Ticket(state=state, sender=sender, opened_at=now, updated_at=now, **facts)  # type: ignore[arg-type]
     # Its id (the reference the reply shows) is needed now: the row is inserted alone. A flush
     # would first write everything pending in the batch, row by row; that goes at the commit.
-    values = {c.name: getattr(ticket, c.name) for c in _TICKET.columns if c.name != "id"}
+    held = ticket.__dict__  # every column is there: a row is built with each field's default (store/rows.py)
+    values = {name: held[name] for name in _INSERTED}
     with session.no_autoflush:  # nothing pending is needed by this row
         ticket.id = session.execute(_INSERT, values).scalar_one()
     make_transient_to_detached(ticket)

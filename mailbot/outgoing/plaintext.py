@@ -41,7 +41,13 @@ _UNBROKEN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d(?: (?:[A-Z]{2,5}|[+-]\d{2,4})
 _GLUE = "\x00"
 
 
+_RESHAPED = re.compile(r"[\t\n\x0b\x0c\r\x00]")
+"""What textwrap turns into spaces before wrapping (and the glue): a line holding one is wrapped."""
+
+
 def _wrap(text: str, first: str, rest: str, width: int) -> list[str]:
+    if len(first) + len(text) <= width and text and text == text.strip() and not _RESHAPED.search(text):
+        return [first + text]  # what textwrap makes of a line that fits, without its chunking (#16)
     glued = _UNBROKEN.sub(lambda m: m.group(0).replace(" ", _GLUE), text)
     lines = textwrap.wrap(glued, width, initial_indent=first, subsequent_indent=rest, break_long_words=False,
                           break_on_hyphens=False) or [first.rstrip()]
