@@ -29,6 +29,8 @@ from mailbot.desk.settings import TriageSettings
 from mailbot.desk.triage import Triage
 from mailbot.desk.worker import Processor, ProcessResult
 from mailbot.listing import Lister, open_lister
+from mailbot.outgoing.beside import SendingProcess
+from mailbot.outgoing.beside import Settings as BesideSettings
 from mailbot.outgoing.mailer import Mailer
 from mailbot.outgoing.outbox import FlushResult, flush
 from mailbot.outgoing.render import Renderer
@@ -135,16 +137,18 @@ class Desk:
     def transport(self) -> Transport:
         return make_transport(self.config.outgoing, Path(self.config.base_dir))
 
-    def poll(self, should_stop: Callable[[], bool] = lambda: False) -> PollResult:
+    def poll(self, should_stop: Callable[[], bool] = lambda: False, *,
+             batch_done: Callable[[], None] = lambda: None, backlog: Callable[[], None] = lambda: None) -> PollResult:
         """Fetch (if no other daemon is fetching this mailbox), process, mark done; then carry out
-        what staff asked for by mail that needs the listing source (staffing/mail_requests.py)."""
+        what staff asked for by mail that needs the listing source (staffing/mail_requests.py).
+        `batch_done` after each batch processed and marked done; `backlog` first, if there are several."""
         with mailbox_lock(self.engine, self.mailbox_name) as mine:
             if not mine:
-                result = PollResult(FetchResult(), self._help(should_stop), 0)
+                result = PollResult(FetchResult(), self._help(should_stop, batch_done), 0)
             else:
                 source, done = self._inbox(), False
                 try:
-                    result = self._take_in(source, should_stop, sent=True)
+                    result = self._take_in(source, should_stop, sent=True, batch_done=batch_done, backlog=backlog)
                     done = True
                 finally:
                     self._put_back(source, done)
@@ -179,7 +183,7 @@ class Desk:
         else:
             source.close()
 
-    def _help(self, should_stop: Callable[[], bool]) -> ProcessResult:
+    def _help(self, should_stop: Callable[[], bool], batch_done: Callable[[], None]) -> ProcessResult:
         """Another daemon is fetching (PostgreSQL): process what it stores, for as long as it
         fetches, since it hands over a batch at a time and a backlog comes in batch by batch."""
         processed = ProcessResult()
@@ -190,6 +194,7 @@ class Desk:
             processed.add(r)
             if r.processed or r.quarantined:
                 idle_since = time.monotonic()
+                batch_done()
                 continue
             # nothing new: stop when the fetcher is done, or has handed nothing over for a while
             if time.monotonic() - idle_since >= HELP_IDLE or not mailbox_busy(self.engine, self.mailbox_name):
@@ -211,7 +216,8 @@ class Desk:
                 source.close()
 
     def _take_in(self, source: SourceSession, should_stop: Callable[[], bool], *, since: date | None = None,
-                 sent: bool = False) -> PollResult:
+                 sent: bool = False, batch_done: Callable[[], None] = lambda: None,
+                 backlog: Callable[[], None] = lambda: None) -> PollResult:
         """Each fetched batch is processed and marked done on the server before the next is
         fetched: under a backlog the first replies leave, and the first originals move, after
         one batch instead of after the whole fetch. Retries wait for the end of the poll."""
@@ -223,9 +229,10 @@ class Desk:
             nonlocal marked
             processed.add(self.processor.run(should_stop, retries=False, failed=failed))
             marked += self.mark_done(source)
+            batch_done()
 
         fetched = fetch(self.engine, source, self.config.mailbox.batch_size, should_stop, since=since,
-                        after_batch=batch_stored, batch_bytes=self.config.mailbox.batch_bytes)
+                        after_batch=batch_stored, batch_bytes=self.config.mailbox.batch_bytes, backlog=backlog)
         processed.quarantined += fetched.quarantined  # given up on at fetch: reported like the rest
         skipped: dict[str, str] = {}
         if sent:
@@ -360,9 +367,25 @@ class Desk:
                       database_url=database_url(self.config), transport=self.transport, name=name)
 
     def run_once(self, should_stop: Callable[[], bool] = lambda: False) -> tuple[PollResult, FlushResult]:
-        polled = self.poll(should_stop)
-        flushed = self.flush(should_stop)
-        return polled, flushed
+        """One poll, then a flush of what is left. Under a backlog each batch's replies are sent
+        beside the next batches by a process of its own (`outgoing.beside`)."""
+        beside = SendingProcess(self._beside_settings())
+        try:
+            polled = self.poll(should_stop, batch_done=beside.batch_done, backlog=beside.start)
+        finally:
+            early = beside.finish(stop=should_stop())
+        if early.sent or early.retried or early.failed:
+            self.sending.works()  # an outage open from before ends here (its alert goes next)
+        early.add(self.flush(should_stop))
+        return polled, early
+
+    def _beside_settings(self) -> BesideSettings | None:
+        url = self.engine.url  # None below: a database only this process can open
+        if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+            return None
+        return BesideSettings(database_url=url.render_as_string(hide_password=False), outgoing=self.config.outgoing,
+                              base_dir=str(self.config.base_dir), log_format=self.config.log.format,
+                              log_level=logging.getLogger().getEffectiveLevel())
 
 
 def triage_settings(config: Config) -> TriageSettings:

@@ -346,16 +346,20 @@ def _error(e: BaseException) -> str:
 def fetch(engine: Engine, source: SourceSession, batch_size: int,
           should_stop: Callable[[], bool] = lambda: False, folder_kind: str = "inbox",
           since: date | None = None, after_batch: Callable[[], None] = lambda: None,
-          batch_bytes: int = DEFAULT_BATCH_BYTES) -> FetchResult:
+          batch_bytes: int = DEFAULT_BATCH_BYTES, backlog: Callable[[], None] = lambda: None) -> FetchResult:
     """Store what is new after the cursor (or, with `since`, everything that arrived since that day),
     in batches of at most `batch_size` messages and `batch_bytes` bytes; then fetch alone, least-tried
     first, the messages whose fetch failed before (or in a batch of this run).
     `after_batch` runs after each batch is committed (the desk processes it there, so a large
-    backlog is answered while the rest is still being fetched)."""
+    backlog is answered while the rest is still being fetched); `backlog` runs before the first
+    batch when there are more (the desk starts sending beside the poll)."""
     run = _Intake(engine, source, folder_kind)
     after = run.start()
     fresh, retry = run.listing(after, since)
-    for batch in plan(fresh, batch_size, batch_bytes):
+    batches = list(plan(fresh, batch_size, batch_bytes))
+    if len(batches) > 1:
+        backlog()
+    for batch in batches:
         run.take(batch)
         after_batch()
         if should_stop():
