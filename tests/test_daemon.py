@@ -95,18 +95,16 @@ def test_on_postgresql_only_one_daemon_fetches_a_mailbox_at_a_time(make_world: A
     assert w.desk.poll().fetch.stored == 1  # released: now it may
 
 
-def test_failed_polls_back_off_and_resume_by_themselves(tmp_path: Path, dovecot: Any, smtp_server: Any,
-                                                        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app import imap_config
+def test_failed_polls_back_off_and_resume_by_themselves(make_world: Callable[..., World],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from servers import free_port
     from sqlmodel import Session, select
 
-    from mailbot.app import Desk
     from mailbot.daemon import Daemon
     from mailbot.store.tables import DaemonHealth
 
-    desk = Desk(imap_config(tmp_path, dovecot, smtp_server, database_url,
-                            mailbox={"port": free_port()}, schedule={"poll_seconds": 10}))
+    # desks from make_world are closed after the test, with any IMAP connection a Daemon kept
+    desk = make_world(mailbox={"port": free_port()}, schedule={"poll_seconds": 10}).desk
     daemon = Daemon(desk)
     clock = [1000.0]
     monkeypatch.setattr("mailbot.daemon.time.monotonic", lambda: clock[0])
@@ -118,7 +116,7 @@ def test_failed_polls_back_off_and_resume_by_themselves(tmp_path: Path, dovecot:
     clock[0] += 2
     daemon.poll()                          # 21 s later: tried again, fails again, waits longer
     assert (daemon.failures, daemon.backoff()) == (2, 40.0)
-    working = Desk(imap_config(tmp_path, dovecot, smtp_server, database_url))
+    working = make_world().desk
     monkeypatch.setattr(desk, "poll", working.poll)  # the server is back
     clock[0] += 41
     daemon.poll()
@@ -126,8 +124,6 @@ def test_failed_polls_back_off_and_resume_by_themselves(tmp_path: Path, dovecot:
     with Session(desk.engine) as s:
         health = s.exec(select(DaemonHealth)).one()
     assert health.errors == 2 and health.failing_since is None and health.last_poll_ok_at is not None
-    desk.engine.dispose()
-    working.engine.dispose()
 
 
 def test_poll_once_beside_a_running_daemon_on_the_same_sqlite_file_is_refused(
@@ -268,6 +264,8 @@ def test_the_daemon_logs_in_once_for_its_polls_and_again_when_the_server_cut_the
             daemon.poll()
         w.smtp.wait_for(3, timeout=30)
         assert settled(1, before) == 1  # three polls, one login
+        assert w.desk.kept_inbox is not None
+        cut = w.desk.kept_inbox[0].client.socket()
         dovecot.restart_server()  # the kept connection is cut
         w.deliver(forward("203.0.113.20", "after-restart", "s4@four.example"))
         before = logins()  # the helper logged in again
@@ -279,3 +277,10 @@ def test_the_daemon_logs_in_once_for_its_polls_and_again_when_the_server_cut_the
             daemon.flusher.join(timeout=30)
     assert settled(1, before) == 1  # a new connection, without a failed poll
     assert daemon.failures == 0 and [m.state for m in w.messages()] == ["processed"] * 4
+    # Neither the connection given up on nor the one kept at the end may be left to the garbage
+    # collector: a daemon restarted in-process (or a server cutting it daily) would leak a socket each time.
+    assert cut.fileno() == -1
+    assert w.desk.kept_inbox is not None
+    kept = w.desk.kept_inbox[0].client.socket()
+    w.desk.close()
+    assert kept.fileno() == -1 and w.desk.kept_inbox is None

@@ -157,11 +157,12 @@ def test_a_database_fault_is_not_counted_against_the_message_being_processed(mak
 
 
 def test_the_daemon_alerts_staff_straight_over_smtp_when_its_sqlite_file_breaks(
-        tmp_path: Path, dovecot: Any, smtp_server: Any, database_url: str, monkeypatch: pytest.MonkeyPatch,
+        make_world: Any, smtp_server: Any, database_url: str, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     db = sqlite_only(database_url)
-    desk = Desk(imap_config(tmp_path, dovecot, smtp_server, database_url, desk={"staff": ["support@example.org"]},
-                            alerts={"poll_failure_minutes": 0.001}))
+    # make_world closes the desk: the Daemon keeps its IMAP connection between polls, and a desk
+    # only disposed of left it to the garbage collector, whose ResourceWarning hit a later test
+    desk = make_world(desk={"staff": ["support@example.org"]}, alerts={"poll_failure_minutes": 0.001}).desk
     daemon = Daemon(desk)
     clock = [1000.0]
     monkeypatch.setattr("mailbot.daemon.time.monotonic", lambda: clock[0])
@@ -205,7 +206,6 @@ def test_the_daemon_alerts_staff_straight_over_smtp_when_its_sqlite_file_breaks(
     daemon.poll()
     daemon.flush()
     assert len(smtp_server.messages) == 2
-    desk.engine.dispose()
 
 
 class VanishingServer(FaultProxy):
