@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -42,7 +43,11 @@ class FaultProxy:
         self.after = 0
         self.refusing = False
         """New connections are closed at once (the server is gone)."""
+        self.rewrite: Callable[[bytes], bytes] | None = None
+        """Applied to what the server says, a whole number of lines at a time (a server that speaks oddly)."""
         self.faulted = threading.Event()
+        self.client_closed = threading.Event()
+        """Set when mailbot closed a connection (its side ended)."""
         self.stopping = threading.Event()
         self.sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -69,16 +74,27 @@ class FaultProxy:
             upstream.settimeout(None)
             self.sockets += [client, upstream]
             fault, self.fault = self.fault, None
-            threading.Thread(target=self._pump, args=(client, upstream, None, 0), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, fault, self.after), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, None, 0), kwargs={"ends": self.client_closed},
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, fault, self.after, self.rewrite),
+                             daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, fault: str | None, after: int) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, fault: str | None, after: int,
+              rewrite: Callable[[bytes], bytes] | None = None, ends: threading.Event | None = None) -> None:
         passed = 0
+        held = b""
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
+                    if ends is not None:
+                        ends.set()
                     break
+                if rewrite is not None:
+                    lines, _, held = (held + data).rpartition(b"\r\n")
+                    data = rewrite(lines + b"\r\n") if lines or _ else b""
+                    if not data:
+                        continue
                 if fault and passed + len(data) >= after:
                     dst.sendall(data[: max(after - passed, 0)])
                     if self.refusing_after_fault:
@@ -119,6 +135,27 @@ def proxy(dovecot: Any) -> Iterator[FaultProxy]:
         yield p
     finally:
         p.close()
+
+
+def test_a_server_that_sends_no_uidvalidity_is_refused_by_name_and_its_connection_closed(
+        make_world, proxy: FaultProxy) -> None:  # type: ignore[no-untyped-def]
+    # without UIDVALIDITY a UID says nothing lasting: mailbot refuses to take mail from such a folder
+    world: World = make_world(mailbox={"port": proxy.port})
+    world.deliver(forward("203.0.113.61", "small-1", "bob@two.example"))
+    proxy.rewrite = lambda said: re.sub(rb"\* OK \[UIDVALIDITY \d+\][^\r\n]*\r\n", b"", said)
+    with pytest.raises(SourceError) as refused:
+        world.run()
+    assert f"127.0.0.1:{proxy.port} (user {world.imap.user}), folder INBOX" in str(refused.value)
+    assert "no UIDVALIDITY" in str(refused.value)
+    assert world.messages() == [] and world.imap.uids("INBOX") != []  # nothing taken, nothing moved
+    # the refused connection was closed at once, not left to the garbage collector (`refused`
+    # still holds the traceback, and with it anything the failed constructor left open)
+    assert proxy.client_closed.wait(5)
+
+    proxy.rewrite = None  # the server behaves again
+    polled, _ = world.run()
+    assert polled.fetch.stored == 1
+    assert_all_done_once(world, ["bob@two.example"])
 
 
 def big_forward(size: int) -> bytes:

@@ -39,20 +39,24 @@ class ImapSession:
         self.name = f"imap://{config.user}@{config.host}:{config.port}/{config.folder}"
         self.client: Any = None
         self._factory = client_factory
+        where = f"IMAP server {self.server} (user {config.user}), folder {config.folder}"
+        # everything that talks to the server is inside: a refusal anywhere closes the connection
         try:
             self.client = self._connect(client_factory)
             info = self.client.select_folder(config.folder)
+            if b"UIDVALIDITY" not in info:
+                raise SourceError(f"{where}: the server sent no UIDVALIDITY, without which mailbot cannot "
+                                  "tell mail it took from new mail (RFC 3501 requires it)")
+            caps = self.client.capabilities()
         except SourceError:
             self.close()
             raise
         except (IMAPClientError, OSError) as e:
             self.close()
-            raise SourceError(f"IMAP server {self.server} (user {config.user}), folder "
-                              f"{config.folder}: {_why(e)}") from None
+            raise SourceError(f"{where}: {_why(e)}") from None
         self.uidvalidity: int | None = int(info[b"UIDVALIDITY"])
         self.exists = int(info.get(b"EXISTS", 0))
         """Messages in the folder when it was selected (the IDLE watcher counts from here)."""
-        caps = self.client.capabilities()
         self.can_move = b"MOVE" in caps
         self._folders_ready = False
 
