@@ -1,8 +1,7 @@
-"""The desk: the stages wired to one configuration. `run_once()` is the whole
-flow once (fetch, process, mark done on the server, batch by batch; then
-flush the outbox); the daemon is that function on a schedule (sending beside
-the processing), and tests call it directly.
-"""
+"""The desk: the stages wired to one configuration. `run_once()` is the whole flow once (fetch,
+process, mark done on the server, batch by batch, a backlog's replies sent meanwhile by a process
+of its own; then flush the outbox); the daemon is that function on a schedule (sending from a
+thread beside the processing), and tests call it directly."""
 
 from __future__ import annotations
 
