@@ -45,6 +45,20 @@ def mailbot_cli(*args: str, cwd: Path | None = None, timeout: float = 120,
                           timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
+def running(module: str) -> Iterator[tuple[int, list[bytes], bytes]]:
+    """(pid, argv, environment) of each process running `python -m module` now, from /proc."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if module.encode() in argv:
+            yield int(entry.name), argv, environ
+
+
 def toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

@@ -13,10 +13,9 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from app import CliDesk, World, forward
+from app import CliDesk, World, forward, running
 
 from mailbot.extraction import Extraction
 
@@ -29,18 +28,8 @@ def backlog(w: World, n: int) -> list[str]:
 
 
 def sending_processes(parent: int) -> list[int]:
-    """Pids of the sending processes started by `parent` (their command line names it)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"mailbot.outgoing.beside" in argv and argv[-2:] and argv[-2] == str(parent).encode():
-            found.append(int(entry.name))
-    return found
+    """Pids of the sending processes started by `parent` (their command line ends with its pid)."""
+    return [pid for pid, argv, _ in running("mailbot.outgoing.beside") if argv[-1] == str(parent).encode()]
 
 
 def pausing_at(w: World, tag: bytes, then: Callable[[], None]) -> None:

@@ -91,8 +91,8 @@ class FaultProxy:
                         ends.set()
                     break
                 if rewrite is not None:
-                    lines, _, held = (held + data).rpartition(b"\r\n")
-                    data = rewrite(lines + b"\r\n") if lines or _ else b""
+                    lines, end, held = (held + data).rpartition(b"\r\n")
+                    data = rewrite(lines + end) if end else b""
                     if not data:
                         continue
                 if fault and passed + len(data) >= after:

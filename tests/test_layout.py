@@ -147,7 +147,7 @@ def test_only_the_tickets_module_changes_a_ticket_s_state() -> None:
 
 
 TOP_LEVEL = {"__init__", "__main__", "app", "clock", "daemon", "errors", "faults", "identity", "logs",
-             "metrics"}
+             "metrics", "processes"}
 PARTS = {"cli", "config", "desk", "extraction", "listing", "outgoing", "portal", "source", "staffing", "store"}
 MAX_LINES = 400
 

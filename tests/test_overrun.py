@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from app import World, forward, imap_toml, mailbot_cli
+from app import World, forward, imap_toml, mailbot_cli, running
 from hostile import build, many_parts
 from sqlmodel import Session, select
 from test_daemon import stop
@@ -37,18 +37,8 @@ def hostile(raw: bytes, tag: str) -> bytes:
 
 def workers_tagged(tag: str) -> list[int]:
     """Extraction workers whose environment carries `tag` (only the ones a test started)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"mailbot.desk.extractor" in cmdline and f"EXTRACTION_TEST_TAG={tag}".encode() in environ:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, _, environ in running("mailbot.desk.extractor")
+            if f"EXTRACTION_TEST_TAG={tag}".encode() in environ]
 
 
 def wait_for_recipients(smtp: Any, wanted: list[str], timeout: float) -> float:

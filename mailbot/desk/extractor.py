@@ -16,7 +16,7 @@ kernel's OOM killer), is replaced and the message tried once more.
 or the configuration, not of the message, which callers count as a failed
 attempt.
 
-The worker is `python -m mailbot.desk.extractor`, a fresh interpreter that
+The worker is `python -m mailbot.desk.extractor` (`mailbot.processes`), a fresh interpreter that
 imports only the extraction package (about 0.1 s to start), talking over a
 socket pair: not a fork of the daemon (its threads and locks), and not
 multiprocessing's spawn or fork server (which import the daemon's main
@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,7 +38,7 @@ import tomllib
 import weakref
 from multiprocessing.connection import Connection
 
-from mailbot import PACKAGE_DIR
+from mailbot import processes
 from mailbot.errors import CommandFailed, ConfigurationError
 from mailbot.extraction import Extraction, IssuerTable, IssuerTableError, default_table, extract
 from mailbot.extraction.limits import TOTAL_SECONDS
@@ -51,7 +49,6 @@ START_SECONDS = 30.0
 """A worker that has not said it is ready by then is not coming (it takes about 0.1 s)."""
 _STOP = b""
 """Sent instead of a mail: the worker exits (a stored mail is never empty)."""
-_PACKAGE_ROOT = str(PACKAGE_DIR.parent)
 
 
 class ExtractionOverrun(Exception):
@@ -141,19 +138,13 @@ class Extractor:
             return self._conn
         if self._proc is not None:
             self._discard()
-        ours, theirs = socket.socketpair()
-        env = _worker_environment()
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mailbot.desk.extractor", str(theirs.fileno()),
-                 str(self.memory_mb * 1024 * 1024), repr(self.soft_seconds), self.issuers_file or ""],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env, close_fds=True)
+            # the worker reads hostile mail: it gets neither the configuration nor any secret
+            proc, conn = processes.start("mailbot.desk.extractor", str(self.memory_mb * 1024 * 1024),
+                                         repr(self.soft_seconds), self.issuers_file or "", env=processes.environment())
         except OSError as e:
-            ours.close()
             raise ExtractorUnavailable(f"cannot start the extraction worker: {e}") from None
-        finally:
-            theirs.close()
-        self._proc, self._conn = proc, Connection(ours.detach())
+        self._proc, self._conn = proc, conn
         # An extractor dropped without close(), or still open at exit, ends its worker too.
         self._finalizer = weakref.finalize(self, _stop, proc, self._conn)
         try:
@@ -185,7 +176,7 @@ class Extractor:
             code = proc.wait(5)
         except subprocess.TimeoutExpired:
             return "still running"
-        return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        return processes.ended(code)
 
 
 def _stop(proc: subprocess.Popen[bytes], conn: Connection) -> None:
@@ -198,16 +189,6 @@ def _stop(proc: subprocess.Popen[bytes], conn: Connection) -> None:
         proc.kill()
         proc.wait()
     conn.close()
-
-
-def _worker_environment() -> dict[str, str]:
-    """The daemon's environment without its configuration and secrets (the worker reads hostile
-    mail and needs neither), and with this package importable wherever it was imported from."""
-    secret = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MAILBOT_") and not any(word in k.upper() for word in secret)}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-    return env
 
 
 def load_issuers(path: str) -> IssuerTable:

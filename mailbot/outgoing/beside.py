@@ -12,10 +12,10 @@ on PostgreSQL, a file lock orders SQLite's senders; see `outbox` and `store.lock
 a death leaves is what it left before: at most the one mail between its 250 and its commit
 goes again, with the same Message-ID.
 
-The process is started as `python -m mailbot.outgoing.beside FD` (never forked from a process
-that may hold threads and open connections, never by re-running the caller's `__main__`), and
+The process is started as `python -m mailbot.outgoing.beside FD PID` (`mailbot.processes`: a
+fresh interpreter, with no MAILBOT_* variable but the tests' crash points, `MAILBOT_FAULT`), and
 is handed its settings through the socket: the database URL and the outgoing section may hold
-passwords, which stay out of its command line. It stops between two mails when told to, on
+passwords, which stay out of its command line and environment. It stops between two mails when told to, on
 SIGTERM, or when the process that started it is gone; Ctrl-C is the poll's to decide.
 
 Protocol, over a `multiprocessing.connection.Connection`: the poll sends `Settings`, then "go"
@@ -30,20 +30,18 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from mailbot import processes
 from mailbot.config import OutgoingConfig
 from mailbot.outgoing.outbox import FlushResult, flush
 from mailbot.outgoing.transports import make_transport
 
 log = logging.getLogger(__name__)
-
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 
 
 @dataclass(frozen=True)
@@ -129,19 +127,9 @@ class SendingProcess:
         return value
 
     def _start(self) -> None:
-        ours, theirs = socket.socketpair()
-        env = _environment()
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailbot.outgoing.beside", str(theirs.fileno()), str(os.getpid())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env, close_fds=True)
-        except OSError:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self.conn = Connection(ours.detach())
+        # the settings go through the socket: the database URL and [outgoing] may hold passwords
+        self.proc, self.conn = processes.start("mailbot.outgoing.beside", str(os.getpid()),
+                                               env=processes.environment(keep={"MAILBOT_FAULT"}))
         assert self.settings is not None
         self.conn.send(self.settings)
 
@@ -153,7 +141,7 @@ class SendingProcess:
 
     def _gone(self, why: str) -> None:
         code = self.proc.poll() if self.proc is not None else None
-        how = why if code is None else f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
+        how = why if code is None else processes.ended(code)
         log.warning("the sending process stopped (%s); what it left is sent after the poll", how)
         self.failed = True
 
@@ -166,14 +154,6 @@ class SendingProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def _environment() -> dict[str, str]:
-    """The poll's environment without mailbot's configuration and secrets: the process gets what
-    it needs in `Settings` (the crash points of the tests, `MAILBOT_FAULT`, stay armed in it)."""
-    secret = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL")
-    return {k: v for k, v in os.environ.items()
-            if k == "MAILBOT_FAULT" or not (k.startswith("MAILBOT_") or any(word in k.upper() for word in secret))}
 
 
 def serve(conn: Connection, parent: int) -> None:
