@@ -80,7 +80,7 @@ class Desk:
         # Made first: a broken issuers file is the operator's error before any connection is open.
         issuers = config.extraction.issuers_file
         self.extractor = Extractor(config.extraction.seconds, config.extraction.memory_mb,
-                                   str(config.path(issuers)) if issuers else None)
+                                   str(config.path(issuers)) if issuers else None, workers=config.extraction.workers)
         self.engine = engine or make_engine(database_url(config))
         if migrate:
             create_schema(self.engine)
@@ -95,7 +95,7 @@ class Desk:
         self.processor = Processor(Triage(triage_settings(config), self.mailer), self.engine,
                                    batch_size=config.mailbox.process_batch, batch_bytes=config.mailbox.batch_bytes)
         self.sending = SendHealth(self.engine, self.mailer)
-        self.processor.extract = self.extractor.run
+        self.processor.extract, self.processor.read_ahead = self.extractor.run, self.extractor.ahead
         self.opened_lister: Lister | None = None
         self.processor.triage.listing.lister = self.listing
         self.keep_inbox = False
@@ -141,6 +141,7 @@ class Desk:
         """Fetch (if no other daemon is fetching this mailbox), process, mark done; then carry out
         what staff asked for by mail that needs the listing source (staffing/mail_requests.py).
         `batch_done` after each batch processed and marked done; `backlog` first, if there are several."""
+        self.extractor.warm()  # its workers start while the inbox is opened
         with mailbox_lock(self.engine, self.mailbox_name) as mine:
             if not mine:
                 result = PollResult(FetchResult(), self._help(should_stop, batch_done), 0)

@@ -108,3 +108,28 @@ def test_the_reply_caps_count_across_batches_as_one_message_at_a_time_did(make_w
     assert reasons == [
         "ack not sent: 3 automatic replies to ann@one.example in 24 hours (replies.per_recipient_daily = 3)",
         "ack not sent: 4 automatic replies to one.example in 24 hours (replies.per_domain_daily = 4)"]
+
+
+def test_the_next_batch_is_handed_to_extraction_ahead_without_being_claimed(make_world: Callable[..., World]) -> None:
+    from sqlmodel import Session, select
+
+    from mailbot.store.tables import StoredMessage
+
+    w = make_world(mailbox={"process_batch": 2})
+    for i in range(5):
+        w.deliver(forward(f"203.0.113.{40 + i}", f"ahead-{i}", f"sender{i}@a{i}.example"))
+    handed: list[tuple[int, int, list[int]]] = []
+    given = w.desk.processor.read_ahead
+
+    def read_ahead(now: Any, later: Any) -> None:
+        with Session(w.desk.engine) as session:  # what the database says at that moment
+            attempts = {m.raw: m.attempts for m in session.exec(select(StoredMessage)).all()}
+        handed.append((len(now), len(later), [attempts[raw] for raw in later]))
+        given(now, later)
+
+    w.desk.processor.read_ahead = read_ahead
+    polled, _ = w.run()
+    assert polled.process.processed == 5 and len(w.tickets()) == 5
+    # batches of 2, 2, 1: each handed with the next, whose attempts are still 0 (counted when claimed)
+    assert handed == [(2, 2, [0, 0]), (2, 1, [0]), (1, 0, [])]
+    assert w.desk.extractor.started == 2  # two mails at once: both workers read

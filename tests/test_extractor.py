@@ -169,3 +169,86 @@ def test_close_ends_the_worker_and_so_does_dropping_the_extractor() -> None:
     del dropped
     gc.collect()
     assert gone(pid)
+
+
+# -- reading ahead, several workers (issue #16) ------------------------------------------------
+
+def test_mails_handed_ahead_are_read_side_by_side_and_each_answer_goes_to_its_mail() -> None:
+    ex = Extractor(seconds=30, memory_mb=1024, workers=2)
+    try:
+        mails = [sample(name) for name in SAMPLES] * 2
+        ex.ahead(mails[:3], mails[3:])
+        assert ex.started == 2 and len(ex.pids) == 2  # both workers had mail
+        for raw in reversed(mails):  # asked in any order
+            assert ex.run(raw) == extract(raw)
+    finally:
+        ex.close()
+
+
+def test_one_mail_at_a_time_goes_to_the_first_worker_only() -> None:
+    ex = Extractor(seconds=30, memory_mb=1024, workers=2)
+    try:
+        for name in SAMPLES:
+            ex.run(sample(name))
+        assert ex.started == 1 and ex.pids == [ex.pid]
+    finally:
+        ex.close()
+
+
+def test_a_mail_read_ahead_is_not_read_again_when_asked_for() -> None:
+    ex = Extractor(seconds=30, memory_mb=1024)
+    try:
+        slow = build("dsn-records", 5_000_000, spread=True)  # reads for its 1.5 s budget
+        ex.ahead([slow])
+        time.sleep(2.5)  # read by now
+        started = time.monotonic()
+        assert ex.run(slow).status == "5.1.1"
+        assert time.monotonic() - started < 0.5
+    finally:
+        ex.close()
+
+
+def test_an_overrun_behind_and_before_other_mails_costs_only_itself() -> None:
+    ex = Extractor(seconds=0.5, memory_mb=1024)  # one worker: the mails queue behind each other
+    try:
+        good = sample(SAMPLES[0])
+        slow = many_parts(5_000_000)
+        other = sample(SAMPLES[2])
+        ex.ahead([good, slow, other])
+        first = ex.pid
+        assert ex.run(good).status == "5.7.511"
+        with pytest.raises(ExtractionOverrun) as overrun:
+            ex.run(slow)
+        assert overrun.value.reason == "extraction took longer than 0.5 s (extraction.seconds)"
+        assert ex.run(other) == extract(other)  # sent again to the worker that replaced the ended one
+        assert ex.started == 2 and first is not None and gone(first)
+    finally:
+        ex.close()
+
+
+def test_a_worker_killed_with_mails_queued_hands_them_all_to_its_successor() -> None:
+    ex = Extractor(seconds=30, memory_mb=1024)
+    try:
+        slow = build("dsn-records", 5_000_000, spread=True)
+        rest = [sample(name) for name in SAMPLES]
+        ex.ahead([slow, *rest])
+        first = ex.pid
+        assert first is not None
+        threading.Timer(0.5, os.kill, (first, signal.SIGKILL)).start()
+        assert ex.run(slow).status == "5.1.1"  # the one it died under, read once more
+        assert [ex.run(raw) for raw in rest] == [extract(raw) for raw in rest]
+        assert ex.started == 2
+    finally:
+        ex.close()
+
+
+def test_mails_no_longer_wanted_are_forgotten() -> None:
+    ex = Extractor(seconds=30, memory_mb=1024)
+    try:
+        a, b = sample(SAMPLES[0]), sample(SAMPLES[1])
+        ex.ahead([a])
+        ex.ahead([b])  # a's batch went elsewhere (another daemon claimed it)
+        assert list(ex._ahead) == [b]
+        assert ex.run(b) == extract(b) and ex.run(a) == extract(a)  # a is read afresh when asked
+    finally:
+        ex.close()

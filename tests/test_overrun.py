@@ -37,7 +37,7 @@ def hostile(raw: bytes, tag: str) -> bytes:
 
 def workers_tagged(tag: str) -> list[int]:
     """Extraction workers whose environment carries `tag` (only the ones a test started)."""
-    return [pid for pid, _, environ in running("mailbot.desk.extractor")
+    return [pid for pid, _, environ in running("mailbot.desk.extraction_worker")
             if f"EXTRACTION_TEST_TAG={tag}".encode() in environ]
 
 

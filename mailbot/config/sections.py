@@ -256,6 +256,8 @@ class ExtractionConfig(Section):
 
     seconds: float = Field(5.0, gt=0, le=600)
     memory_mb: int = Field(1024, ge=64, le=1024 * 1024)
+    workers: int = Field(2, ge=1, le=64)
+    """Worker processes reading mail side by side, each with its own `memory_mb`."""
     issuers_file: str | None = None
     """A TOML file of issuers merged into the shipped table (mailbot/extraction/issuers.toml's shape)."""
 

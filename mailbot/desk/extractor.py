@@ -1,26 +1,37 @@
-"""Extraction where it can be stopped: a worker process with a deadline and a memory limit.
+"""Extraction where it can be stopped: worker processes with a deadline and a memory limit.
 
-Contract: `Extractor(seconds, memory_mb).run(raw)` returns what
+Contract: `Extractor(seconds, memory_mb, workers=n).run(raw)` returns what
 `extraction.extract(raw)` returns, computed in a worker process, or raises
-`ExtractionOverrun(reason)` when that message cost more than it may: the
-worker ran past `seconds` (it is killed), ran out of the `memory_mb` of
-address space it is given (RLIMIT_AS), or died on it twice. The reason is
-one line for the quarantine ("extraction took longer than 5 s ..."). The
-next call gets a fresh worker. Inside the worker, extraction stops reading
-by itself at `min(limits.TOTAL_SECONDS, seconds / 2)` and reports what it
-found by then; the kill is for the single step that does not come back.
+`ExtractionOverrun(reason)` when that message cost more than it may: its
+worker ran past `seconds` on it (the kernel ends it: an alarm the worker
+sets before each mail, whose default action ends the process), ran out of
+the `memory_mb` of address space it is given (RLIMIT_AS), or died on it
+twice. The reason is one line for the quarantine ("extraction took longer
+than 5 s ..."). Inside the worker, extraction stops reading by itself at
+`min(limits.TOTAL_SECONDS, seconds / 2)` and reports what it found by then;
+the alarm is for the single step that does not come back.
 
-A worker that dies while idle, or under a message (killed from outside, the
-kernel's OOM killer), is replaced and the message tried once more.
+`ahead(now, later)` hands mails to the workers before they are asked for
+(issue #16): the `n` workers read a batch side by side, and the next batch
+while this one's rules and rows are done. Each worker is fed its mails in
+order by a thread of this process and reads them back to back; `run` with
+the same bytes takes the result read ahead (waiting if it is still being
+read). Reading ahead decides nothing: extraction is a pure function of the
+bytes, and what it found counts only when `run` is asked, by a message that
+has been claimed. What a worker had not answered when it died is sent to its
+successor, the mail it died under counted once against that mail.
+
+A worker that dies (killed from outside, the kernel's OOM killer) is
+replaced and the mail it was reading tried once more.
 `ExtractorUnavailable` means no worker can be started: a fault of the system
 or the configuration, not of the message, which callers count as a failed
 attempt.
 
-The worker is `python -m mailbot.desk.extractor` (`mailbot.processes`), a fresh interpreter that
+A worker is `python -m mailbot.desk.extraction_worker` (`mailbot.processes`), a fresh interpreter that
 imports only the extraction package (about 0.1 s to start), talking over a
 socket pair: not a fork of the daemon (its threads and locks), and not
 multiprocessing's spawn or fork server (which import the daemon's main
-module into every child). `close()` ends it; so does dropping the
+module into every child). `close()` ends them; so does dropping the
 extractor, and the interpreter's exit (a finalizer); a worker whose daemon
 is gone exits by itself.
 """
@@ -29,26 +40,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import resource
+import queue
 import signal
 import subprocess
-import sys
 import threading
-import tomllib
 import weakref
+from collections import deque
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
 from mailbot import processes
-from mailbot.errors import CommandFailed, ConfigurationError
-from mailbot.extraction import Extraction, IssuerTable, IssuerTableError, default_table, extract
+from mailbot.desk.extraction_worker import STOP, load_issuers
+from mailbot.errors import CommandFailed
+from mailbot.extraction import Extraction
 from mailbot.extraction.limits import TOTAL_SECONDS
 
 log = logging.getLogger(__name__)
 
 START_SECONDS = 30.0
 """A worker that has not said it is ready by then is not coming (it takes about 0.1 s)."""
-_STOP = b""
-"""Sent instead of a mail: the worker exits (a stored mail is never empty)."""
+GRACE_SECONDS = 5.0
+"""Past its deadline, how long a worker that has not answered (nor been ended by its alarm, say
+a stopped process) is waited for before it is killed from here."""
 
 
 class ExtractionOverrun(Exception):
@@ -63,178 +76,276 @@ class ExtractorUnavailable(CommandFailed):
     """No extraction worker could be started or fed; not the message's fault."""
 
 
-class Extractor:
-    """One worker process at a time, started on first use and replaced after every overrun."""
+class _Job:
+    """One mail handed to a worker, until its answer is read."""
 
-    def __init__(self, seconds: float, memory_mb: int, issuers_file: str | None = None) -> None:
+    __slots__ = ("deaths", "done", "error", "raw", "result", "sent")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.done = False
+        self.result: Extraction | None = None
+        self.error: Exception | None = None
+        self.deaths = 0
+        self.sent = False
+        """Written to the worker's socket (set by the feeding thread)."""
+
+    def finish(self, result: Extraction | None = None, error: Exception | None = None) -> None:
+        self.result, self.error, self.done = result, error, True
+
+
+class _Lane:
+    """One worker process, the thread that feeds it, and the mails it has not answered, in order."""
+
+    def __init__(self, owner: Extractor) -> None:
+        self.owner = owner
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.conn: Connection | None = None
+        self.feed: queue.SimpleQueue[_Job | None] | None = None
+        """The feeding thread's queue, once the worker has said it is ready."""
+        self.out: queue.SimpleQueue[_Job | None] | None = None
+        self.feeder: threading.Thread | None = None
+        self.finalizer: weakref.finalize[..., Extractor] | None = None
+        self.pending: deque[_Job] = deque()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def submit(self, job: _Job) -> None:
+        self.pending.append(job)
+        if self.feed is not None:
+            self.feed.put(job)
+        else:
+            self.ensure()
+
+    def spawn(self) -> None:
+        """Start a worker if none runs, without waiting for it to be ready (`ensure` waits)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        if self.proc is not None:
+            self.discard()
+        ex = self.owner
+        try:
+            # the worker reads hostile mail: it gets neither the configuration nor any secret
+            proc, conn = processes.start("mailbot.desk.extraction_worker", str(ex.memory_mb * 1024 * 1024),
+                                         repr(ex.soft_seconds), repr(ex.seconds), ex.issuers_file or "",
+                                         env=processes.environment())
+        except OSError as e:
+            raise ExtractorUnavailable(f"cannot start the extraction worker: {e}") from None
+        self.proc, self.conn = proc, conn
+        # An extractor dropped without close(), or still open at exit, ends its workers too.
+        self.out = queue.SimpleQueue()
+        self.feed = None  # set once the worker says it is ready
+        self.finalizer = weakref.finalize(ex, _stop, proc, conn, self.out)
+
+    def ensure(self) -> None:
+        """A running worker, fed what this lane has not had answered (a fresh one gets all of it)."""
+        if self.feed is not None and self.proc is not None and self.proc.poll() is None:
+            return
+        self.spawn()
+        ex, conn = self.owner, self.conn
+        assert conn is not None
+        feed = self.out
+        assert feed is not None
+        try:
+            hello = conn.recv() if conn.poll(START_SECONDS) else None
+        except (EOFError, OSError):
+            hello = None
+        if not (isinstance(hello, tuple) and hello[0] == "ready"):
+            how = self.discard()
+            raise ExtractorUnavailable(f"the extraction worker did not start within {START_SECONDS:g} s ({how})")
+        if hello[1] and not ex.warned:
+            ex.warned = True
+            log.warning("the extraction worker runs without its memory limit (%s); its time limit holds", hello[1])
+        ex.started += 1
+        self.feed = feed
+        self.feeder = threading.Thread(target=_feed, args=(conn, feed), name="extraction-feed", daemon=True)
+        self.feeder.start()
+        for job in self.pending:
+            job.sent = False
+            feed.put(job)
+
+    def answer(self) -> None:
+        """Read the answer to the oldest mail of this lane (or learn why none comes)."""
+        self.ensure()
+        assert self.conn is not None
+        head, ex = self.pending[0], self.owner
+        if not self.conn.poll(ex.seconds + GRACE_SECONDS):
+            self.pending.popleft()
+            self.discard()
+            head.finish(error=ExtractionOverrun(f"extraction took longer than {ex.seconds:g} s (extraction.seconds)"))
+            return
+        try:
+            kind, value = self.conn.recv()
+        except (EOFError, OSError):
+            self.died(head)
+            return
+        self.pending.popleft()
+        if kind == "ok" and isinstance(value, Extraction):
+            head.finish(value)
+        elif kind == "memory":  # the worker exits after saying so: a fresh one starts with a clean heap
+            self.discard()
+            head.finish(error=ExtractionOverrun(f"extraction needed more than {ex.memory_mb} MiB "
+                                                "(extraction.memory_mb)"))
+        else:
+            self.discard()
+            head.finish(error=ExtractorUnavailable(f"the extraction worker answered {kind!r}"))
+
+    def died(self, head: _Job) -> None:
+        code = self.discard()
+        ex = self.owner
+        if code == -signal.SIGALRM:  # its own alarm: this mail ran past the deadline
+            self.pending.popleft()
+            head.finish(error=ExtractionOverrun(f"extraction took longer than {ex.seconds:g} s (extraction.seconds)"))
+            return
+        how = processes.ended(code) if code is not None else "still running"
+        if not head.sent:  # it died before this mail reached it: not this mail's doing
+            ex.idle_deaths += 1
+            if ex.idle_deaths >= 2:
+                ex.idle_deaths = 0
+                raise ExtractorUnavailable(f"the extraction worker dies before it reads a mail ({how})")
+            return
+        head.deaths += 1
+        if head.deaths >= 2:
+            self.pending.popleft()
+            head.finish(error=ExtractionOverrun(f"the extraction worker died on it twice ({how})"))
+            return
+        log.warning("the extraction worker died under a message (%s); trying it once more", how)
+
+    def discard(self) -> int | None:
+        """Kill the worker (if it still runs), end its feeder, forget both; its exit status."""
+        proc, conn, feed, feeder = self.proc, self.conn, self.out, self.feeder
+        if self.finalizer is not None:
+            self.finalizer.detach()
+        self.proc, self.conn, self.feed, self.out, self.feeder, self.finalizer = None, None, None, None, None, None
+        code: int | None = None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = proc.wait(5)
+        if feed is not None:
+            feed.put(None)
+        if feeder is not None:
+            feeder.join(5)  # its write fails once the worker is gone
+        if conn is not None:
+            conn.close()
+        return code
+
+
+class Extractor:
+    """`workers` worker processes, each started on first use and replaced after every overrun."""
+
+    def __init__(self, seconds: float, memory_mb: int, issuers_file: str | None = None, *, workers: int = 1) -> None:
         if issuers_file is not None:
             load_issuers(issuers_file)  # a bad file is the operator's error now, not a dead worker later
         self.issuers_file = issuers_file
         self.seconds = seconds
         self.memory_mb = memory_mb
         self.soft_seconds = min(TOTAL_SECONDS, seconds / 2)
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._conn: Connection | None = None
-        self._lock = threading.Lock()
-        self._warned = False
-        self._finalizer: weakref.finalize[[subprocess.Popen[bytes], Connection], Extractor] | None = None
+        self._lanes = [_Lane(self) for _ in range(max(1, workers))]
+        self._ahead: dict[bytes, _Job] = {}
+        self._lock = threading.RLock()
+        self.warned = False
+        self.idle_deaths = 0
         self.started = 0
         """Workers started so far (a replaced worker counts again)."""
 
     @property
     def pid(self) -> int | None:
-        """The current worker's process id, while one runs."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+        """The first worker's process id, while it runs (the one a mail at a time goes to)."""
+        return self._lanes[0].pid
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the workers that run."""
+        return [pid for lane in self._lanes if (pid := lane.pid) is not None]
 
     def run(self, raw: bytes) -> Extraction:
-        """`extract(raw)` in the worker; raises ExtractionOverrun or ExtractorUnavailable."""
+        """`extract(raw)` in a worker; raises ExtractionOverrun or ExtractorUnavailable."""
         with self._lock:
-            for attempt in (1, 2):
-                conn = self._worker()
-                try:
-                    conn.send_bytes(raw)
-                except OSError:  # it died while idle: not this message's doing
-                    how = self._discard()
-                    if attempt == 2:
-                        raise ExtractorUnavailable(
-                            f"the extraction worker dies before it reads a mail ({how})") from None
-                    continue
-                if not conn.poll(self.seconds):
-                    self._discard()
-                    raise ExtractionOverrun(f"extraction took longer than {self.seconds:g} s (extraction.seconds)")
-                try:
-                    kind, value = conn.recv()
-                except (EOFError, OSError):
-                    how = self._discard()
-                    if attempt == 2:
-                        raise ExtractionOverrun(f"the extraction worker died on it twice ({how})") from None
-                    log.warning("the extraction worker died under a message (%s); trying it once more", how)
-                    continue
-                if kind == "memory":
-                    self._discard()
-                    raise ExtractionOverrun(f"extraction needed more than {self.memory_mb} MiB "
-                                            "(extraction.memory_mb)")
-                if not isinstance(value, Extraction):
-                    self._discard()
-                    raise ExtractorUnavailable(f"the extraction worker answered {kind!r}")
-                return value
-            raise AssertionError("unreachable: the second attempt returns or raises")
+            job = self._ahead.pop(raw, None)
+            if job is None:
+                job = self._submit(raw)
+            lane = next(lane for lane in self._lanes if job in lane.pending) if not job.done else None
+            while not job.done:
+                assert lane is not None
+                lane.answer()
+            self.idle_deaths = 0
+            if job.error is not None:
+                raise job.error
+            assert job.result is not None
+            return job.result
+
+    def ahead(self, now: Sequence[bytes], later: Sequence[bytes] = ()) -> None:
+        """Hand these mails to the workers, `now` first: `run` with the same bytes takes what they
+        found. Mails handed ahead before and in neither list are forgotten (a worker that has them
+        reads them all the same; their answers are dropped)."""
+        with self._lock:
+            if len(now) + len(later) > 1:
+                self.warm()  # side by side, not one after the other under the first mails
+            wanted = set(now) | set(later)
+            for raw in [raw for raw in self._ahead if raw not in wanted]:
+                del self._ahead[raw]
+            for raw in (*now, *later):
+                if raw not in self._ahead:
+                    self._ahead[raw] = self._submit(raw)
 
     def start(self) -> None:
-        """Start the worker now (the daemon, at its start) rather than under the first mail, which
-        would wait the worker's start-up: 0.1 s on a quiet machine, 0.3 s on a busy one."""
+        """Start the workers now (the daemon, at its start) rather than under the first mail, which
+        would wait a worker's start-up: 0.1 s on a quiet machine, 0.3 s on a busy one."""
         with self._lock:
-            self._worker()
+            self.warm()
+            for lane in self._lanes:
+                lane.ensure()
+
+    def warm(self) -> None:
+        """Start the workers side by side without waiting for them (a poll, before it opens the
+        inbox); one that cannot be started is reported when a mail needs it."""
+        with self._lock:
+            for lane in self._lanes:
+                with contextlib.suppress(ExtractorUnavailable):
+                    lane.spawn()
 
     def close(self) -> None:
-        """End the worker: asked first, killed if it has not gone within a second."""
+        """End the workers: asked first, killed if they have not gone within a second."""
         with self._lock:
-            if self._finalizer is not None:
-                self._finalizer()
-            self._proc, self._conn, self._finalizer = None, None, None
+            self._ahead.clear()
+            for lane in self._lanes:
+                if lane.finalizer is not None:
+                    lane.finalizer()
+                lane.proc = lane.conn = lane.feed = lane.feeder = lane.finalizer = None
+                for job in lane.pending:
+                    job.finish(error=ExtractorUnavailable("the extractor was closed"))
+                lane.pending.clear()
 
-    def _worker(self) -> Connection:
-        if self._proc is not None and self._conn is not None and self._proc.poll() is None:
-            return self._conn
-        if self._proc is not None:
-            self._discard()
+    def _submit(self, raw: bytes) -> _Job:
+        """To the worker with the fewest mails waiting (the first of those: one mail at a time
+        always goes to the same worker, and a second starts only when two are read at once)."""
+        job = _Job(raw)
+        min(self._lanes, key=lambda lane: len(lane.pending)).submit(job)
+        return job
+
+
+def _feed(conn: Connection, feed: queue.SimpleQueue[_Job | None]) -> None:
+    """A worker's feeding thread: writes its mails in order, until told to stop or the worker is gone."""
+    while (job := feed.get()) is not None:
+        job.sent = True  # before the write: a worker that dies under it has had it
         try:
-            # the worker reads hostile mail: it gets neither the configuration nor any secret
-            proc, conn = processes.start("mailbot.desk.extractor", str(self.memory_mb * 1024 * 1024),
-                                         repr(self.soft_seconds), self.issuers_file or "", env=processes.environment())
-        except OSError as e:
-            raise ExtractorUnavailable(f"cannot start the extraction worker: {e}") from None
-        self._proc, self._conn = proc, conn
-        # An extractor dropped without close(), or still open at exit, ends its worker too.
-        self._finalizer = weakref.finalize(self, _stop, proc, self._conn)
-        try:
-            hello = self._conn.recv() if self._conn.poll(START_SECONDS) else None
-        except (EOFError, OSError):
-            hello = None
-        if not (isinstance(hello, tuple) and hello[0] == "ready"):
-            how = self._discard()
-            raise ExtractorUnavailable(f"the extraction worker did not start within {START_SECONDS:g} s ({how})")
-        if hello[1] and not self._warned:
-            self._warned = True
-            log.warning("the extraction worker runs without its memory limit (%s); its time limit holds", hello[1])
-        self.started += 1
-        return self._conn
-
-    def _discard(self) -> str:
-        """Kill the worker (if it still runs) and forget it; says how it ended."""
-        proc, conn = self._proc, self._conn
-        if self._finalizer is not None:
-            self._finalizer.detach()
-        self._proc, self._conn, self._finalizer = None, None, None
-        if conn is not None:
-            conn.close()
-        if proc is None:
-            return "no worker"
-        if proc.poll() is None:
-            proc.kill()
-        try:
-            code = proc.wait(5)
-        except subprocess.TimeoutExpired:
-            return "still running"
-        return processes.ended(code)
+            conn.send_bytes(job.raw)
+        except OSError:
+            job.sent = False
+            return  # the worker is gone; the lane learns it from the answer it does not get
 
 
-def _stop(proc: subprocess.Popen[bytes], conn: Connection) -> None:
+def _stop(proc: subprocess.Popen[bytes], conn: Connection, feed: queue.SimpleQueue[_Job | None]) -> None:
     """Ask a worker to exit; kill it if it has not within a second."""
-    with contextlib.suppress(OSError):
-        conn.send_bytes(_STOP)
+    feed.put(_Job(STOP))
+    feed.put(None)
     try:
         proc.wait(1.0)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
     conn.close()
-
-
-def load_issuers(path: str) -> IssuerTable:
-    """The shipped issuer table with the operator's file merged in; a ConfigurationError naming the key
-    (mailbot.config is not imported here: the worker imports this module and must start fast)."""
-    try:
-        with open(path, "rb") as f:
-            return default_table().extended(tomllib.load(f))
-    except (OSError, tomllib.TOMLDecodeError, IssuerTableError) as e:
-        raise ConfigurationError(f"extraction.issuers_file: {path}: {e}") from None
-
-
-def serve(conn: Connection, memory_bytes: int, seconds: float, issuers: IssuerTable | None = None) -> None:
-    """The worker's loop: says it is ready (and whether its memory limit holds), then takes
-    mails (bytes) and answers ("ok", Extraction) or ("memory", None), until told to stop."""
-    # Ctrl-C in the daemon's terminal reaches the whole process group; the daemon decides.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    problem = None
-    if memory_bytes:
-        try:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-        except (OSError, ValueError) as e:  # a seccomp filter without setrlimit, a lower hard limit
-            problem = f"setrlimit(RLIMIT_AS): {e}"
-    conn.send(("ready", problem))
-    while True:
-        try:
-            raw = conn.recv_bytes()
-        except EOFError:
-            return  # the daemon is gone
-        except MemoryError:
-            conn.send(("memory", None))
-            return
-        if raw == _STOP:
-            return
-        try:
-            extraction = extract(raw, seconds=seconds, issuers=issuers)
-            extraction.json_text()  # written here, on the worker's core, and sent with it
-            result: tuple[str, Extraction | None] = ("ok", extraction)
-        except MemoryError:
-            result = ("memory", None)
-        del raw
-        conn.send(result)
-        if result[0] == "memory":
-            return  # a fresh worker starts with a clean heap
-
-
-if __name__ == "__main__":
-    fd, memory, soft, issuers_file = sys.argv[1:5]
-    serve(Connection(int(fd)), int(memory), float(soft), load_issuers(issuers_file) if issuers_file else None)

@@ -16,10 +16,11 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import false, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import load_only
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from mailbot import faults
 from mailbot.desk.extractor import ExtractorUnavailable
@@ -58,6 +59,9 @@ class Processor:
         self.batch_bytes = batch_bytes
         self.after_commit: Callable[[], None] = lambda: None
         """Called after each commit that may have queued replies (the daemon starts sending them)."""
+        self.read_ahead: Callable[[Sequence[bytes], Sequence[bytes]], None] = lambda now, later: None
+        """Given the mails of a batch and those of the batch expected next, before the batch is
+        read: the desk hands them to its extraction workers (`Extractor.ahead`)."""
 
     # -- claiming ---------------------------------------------------------
 
@@ -154,7 +158,7 @@ class Processor:
             last = batch[-1]
             budget -= len(batch)
             try:
-                self._process(batch, result, skip)
+                self._process(batch, result, skip, fresh=True)
             finally:
                 self.claims.release_many(batch)
         # then the retries: one message per transaction, so one bad message costs only itself
@@ -169,12 +173,12 @@ class Processor:
                 self.claims.release(mid)
         return result
 
-    def _process(self, ids: list[int], result: ProcessResult, failed: set[int]) -> None:
+    def _process(self, ids: list[int], result: ProcessResult, failed: set[int], *, fresh: bool = False) -> None:
         """Claimed messages in one transaction: a fresh batch (one commit, one fsync, one round
         trip for many) or one retry. If a batch raises, it is rolled back and each message is
         done on its own, so the one that raised is recorded and the others land."""
         try:
-            outcome, done = self._commit(ids)
+            outcome, done = self._commit(ids, fresh)
         except Exception as e:
             if is_fault(e) or isinstance(e, ExtractorUnavailable):
                 # the database or the extraction worker failed, not these messages: the attempt is
@@ -206,11 +210,12 @@ class Processor:
         faults.point("after_commit")
         self.after_commit()
 
-    def _commit(self, ids: list[int]) -> tuple[ProcessResult, list[StoredMessage]]:
+    def _commit(self, ids: list[int], fresh: bool = False) -> tuple[ProcessResult, list[StoredMessage]]:
         """The batch in one transaction: first what needs no database for every message (headers,
         extraction, verdicts, decisions), then what the rules would ask for each asked once
         (`Triage.prepare`), then the rules message by message, whose rows are written together
-        at the end, a statement per table (issue #16)."""
+        at the end, a statement per table (issue #16). A `fresh` batch hands the next fresh
+        batch's mails to extraction too, to be read while this one's rules run."""
         outcome = ProcessResult()
         done: list[StoredMessage] = []
         with self.triage.counting(), transaction(self.engine) as session:
@@ -225,6 +230,7 @@ class Processor:
                     outcome.quarantined += 1
                 else:
                     todo.append(msg)
+            self.read_ahead([m.raw for m in todo if reads_ndr(m)], self._next_fresh(session, ids[-1]) if fresh else [])
             readings = [self.triage.read(msg) for msg in todo]
             faults.point("after_read", ",".join(m.message_id or "" for m in todo) if faults.armed() else None)
             self.triage.prepare(session, readings)
@@ -240,6 +246,22 @@ class Processor:
             faults.point("before_commit")
         return outcome, done
 
+    def _next_fresh(self, session: Session, after: int) -> list[bytes]:
+        """The mails `_claim_fresh` would claim next, as it would (without claiming them: their
+        attempts are counted when they are claimed), less those whose NDR is not read."""
+        stmt = (select(StoredMessage.id, StoredMessage.size, StoredMessage.truncated)
+                .where(StoredMessage.state == MessageState.STORED, col(StoredMessage.id) > after,
+                       col(StoredMessage.attempts) == 0)
+                .order_by(col(StoredMessage.id)).limit(self.batch_size))
+        ids = self._within_bytes(session.exec(stmt).all())
+        if not ids:
+            return []
+        rows = session.execute(sa_select(StoredMessage.raw)  # type: ignore[call-overload]
+                               .where(col(StoredMessage.id).in_(ids), col(StoredMessage.truncated) == false(),
+                                      StoredMessage.folder_kind != "sent")
+                               .order_by(col(StoredMessage.id)))
+        return [raw for (raw,) in rows]
+
     @staticmethod
     def _logged(msg: StoredMessage) -> None:
         log.info("message %s: %s", msg.message_id, msg.outcome, extra={
@@ -251,4 +273,11 @@ class Processor:
 
     @extract.setter
     def extract(self, fn: Callable[[bytes], Extraction]) -> None:
+        """Mails are no longer handed ahead (set `read_ahead` again after this, if they should be)."""
         self.triage.extract = fn
+        self.read_ahead = lambda now, later: None
+
+
+def reads_ndr(msg: StoredMessage) -> bool:
+    """Whether `Triage.read` reads this message's NDR (kept whole, from the inbox)."""
+    return not msg.truncated and msg.folder_kind != "sent"
