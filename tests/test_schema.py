@@ -204,3 +204,35 @@ def test_after_db_upgrade_the_read_only_commands_work(tmp_path: Path, dovecot: A
     r = mailbot_cli("-c", str(path), "tickets")
     assert r.returncode == 0, r.stderr
     engine.dispose()
+
+
+def test_mail_bytes_are_compressed_with_lz4_on_postgresql_and_read_back_whole(database_url: str) -> None:
+    # pglz, PostgreSQL's default, cost the server 0.45 s a 2,000-forward poll; LZ4 0.03 s (issue #16)
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL setting")
+    from mailbot.store.tables import StoredMessage
+
+    engine = make_engine(database_url)
+    schema.upgrade(engine)
+    with engine.connect() as conn:
+        if not conn.execute(text("SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                                 "WHERE name = 'default_toast_compression'")).scalar():
+            pytest.skip("this PostgreSQL is built without LZ4")
+        methods = dict(conn.execute(text(
+            "SELECT attrelid::regclass::text, attcompression FROM pg_attribute "
+            "WHERE attname = 'raw' AND attrelid IN ('message'::regclass, 'outbox'::regclass)")).all())
+    assert methods == {"message": "l", "outbox": "l"}
+    raw = b"Subject: big\n\n" + b"".join(b"line %d of a forwarded report\n" % i for i in range(2000))
+    with Session(engine) as session:
+        msg = StoredMessage(mailbox="imap://t", uid=1, uidvalidity=1, message_id="<lz4@t>", identity="lz4",
+                            digest="lz4", size=len(raw), raw=raw, fetched_at=datetime.now(UTC))
+        session.add(msg)
+        session.commit()
+        mid = msg.id
+    with engine.connect() as conn:
+        method = conn.execute(text("SELECT pg_column_compression(raw) FROM message WHERE id = :id"), {"id": mid})
+        assert method.scalar() == "lz4"
+    with Session(engine) as session:
+        stored = session.get(StoredMessage, mid)
+        assert stored is not None and stored.raw == raw
+    engine.dispose()
