@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from app import World, forward
 from sqlalchemy import event
 
@@ -52,11 +53,11 @@ def test_a_batch_of_forwards_costs_about_one_statement_a_ticket(make_world: Call
     used = sum(len(s) for s in counted)
     # Before: about ten a message (its ticket, event and sender each looked up or written, the
     # reply caps counted, the outbox key looked up in a savepoint, the message updated in steps).
-    # Now: the ticket's insert (its reference goes into the reply), and for the batch the claim,
-    # the rows, the caps' counts, the IPs' tickets, each table's rows written together, and the
-    # empty look-ups that end the run. SQLite's ORM inserts the events, senders and mails row by
-    # row (no round trips there).
-    per_message = 1 if database_url.startswith("postgresql") else 4
+    # Now, for the batch: the claim, the rows, the caps' counts, the IPs' tickets, the tickets' ids
+    # (PostgreSQL's sequence, once), each table's rows written together, and the empty look-ups
+    # that end the run. SQLite inserts each ticket alone (its reference goes into the reply), and
+    # its ORM inserts the events, senders and mails row by row (no round trips there).
+    per_message = 0 if database_url.startswith("postgresql") else 4
     assert used <= per_message * n + 20, "\n".join(s for c in counted for s in c)
 
 
@@ -133,3 +134,30 @@ def test_the_next_batch_is_handed_to_extraction_ahead_without_being_claimed(make
     # batches of 2, 2, 1: each handed with the next, whose attempts are still 0 (counted when claimed)
     assert handed == [(2, 2, [0, 0]), (2, 1, [0]), (1, 0, [])]
     assert w.desk.extractor.started == 2  # two mails at once: both workers read
+
+
+def test_on_postgresql_a_batchs_tickets_take_their_ids_at_once_and_replies_name_them(
+        make_world: Callable[..., World], database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no sequence: each ticket is inserted alone")
+    w = make_world(mailbox={"process_batch": 10})
+    w.deliver(forward("203.0.113.60", "earlier", "old@o.example"))
+    w.run()
+    [earlier] = w.tickets()
+    w.deliver(forward("203.0.113.61", "new-1", "a@a.example"))
+    w.deliver(forward("203.0.113.60", "joins", "b@b.example"))  # joins the earlier ticket: no id reserved
+    w.deliver(forward("203.0.113.62", "new-2", "c@c.example"))
+    w.deliver(forward("203.0.113.61", "joins-new", "d@d.example"))  # joins one opened in this batch
+    with statements(w) as seen:
+        w.run()
+    assert not [s for s in seen if s.startswith("INSERT INTO ticket (") and "RETURNING" in s]
+    assert len([s for s in seen if "nextval" in s]) == 1
+    tickets = w.tickets()
+    assert [t.ip for t in tickets] == ["203.0.113.60", "203.0.113.61", "203.0.113.62"]
+    assert [t.id for t in tickets] == [earlier.id, earlier.id + 1, earlier.id + 2]  # two reserved, two used
+    refs = {m.rcpt_tos[0]: m for m in w.smtp.wait_for(5)}
+    for address, ticket in (("a@a.example", tickets[1]), ("b@b.example", tickets[0]), ("c@c.example", tickets[2]),
+                            ("d@d.example", tickets[1])):
+        assert ticket.ref in refs[address].data.decode(), address
+    by_message = {m.message_id: m.ticket_id for m in w.messages()}
+    assert by_message["<joins-new@forwarder.example>"] == tickets[1].id

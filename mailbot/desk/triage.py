@@ -121,6 +121,7 @@ class Triage:
                       clock.utcnow(), self.settings.replies)
         tickets.watch_ips(session, {r.decision.ip for r in readings
                                     if r.decision and r.decision.action == "ticket" and r.decision.ip})
+        tickets.reserve_ids(session, [(r.decision.action, r.decision.ip) for r in readings if r.decision])
 
     def apply(self, session: Session, msg: StoredMessage, reading: Reading) -> None:
         """The rules, on the database, for a message as `read` found it."""

@@ -56,9 +56,19 @@ class Unit:
     replies: ReplyCounts | None = None
     ips: set[str] = field(default_factory=set)
     """IPs whose active tickets are all in `tickets` (watched since the batch began)."""
+    ticket_ids: list[int] = field(default_factory=list)
+    """Ticket ids reserved for the tickets the batch opens (`tickets.reserve_ids`, PostgreSQL)."""
+    unwritten: list[Ticket] = field(default_factory=list)
+    """Tickets opened with a reserved id and not written yet (at the next flush, before the rest)."""
     tickets: dict[int, Ticket] = field(default_factory=dict)
     """Ticket id -> ticket: the active tickets of those IPs when the batch began, and every
     ticket opened or changed in the transaction since (their state and IP are current here)."""
+
+
+def peek(session: Session) -> Unit | None:
+    """The session's unit if it has one (`of` makes one)."""
+    unit = session.info.get(_KEY)
+    return unit if isinstance(unit, Unit) else None
 
 
 def of(session: Session) -> Unit:
