@@ -136,10 +136,8 @@ def test_the_next_batch_is_handed_to_extraction_ahead_without_being_claimed(make
     assert w.desk.extractor.started == 2  # two mails at once: both workers read
 
 
-def test_on_postgresql_a_batchs_tickets_take_their_ids_at_once_and_replies_name_them(
+def test_a_batchs_tickets_take_their_ids_at_once_and_are_written_together_and_replies_name_them(
         make_world: Callable[..., World], database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no sequence: each ticket is inserted alone")
     w = make_world(mailbox={"process_batch": 10})
     w.deliver(forward("203.0.113.60", "earlier", "old@o.example"))
     w.run()
@@ -151,7 +149,12 @@ def test_on_postgresql_a_batchs_tickets_take_their_ids_at_once_and_replies_name_
     with statements(w) as seen:
         w.run()
     assert not [s for s in seen if s.startswith("INSERT INTO ticket (") and "RETURNING" in s]
-    assert len([s for s in seen if "nextval" in s]) == 1
+    if database_url.startswith("postgresql"):
+        assert len([s for s in seen if "nextval" in s]) == 1
+    else:  # SQLite: the write lock is taken at the end, by the tickets written first
+        writes = [s for s in seen if s.split()[0] in ("INSERT", "UPDATE", "DELETE")]
+        claimed = max(i for i, s in enumerate(writes) if s.startswith("UPDATE message SET attempts"))
+        assert writes[claimed + 1].startswith("INSERT INTO ticket ("), writes[claimed:]
     tickets = w.tickets()
     assert [t.ip for t in tickets] == ["203.0.113.60", "203.0.113.61", "203.0.113.62"]
     assert [t.id for t in tickets] == [earlier.id, earlier.id + 1, earlier.id + 2]  # two reserved, two used
@@ -161,3 +164,45 @@ def test_on_postgresql_a_batchs_tickets_take_their_ids_at_once_and_replies_name_
         assert ticket.ref in refs[address].data.decode(), address
     by_message = {m.message_id: m.ticket_id for m in w.messages()}
     assert by_message["<joins-new@forwarder.example>"] == tickets[1].id
+
+
+def test_a_ticket_opened_meanwhile_by_another_process_costs_the_batch_its_reservation_not_its_mail(
+        make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch, database_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # SQLite's reserved ids follow the highest one: the portal (say) may take one before the commit
+    from sqlmodel import Session
+
+    from mailbot.clock import utcnow
+    from mailbot.desk import tickets as tickets_module
+    from mailbot.store.tables import Ticket
+
+    w = make_world(mailbox={"process_batch": 10})
+    for i in range(3):
+        w.deliver(forward(f"203.0.113.{70 + i}", f"meanwhile-{i}", f"s{i}@m{i}.example"))
+    reserve = tickets_module.reserve_ids
+    interloper: list[int] = []
+
+    def reserve_then_someone_opens_one(session: Any, requests: Any) -> None:
+        reserve(session, requests)
+        if not interloper:
+            with Session(w.desk.engine) as other:  # another process's own transaction, committed
+                now = utcnow()
+                t = Ticket(state="open", sender="portal@p.example", opened_at=now, updated_at=now, ip="198.51.100.9")
+                other.add(t)
+                other.commit()
+                assert t.id is not None
+                interloper.append(t.id)
+
+    monkeypatch.setattr(tickets_module, "reserve_ids", reserve_then_someone_opens_one)
+    polled, _ = w.run()
+    assert polled.process.processed == 3 and polled.process.failed_attempts == 0
+    redone = "a batch of 3 messages failed; doing them one by one" in caplog.text
+    assert redone == database_url.startswith("sqlite")  # PostgreSQL's sequence never gives an id twice
+    assert all(m.attempts == 1 and m.last_error is None for m in w.messages())
+    ips = {t.id: t.ip for t in w.tickets()}
+    assert len(ips) == 4 and ips[interloper[0]] == "198.51.100.9"
+    refs = {m.rcpt_tos[0]: m.data.decode() for m in w.smtp.wait_for(3)}
+    for t in w.tickets():
+        if t.ip != "198.51.100.9":
+            [address] = [m.sender for m in w.messages() if m.ticket_id == t.id]
+            assert t.ref in refs[address]

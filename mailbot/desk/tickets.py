@@ -9,7 +9,7 @@ itself did (tickets it opened, their senders, tickets it changed) is kept in
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -96,14 +96,17 @@ def _write_reserved(session: Session, _context: object, _instances: object) -> N
         session.add(ticket)
 
 
-def reserve_ids(session: Session, requests: Iterable[tuple[str, str | None]]) -> None:
-    """On PostgreSQL, take from the table's sequence in one statement the ids of the tickets a
-    batch's requests ((action, IP) of each decision) would open, if each is a new request (most
-    are): one a request, but one an IP without an active ticket where the action joins by IP
-    ("ticket"). Each is then written with the batch's other rows, where it would take a statement
-    (a round trip) of its own. An id reserved and not used is a gap in the references, as a
-    rolled-back transaction leaves one."""
-    if session.get_bind().dialect.name != "postgresql":
+def reserve_ids(session: Session, requests: Sequence[tuple[str, str | None]]) -> None:
+    """Reserve the ids of the tickets a batch's requests ((action, IP) of each decision) would
+    open, if each is a new request (most are): one a request, but one an IP without an active
+    ticket where the action joins by IP ("ticket"). Each is then written with the batch's other
+    rows, where it would be inserted alone when opened: a round trip on PostgreSQL, and on
+    SQLite the database's one write lock taken from then on to the commit, while the sending
+    process waits to mark what it sent. PostgreSQL takes them from the table's sequence (one
+    not used is a gap in the references, as a rollback leaves one). SQLite has none: they follow
+    the highest id, and a ticket opened meanwhile by another process takes one first, which fails
+    the batch's commit and has its messages done one by one, each without reserving."""
+    if len(requests) < 2:
         return
     ips: set[str] = set()
     n = 0
@@ -115,8 +118,12 @@ def reserve_ids(session: Session, requests: Iterable[tuple[str, str | None]]) ->
         n += 1
     if not n:
         return
-    ids = session.execute(text("SELECT nextval(pg_get_serial_sequence('ticket', 'id')) FROM generate_series(1, :n)"),
-                          {"n": n}).scalars()
+    if session.get_bind().dialect.name == "postgresql":
+        ids = list(session.execute(text("SELECT nextval(pg_get_serial_sequence('ticket', 'id')) "
+                                        "FROM generate_series(1, :n)"), {"n": n}).scalars())
+    else:
+        top = session.execute(text("SELECT coalesce(max(id), 0) FROM ticket")).scalar_one()
+        ids = list(range(top + 1, top + 1 + n))
     unit.of(session).ticket_ids.extend(sorted(ids))
 
 
@@ -128,6 +135,8 @@ def open_ticket(session: Session, *, now: datetime, state: TicketState, sender: 
         known.unwritten.append(ticket)
         known.fresh_tickets[ticket.id] = known.tickets[ticket.id] = ticket
         return ticket
+    if known.unwritten:  # more tickets than reserved: those first, or SQLite gives this one an id of theirs
+        session.flush()
     # Its id (the reference the reply shows) is needed now: the row is inserted alone. A flush
     # would first write everything pending in the batch, row by row; that goes at the commit.
     held = ticket.__dict__  # every column is there: a row is built with each field's default (store/rows.py)
