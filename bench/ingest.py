@@ -200,14 +200,14 @@ def process_cpu(pid: int | None) -> float:
 
 def drain(desk: Desk, box: S.Mailbox, cpu: dict[str, float] | None = None) -> tuple[float, int]:
     """run_once until the INBOX is empty and nothing is queued: (seconds, passes). With `cpu`,
-    also the CPU seconds of this process ("main") and of the extraction worker ("worker"),
+    also the CPU seconds of this process ("main") and of the extraction workers ("worker"),
     less moved than wall time by others' load on a shared machine.
 
     The completion checks (doveadm, one SQL count) are not counted in the time.
     """
     elapsed, passes = 0.0, 0
-    worker = desk.extractor.pid
-    main0, worker0, children0 = time.process_time(), process_cpu(worker), children_cpu()
+    workers = desk.extractor.pids  # `extraction.workers` of them, started before the clock
+    main0, worker0, children0 = time.process_time(), sum(map(process_cpu, workers)), children_cpu()
     while passes < 50:
         t0 = time.perf_counter()
         desk.run_once()
@@ -217,7 +217,8 @@ def drain(desk: Desk, box: S.Mailbox, cpu: dict[str, float] | None = None) -> tu
             break
     if cpu is not None:
         cpu["main"] = time.process_time() - main0  # includes the completion checks' few milliseconds
-        cpu["worker"] = process_cpu(worker) - worker0 if worker == desk.extractor.pid else 0.0
+        # a worker replaced meanwhile (none is, on this mail) would take its CPU along: then 0
+        cpu["worker"] = sum(map(process_cpu, workers)) - worker0 if workers == desk.extractor.pids else 0.0
         cpu["sending"] = children_cpu() - children0  # the sending process beside each poll, reaped by it
     return elapsed, passes
 
@@ -254,7 +255,7 @@ def measure(name: str, db_url: str, server: Any, copies: list[bytes], sink: S.Sm
     t0 = time.perf_counter()
     desk = Desk(parse(S.config_data(box, db_url, smtp_port=sink.port), base_dir=str(tmp), environ={}))
     startup = time.perf_counter() - t0
-    desk.extractor.run(copies[0])  # its worker started before the clock, as the Desk's start-up is
+    desk.extractor.start()  # its workers started before the clock, as the Desk's start-up is
     timer = StageTimer()
     undo = timer.instrument(desk)
     before = sink.received

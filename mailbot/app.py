@@ -141,7 +141,7 @@ class Desk:
         """Fetch (if no other daemon is fetching this mailbox), process, mark done; then carry out
         what staff asked for by mail that needs the listing source (staffing/mail_requests.py).
         `batch_done` after each batch processed and marked done; `backlog` first, if there are several."""
-        self.extractor.warm()  # its workers start while the inbox is opened
+        self.extractor.warm(1)  # starts while the inbox is opened; the others with a batch of several
         with mailbox_lock(self.engine, self.mailbox_name) as mine:
             if not mine:
                 result = PollResult(FetchResult(), self._help(should_stop, batch_done), 0)

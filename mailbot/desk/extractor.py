@@ -300,11 +300,11 @@ class Extractor:
             for lane in self._lanes:
                 lane.ensure()
 
-    def warm(self) -> None:
-        """Start the workers side by side without waiting for them (a poll, before it opens the
-        inbox); one that cannot be started is reported when a mail needs it."""
+    def warm(self, workers: int | None = None) -> None:
+        """Start the workers (the first `workers` of them) side by side without waiting for them (a
+        poll, before it opens the inbox); one that cannot be started is reported when a mail needs it."""
         with self._lock:
-            for lane in self._lanes:
+            for lane in self._lanes[:workers]:
                 with contextlib.suppress(ExtractorUnavailable):
                     lane.spawn()
 
