@@ -79,10 +79,13 @@ class ExtractorUnavailable(CommandFailed):
 class _Job:
     """One mail handed to a worker, until its answer is read."""
 
-    __slots__ = ("deaths", "done", "error", "raw", "result", "sent")
+    __slots__ = ("deaths", "done", "error", "lane", "raw", "result", "sent")
 
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, lane: int = -1) -> None:
         self.raw = raw
+        self.lane = lane
+        """The index of the lane it was handed to (an index: the feeding thread holds the job
+        it wrote last, and must not hold the extractor through it)."""
         self.done = False
         self.result: Extraction | None = None
         self.error: Exception | None = None
@@ -101,10 +104,10 @@ class _Lane:
         self.owner = owner
         self.proc: subprocess.Popen[bytes] | None = None
         self.conn: Connection | None = None
-        self.feed: queue.SimpleQueue[_Job | None] | None = None
-        """The feeding thread's queue, once the worker has said it is ready."""
-        self.out: queue.SimpleQueue[_Job | None] | None = None
+        self.mails: queue.SimpleQueue[_Job | None] | None = None
+        """What the feeding thread writes to the worker, in order (None: stop)."""
         self.feeder: threading.Thread | None = None
+        """Started once the worker has said it is ready."""
         self.finalizer: weakref.finalize[..., Extractor] | None = None
         self.pending: deque[_Job] = deque()
 
@@ -114,8 +117,8 @@ class _Lane:
 
     def submit(self, job: _Job) -> None:
         self.pending.append(job)
-        if self.feed is not None:
-            self.feed.put(job)
+        if self.feeder is not None and self.mails is not None:
+            self.mails.put(job)
         else:
             self.ensure()
 
@@ -135,19 +138,16 @@ class _Lane:
             raise ExtractorUnavailable(f"cannot start the extraction worker: {e}") from None
         self.proc, self.conn = proc, conn
         # An extractor dropped without close(), or still open at exit, ends its workers too.
-        self.out = queue.SimpleQueue()
-        self.feed = None  # set once the worker says it is ready
-        self.finalizer = weakref.finalize(ex, _stop, proc, conn, self.out)
+        self.mails = queue.SimpleQueue()
+        self.finalizer = weakref.finalize(ex, _stop, proc, conn, self.mails)
 
     def ensure(self) -> None:
         """A running worker, fed what this lane has not had answered (a fresh one gets all of it)."""
-        if self.feed is not None and self.proc is not None and self.proc.poll() is None:
+        if self.feeder is not None and self.proc is not None and self.proc.poll() is None:
             return
         self.spawn()
-        ex, conn = self.owner, self.conn
-        assert conn is not None
-        feed = self.out
-        assert feed is not None
+        ex, conn, mails = self.owner, self.conn, self.mails
+        assert conn is not None and mails is not None
         try:
             hello = conn.recv() if conn.poll(START_SECONDS) else None
         except (EOFError, OSError):
@@ -159,12 +159,11 @@ class _Lane:
             ex.warned = True
             log.warning("the extraction worker runs without its memory limit (%s); its time limit holds", hello[1])
         ex.started += 1
-        self.feed = feed
-        self.feeder = threading.Thread(target=_feed, args=(conn, feed), name="extraction-feed", daemon=True)
+        self.feeder = threading.Thread(target=_feed, args=(conn, mails), name="extraction-feed", daemon=True)
         self.feeder.start()
         for job in self.pending:
             job.sent = False
-            feed.put(job)
+            mails.put(job)
 
     def answer(self) -> None:
         """Read the answer to the oldest mail of this lane (or learn why none comes)."""
@@ -215,23 +214,32 @@ class _Lane:
 
     def discard(self) -> int | None:
         """Kill the worker (if it still runs), end its feeder, forget both; its exit status."""
-        proc, conn, feed, feeder = self.proc, self.conn, self.out, self.feeder
+        proc, conn, mails, feeder = self.proc, self.conn, self.mails, self.feeder
         if self.finalizer is not None:
             self.finalizer.detach()
-        self.proc, self.conn, self.feed, self.out, self.feeder, self.finalizer = None, None, None, None, None, None
+        self.proc, self.conn, self.mails, self.feeder, self.finalizer = None, None, None, None, None
         code: int | None = None
         if proc is not None:
             if proc.poll() is None:
                 proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 code = proc.wait(5)
-        if feed is not None:
-            feed.put(None)
+        if mails is not None:
+            mails.put(None)
         if feeder is not None:
             feeder.join(5)  # its write fails once the worker is gone
         if conn is not None:
             conn.close()
         return code
+
+    def close(self) -> None:
+        """Ask the worker to exit (killed if it has not within a second); what it had not answered fails."""
+        if self.finalizer is not None:
+            self.finalizer()
+        self.proc, self.conn, self.mails, self.feeder, self.finalizer = None, None, None, None, None
+        for job in self.pending:
+            job.finish(error=ExtractorUnavailable("the extractor was closed"))
+        self.pending.clear()
 
 
 class Extractor:
@@ -268,10 +276,8 @@ class Extractor:
             job = self._ahead.pop(raw, None)
             if job is None:
                 job = self._submit(raw)
-            lane = next(lane for lane in self._lanes if job in lane.pending) if not job.done else None
             while not job.done:
-                assert lane is not None
-                lane.answer()
+                self._lanes[job.lane].answer()
             self.idle_deaths = 0
             if job.error is not None:
                 raise job.error
@@ -313,24 +319,20 @@ class Extractor:
         with self._lock:
             self._ahead.clear()
             for lane in self._lanes:
-                if lane.finalizer is not None:
-                    lane.finalizer()
-                lane.proc = lane.conn = lane.feed = lane.feeder = lane.finalizer = None
-                for job in lane.pending:
-                    job.finish(error=ExtractorUnavailable("the extractor was closed"))
-                lane.pending.clear()
+                lane.close()
 
     def _submit(self, raw: bytes) -> _Job:
         """To the worker with the fewest mails waiting (the first of those: one mail at a time
         always goes to the same worker, and a second starts only when two are read at once)."""
-        job = _Job(raw)
-        min(self._lanes, key=lambda lane: len(lane.pending)).submit(job)
+        i = min(range(len(self._lanes)), key=lambda i: len(self._lanes[i].pending))
+        job = _Job(raw, i)
+        self._lanes[i].submit(job)
         return job
 
 
-def _feed(conn: Connection, feed: queue.SimpleQueue[_Job | None]) -> None:
+def _feed(conn: Connection, mails: queue.SimpleQueue[_Job | None]) -> None:
     """A worker's feeding thread: writes its mails in order, until told to stop or the worker is gone."""
-    while (job := feed.get()) is not None:
+    while (job := mails.get()) is not None:
         job.sent = True  # before the write: a worker that dies under it has had it
         try:
             conn.send_bytes(job.raw)
@@ -339,10 +341,10 @@ def _feed(conn: Connection, feed: queue.SimpleQueue[_Job | None]) -> None:
             return  # the worker is gone; the lane learns it from the answer it does not get
 
 
-def _stop(proc: subprocess.Popen[bytes], conn: Connection, feed: queue.SimpleQueue[_Job | None]) -> None:
+def _stop(proc: subprocess.Popen[bytes], conn: Connection, mails: queue.SimpleQueue[_Job | None]) -> None:
     """Ask a worker to exit; kill it if it has not within a second."""
-    feed.put(_Job(STOP))
-    feed.put(None)
+    mails.put(_Job(STOP))
+    mails.put(None)
     try:
         proc.wait(1.0)
     except subprocess.TimeoutExpired:

@@ -21,6 +21,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import load_only
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import Select
 
 from mailbot import faults
 from mailbot.desk.extractor import ExtractorUnavailable
@@ -71,10 +72,7 @@ class Processor:
         process is counted against each of its messages (each is then retried on its own)."""
         while True:
             with transaction(self.engine) as session:
-                stmt = (select(StoredMessage.id, StoredMessage.size, StoredMessage.truncated)
-                        .where(StoredMessage.state == MessageState.STORED, col(StoredMessage.id) > after,
-                               col(StoredMessage.attempts) == 0)
-                        .order_by(col(StoredMessage.id)).limit(limit))
+                stmt = _fresh(after, limit)
                 if is_postgres(self.engine):
                     stmt = stmt.with_for_update(skip_locked=True)
                 found = self._within_bytes(session.exec(stmt).all())
@@ -249,11 +247,7 @@ class Processor:
     def _next_fresh(self, session: Session, after: int) -> list[bytes]:
         """The mails `_claim_fresh` would claim next, as it would (without claiming them: their
         attempts are counted when they are claimed), less those whose NDR is not read."""
-        stmt = (select(StoredMessage.id, StoredMessage.size, StoredMessage.truncated)
-                .where(StoredMessage.state == MessageState.STORED, col(StoredMessage.id) > after,
-                       col(StoredMessage.attempts) == 0)
-                .order_by(col(StoredMessage.id)).limit(self.batch_size))
-        ids = self._within_bytes(session.exec(stmt).all())
+        ids = self._within_bytes(session.exec(_fresh(after, self.batch_size)).all())
         if not ids:
             return []
         rows = session.execute(sa_select(StoredMessage.raw)  # type: ignore[call-overload]
@@ -276,6 +270,14 @@ class Processor:
         """Mails are no longer handed ahead (set `read_ahead` again after this, if they should be)."""
         self.triage.extract = fn
         self.read_ahead = lambda now, later: None
+
+
+def _fresh(after: int, limit: int) -> Select[int | None, int, bool]:
+    """(id, size, truncated) of up to `limit` never-attempted stored messages after id `after`, in order."""
+    return (select(StoredMessage.id, StoredMessage.size, StoredMessage.truncated)
+            .where(StoredMessage.state == MessageState.STORED, col(StoredMessage.id) > after,
+                   col(StoredMessage.attempts) == 0)
+            .order_by(col(StoredMessage.id)).limit(limit))
 
 
 def reads_ndr(msg: StoredMessage) -> bool:

@@ -57,7 +57,7 @@ class Unit:
     ips: set[str] = field(default_factory=set)
     """IPs whose active tickets are all in `tickets` (watched since the batch began)."""
     ticket_ids: list[int] = field(default_factory=list)
-    """Ticket ids reserved for the tickets the batch opens (`tickets.reserve_ids`, PostgreSQL)."""
+    """Ticket ids reserved for the tickets the batch opens (`tickets.reserve_ids`)."""
     unwritten: list[Ticket] = field(default_factory=list)
     """Tickets opened with a reserved id and not written yet (at the next flush, before the rest)."""
     tickets: dict[int, Ticket] = field(default_factory=dict)
