@@ -304,7 +304,7 @@ class Desk:
                     source.mark_done_many(items, outcome)
                     marked += len(items)
                     faults.point("after_mark")
-            with transaction(self.engine) as session:
+            with transaction(self.engine, durable=False) as session:  # lost: the MOVE is repeated
                 session.execute(update(StoredMessage).where(col(StoredMessage.id).in_([r[0] for r in chunk]))
                                 .values(server_done=True).execution_options(synchronize_session=False))
         return marked

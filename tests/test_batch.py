@@ -94,6 +94,41 @@ def test_forwards_in_later_batches_join_the_open_ticket_and_a_key_used_before_is
         (e.kind, e.detail) for e in w.events(ticket)]
 
 
+def test_forwards_joining_tickets_of_earlier_batches_know_their_senders_from_one_query(
+        make_world: Callable[..., World]) -> None:
+    from sqlmodel import Session, select
+
+    from mailbot.store.tables import TicketSender
+
+    n = 6
+    w = make_world(mailbox={"process_batch": 2 * n})
+    for i in range(n):
+        w.deliver(forward(f"203.0.113.{10 + i}", f"first-{i}", "ann@one.example"))
+    w.run()
+    # the next batch: ann again on every ticket, and a newcomer on each
+    for i in range(n):
+        w.deliver(forward(f"203.0.113.{10 + i}", f"again-{i}", "ann@one.example"))
+        w.deliver(forward(f"203.0.113.{10 + i}", f"new-{i}", f"bob{i}@two.example"))
+    with statements(w) as seen:
+        w.run()
+
+    tickets = w.tickets()
+    assert len(tickets) == n and all(m.ticket_id for m in w.messages())
+    with Session(w.desk.engine) as session:
+        rows = session.exec(select(TicketSender).order_by(TicketSender.ticket_id, TicketSender.person)).all()
+    # one row a person a ticket: ann's second forward found her row, each newcomer got one
+    assert [(r.ticket_id, r.address) for r in rows] == [
+        pair for i, t in enumerate(tickets) for pair in ((t.id, "ann@one.example"), (t.id, f"bob{i}@two.example"))]
+    # ann's row now names her latest forward
+    again = {m.id for m in w.messages() if (m.message_id or "").startswith("<again-")}
+    assert {r.message_id for r in rows if r.address == "ann@one.example"} == again
+    # whether each of the 12 is a sender already was asked once for the batch, not per forward
+    # (which would also have written everything pending before each question)
+    asked = [s for s in seen if s.startswith("SELECT ticket_sender.")]
+    assert len(asked) == 1, asked
+    assert sorted(r.rcpt_tos[0] for r in w.smtp.wait_for(2 * n))[-n:] == [f"bob{i}@two.example" for i in range(n)]
+
+
 def test_the_reply_caps_count_across_batches_as_one_message_at_a_time_did(make_world: Callable[..., World]) -> None:
     w = make_world(mailbox={"process_batch": 2}, replies={"per_recipient_daily": 3, "per_domain_daily": 4})
     senders = ["ann@one.example"] * 4 + ["bob@one.example", "cid@one.example", "dan@two.example"]

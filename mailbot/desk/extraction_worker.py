@@ -5,6 +5,7 @@ other, each under an alarm, and answers what it found. `desk/extractor.py` start
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import sys
@@ -71,3 +72,4 @@ if __name__ == "__main__":
     fd, memory, soft, hard, issuers_file = sys.argv[1:6]
     serve(Connection(int(fd)), int(memory), float(soft), float(hard),
           load_issuers(issuers_file) if issuers_file else None)
+    os._exit(0)  # told to stop (the daemon waits for it) or orphaned: nothing to tear down

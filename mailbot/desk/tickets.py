@@ -59,19 +59,36 @@ def active_for_ip(session: Session, ip: str) -> Ticket | None:
     ).first()
 
 
-def watch_ips(session: Session, ips: Iterable[str]) -> None:
+def watch_ips(session: Session, ips: Iterable[str], senders: Iterable[str] = ()) -> None:
     """Load the active tickets of `ips` (a batch's) in one query: `active_for_ip` then answers
     for them from memory for the rest of the transaction, with the tickets opened and changed
     in it (`open_ticket`, `change_state`). Changes committed meanwhile by another process are
-    not seen, as if the batch had been read a moment earlier."""
+    not seen, as if the batch had been read a moment earlier. With the batch's `senders` (their
+    addresses), which of them are already senders of those tickets, in one query more: `sender`
+    then answers for them without a query, which would first write everything pending."""
     known = unit.of(session)
     new = set(ips) - known.ips
     if not new:
         return
+    loaded: list[int] = []
     for ticket in session.exec(select(Ticket).where(col(Ticket.ip).in_(new), col(Ticket.state).in_(ACTIVE))).all():
         assert ticket.id is not None
         known.tickets.setdefault(ticket.id, ticket)
+        loaded.append(ticket.id)
     known.ips |= new
+    persons = {person(a) for a in senders if a}
+    if not loaded or not persons or known.senders_of or known.persons:
+        return  # the senders of one batch are loaded once (a second call finds out by query)
+    for i in range(0, len(loaded), _CHUNK):
+        for row in session.exec(select(TicketSender).where(col(TicketSender.ticket_id).in_(loaded[i:i + _CHUNK]),
+                                                           col(TicketSender.person).in_(persons))).all():
+            known.senders.setdefault((row.ticket_id, row.person), row)
+    known.senders_of.update(loaded)
+    known.persons = frozenset(persons)
+
+
+_CHUNK = 500
+"""Ticket ids per sender query (SQLite allows 999 parameters in all, the persons among them)."""
 
 
 _TICKET = Ticket.__table__  # type: ignore[attr-defined]
@@ -177,8 +194,8 @@ def add_sender(session: Session, ticket: Ticket, address: str, message_id: int |
         row = TicketSender(ticket_id=ticket.id, person=person(address), address=address, added_at=now)
         session.add(row)
         known = unit.of(session)
-        if ticket.id in known.fresh_tickets:
-            known.fresh_senders[(ticket.id, row.person)] = row
+        if ticket.id in known.fresh_tickets or ticket.id in known.senders_of:
+            known.senders[(ticket.id, row.person)] = row
     row.address = address
     if row.message_id is None or any(facts.get(k) for k in ("ip", "status", "reply_code")):
         row.message_id = message_id
@@ -192,10 +209,12 @@ def sender(session: Session, ticket: Ticket, address: str | None) -> TicketSende
     if not address or ticket.id is None:
         return None
     known = unit.of(session)
-    if ticket.id in known.fresh_tickets:  # opened in this transaction: all its senders were added here
-        return known.fresh_senders.get((ticket.id, person(address)))
+    who = person(address)
+    if ticket.id in known.fresh_tickets or (ticket.id in known.senders_of and who in known.persons):
+        # opened in this transaction (all its senders were added here), or loaded for the batch
+        return known.senders.get((ticket.id, who))
     return session.exec(select(TicketSender).where(TicketSender.ticket_id == ticket.id,
-                                                   TicketSender.person == person(address))).first()
+                                                   TicketSender.person == who)).first()
 
 
 def is_sender(session: Session, ticket: Ticket, address: str | None) -> bool:

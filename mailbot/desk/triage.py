@@ -120,7 +120,8 @@ class Triage:
         count_replies(session, {r.verdict.recipient for r in readings if r.verdict and r.verdict.recipient},
                       clock.utcnow(), self.settings.replies)
         tickets.watch_ips(session, {r.decision.ip for r in readings
-                                    if r.decision and r.decision.action == "ticket" and r.decision.ip})
+                                    if r.decision and r.decision.action == "ticket" and r.decision.ip},
+                          {r.head.sender for r in readings if r.head and r.head.sender})
         tickets.reserve_ids(session, [(r.decision.action, r.decision.ip) for r in readings if r.decision])
 
     def apply(self, session: Session, msg: StoredMessage, reading: Reading) -> None:

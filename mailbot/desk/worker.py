@@ -71,7 +71,7 @@ class Processor:
         attempts are counted in one commit before any is processed, so a batch that kills the
         process is counted against each of its messages (each is then retried on its own)."""
         while True:
-            with transaction(self.engine) as session:
+            with transaction(self.engine, durable=False) as session:  # lost only with the machine
                 stmt = _fresh(after, limit)
                 if is_postgres(self.engine):
                     stmt = stmt.with_for_update(skip_locked=True)

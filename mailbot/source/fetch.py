@@ -210,7 +210,7 @@ class _Intake:
         server is named in the `SourceError` raised; the poll also ends after `MAX_BREAKS`
         broken connections. Any other failure is recorded and the poll goes on."""
         keys = [i.key for i in items]
-        with transaction(self.engine) as session:
+        with transaction(self.engine, durable=False) as session:
             self._cursor(session).fetching = json.dumps({"alone": alone, "keys": keys})
         try:
             fetched = self.source.fetch(items)
@@ -255,7 +255,8 @@ class _Intake:
                                   "the rest waits for the next poll)")
 
     def _store(self, items: list[Listed], fetched: list[Fetched], bare: bool = False) -> list[Fetched]:
-        with transaction(self.engine) as session:
+        # Not waiting for the disk: the server keeps the mail until a durable commit has done it.
+        with transaction(self.engine, durable=False) as session:
             stored, dup_done = store_batch(session, self.source.name, self.source.uidvalidity, fetched,
                                             self.folder_kind, bare=bare)
             self._advance(session, items)

@@ -1,9 +1,10 @@
 """Database engine and sessions, for SQLite (embedded default) and PostgreSQL.
 
 SQLite runs with `synchronous=FULL` and WAL so that a commit is on disk
-before mailbot tells the mail server a message is done. The one exception is
-the outbox flush's connection, whose commits only say a mail was sent (see
-`outgoing.outbox._marking_connection`).
+before mailbot tells the mail server a message is done. The exceptions are
+commits that only record progress: the outbox flush's connection, whose
+commits only say a mail was sent (see `outgoing.outbox._marking_connection`),
+and the transactions opened with `transaction(engine, durable=False)`.
 
 `is_fault` tells a fault of the database itself (corruption, a lost or
 refused connection, a full disk) from an error caused by what was asked of
@@ -108,6 +109,27 @@ def fault_line(url: str, exc: BaseException) -> str:
     return f"database {where(url)} cannot be used: {detail}"
 
 
+def _relax(session: Session) -> None:
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")  # undone by the commit itself
+    elif conn.dialect.name == "sqlite":
+        # not allowed inside SQLite's transaction: it runs before any write has begun one
+        conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+        conn.info["relaxed"] = True  # the pooled connection's own record: `_sqlite_checkin` undoes it
+
+
+def _sqlite_checkin(dbapi_conn: Any, record: Any) -> None:
+    """Back in the pool (after its rollback): a relaxed connection waits for the disk again."""
+    if dbapi_conn is not None and record.info.pop("relaxed", False):
+        try:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.close()
+        except Exception:
+            record.invalidate()  # never used again as it is: the next checkout connects anew
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -137,6 +159,7 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, hide_parameters=True, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "checkin", _sqlite_checkin)
     else:
         # keepalives bound how long a vanished peer holds locks (see locks.py)
         engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args={
@@ -172,10 +195,22 @@ def create_schema(engine: Engine) -> None:
 
 
 @contextmanager
-def transaction(engine: Engine) -> Iterator[Session]:
-    """One unit of work: committed on success, rolled back on any exception."""
+def transaction(engine: Engine, *, durable: bool = True) -> Iterator[Session]:
+    """One unit of work: committed on success, rolled back on any exception.
+
+    `durable=False`: the commit does not wait for the disk (SQLite `synchronous=NORMAL` in WAL
+    mode, PostgreSQL `synchronous_commit = off` for this transaction). It survives mailbot's
+    own death (the database has it by then), not a crash of the machine or of the database
+    server, and it is on disk at the next durable commit of the same database: both write
+    one log in order, and waiting for a commit waits for all written before it. For what only
+    records progress, which a crash would have mailbot redo: what is being fetched, mail
+    stored that the server keeps until a durable commit has processed it, an attempt
+    counted, a move made on the server. A poll's batch then waits for the disk once (its
+    processing commit) instead of five times (issue #16)."""
     with Session(engine, expire_on_commit=False) as session:
         try:
+            if not durable:
+                _relax(session)
             yield session
             session.commit()
         except BaseException:

@@ -10,6 +10,8 @@ Here:
 
 - `fresh_tickets`: tickets opened in this transaction, with their senders. Nobody outside it
   can see them yet: an outbox key naming one was used only here, and its senders are these.
+- `senders`: the senders of those tickets, and those of the watched tickets (below) who are
+  among the batch's own senders (`persons`), loaded once for the batch (`tickets.watch_ips`).
 - `dedupe_keys`: the outbox keys queued in this transaction.
 - `replies`: automatic replies counted, per recipient, per domain and in the last hour, once
   for a whole batch (`outbox.count_replies`), with those queued since added.
@@ -50,8 +52,13 @@ class ReplyCounts:
 class Unit:
     fresh_tickets: dict[int, Ticket] = field(default_factory=dict)
     """Ticket id -> the ticket, for tickets opened in this transaction."""
-    fresh_senders: dict[tuple[int, str], TicketSender] = field(default_factory=dict)
-    """(ticket id, person) -> the sender row, for the senders of those tickets."""
+    senders: dict[tuple[int, str], TicketSender] = field(default_factory=dict)
+    """(ticket id, person) -> the sender row: every sender of a fresh ticket, and every sender
+    of a ticket in `senders_of` who is one of `persons`."""
+    senders_of: set[int] = field(default_factory=set)
+    """Ticket ids whose senders among `persons` are all in `senders`."""
+    persons: frozenset[str] = frozenset()
+    """The people (`identity.person`) whose forwards the batch holds."""
     dedupe_keys: set[str] = field(default_factory=set)
     replies: ReplyCounts | None = None
     ips: set[str] = field(default_factory=set)
