@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from mailbot import clock
@@ -17,6 +18,10 @@ from mailbot.store.tables import StoredMessage
 _MSGID_HEADER = re.compile(rb"^message-id:[ \t]*(.{1,900}?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 IDENTITY_BYTES = 250
 """A Message-ID longer than this (UTF-8) is keyed by its hash: the unique key must fit any index."""
+
+_TABLE = StoredMessage.__table__  # type: ignore[attr-defined]
+_INSERT = insert(_TABLE)
+_COLUMNS = tuple(c.name for c in _TABLE.columns if c.name != "id")
 
 def identity_of(raw: bytes) -> tuple[str | None, str]:
     """(Message-ID as written, sha256 digest). Cheap: no MIME parsing."""
@@ -40,9 +45,14 @@ def store_batch(session: Session, mailbox: str, uidvalidity: int | None, batch: 
     """Add the batch's new messages; (how many were new, the ones already stored).
 
     Two lookups for the whole batch (by coordinates, then by identity) instead of two per
-    message, and one multi-row INSERT: the same rules as one message at a time, in order, so
+    message, and one INSERT for all: the same rules as one message at a time, in order, so
     a message twice in one batch is stored once. `bare`: without the Message-ID (the database
-    refused the message with it), identified by its content."""
+    refused the message with it), identified by its content.
+
+    The rows are written at once, as the driver's executemany, and not kept in the session:
+    nobody here needs their ids, and the unit of work would ask for each (a statement of some
+    100 rows x 22 parameters that psycopg re-parses in Python, or a statement a row on SQLite);
+    this took a third of the time it took to store a batch (issue #16)."""
     uids = [f.uid for f in batch if f.uid is not None]
     known_uids: set[int | None] = set()
     if uids:
@@ -83,7 +93,8 @@ def store_batch(session: Session, mailbox: str, uidvalidity: int | None, batch: 
             message_id=mid, digest=digest, raw=f.raw, size=f.size, truncated=f.truncated,
             fetched_at=now, folder_kind=folder_kind,
         ))
-    session.add_all(rows)
+    if rows:
+        session.execute(_INSERT, [{name: row.__dict__[name] for name in _COLUMNS} for row in rows])
     return len(rows), duplicates
 
 
