@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from mailbot.identity import person
 from mailbot.source.inbound import Inbound
-from mailbot.store import unit
+from mailbot.store import bulk, unit
 from mailbot.store.states import EventKind, Outcome, TicketState
 from mailbot.store.tables import OutboxMail, StoredMessage, Ticket, TicketEvent, TicketSender, parse_ref
 
@@ -99,18 +99,22 @@ _COLUMNS = tuple(c.name for c in _TICKET.columns)
 
 
 @sa_event.listens_for(Session, "before_flush")
-def _write_reserved(session: Session, _context: object, _instances: object) -> None:
+def _write_first(session: Session, _context: object, _instances: object) -> None:
     """Tickets opened with a reserved id, written in one statement before anything else of the
     flush: the unit of work orders its inserts and updates by class name, not by foreign key
-    (the tables have no relationships), and the batch's mails, events and messages name them."""
+    (the tables have no relationships), and the batch's mails, events and messages name them.
+    Then, in a batch, its events and mails (`store.bulk`)."""
     known = unit.peek(session)
-    if known is None or not known.unwritten:
+    if known is None:
         return
-    opened, known.unwritten = known.unwritten, []
-    session.connection().execute(_INSERT_MANY, [{name: t.__dict__[name] for name in _COLUMNS} for t in opened])
-    for ticket in opened:  # written as they are now: what changes from here on is an update
-        make_transient_to_detached(ticket)
-        session.add(ticket)
+    if known.unwritten:
+        opened, known.unwritten = known.unwritten, []
+        session.connection().execute(_INSERT_MANY, [{name: t.__dict__[name] for name in _COLUMNS} for t in opened])
+        for ticket in opened:  # written as they are now: what changes from here on is an update
+            make_transient_to_detached(ticket)
+            session.add(ticket)
+    if known.bulk:
+        bulk.write_added(session)
 
 
 def reserve_ids(session: Session, requests: Sequence[tuple[str, str | None]]) -> None:

@@ -28,6 +28,7 @@ from mailbot.desk.extractor import ExtractorUnavailable
 from mailbot.desk.triage import Triage, quarantine
 from mailbot.extraction import Extraction
 from mailbot.outgoing.sanitize import db_text
+from mailbot.store import unit
 from mailbot.store.engine import is_fault, is_postgres, transaction
 from mailbot.store.locks import MessageClaims
 from mailbot.store.states import MessageState
@@ -217,6 +218,7 @@ class Processor:
         outcome = ProcessResult()
         done: list[StoredMessage] = []
         with self.triage.counting(), transaction(self.engine) as session:
+            unit.of(session).bulk = True
             stmt = select(StoredMessage).where(col(StoredMessage.id).in_(ids)).order_by(col(StoredMessage.id))
             if is_postgres(self.engine):
                 stmt = stmt.with_for_update()

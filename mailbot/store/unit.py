@@ -63,6 +63,8 @@ class Unit:
     replies: ReplyCounts | None = None
     ips: set[str] = field(default_factory=set)
     """IPs whose active tickets are all in `tickets` (watched since the batch began)."""
+    bulk: bool = False
+    """The batch's events and mails are written by `store.bulk` (set by the worker's batch)."""
     ticket_ids: list[int] = field(default_factory=list)
     """Ticket ids reserved for the tickets the batch opens (`tickets.reserve_ids`)."""
     unwritten: list[Ticket] = field(default_factory=list)
