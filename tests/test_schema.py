@@ -4,6 +4,7 @@ released schema with its data intact, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -235,4 +236,33 @@ def test_mail_bytes_are_compressed_with_lz4_on_postgresql_and_read_back_whole(da
     with Session(engine) as session:
         stored = session.get(StoredMessage, mid)
         assert stored is not None and stored.raw == raw
+    engine.dispose()
+
+
+def test_head_names_the_newest_migration() -> None:
+    assert schema.head() == schema.HEAD, "a migration was added: set HEAD in mailbot/store/schema.py to its revision"
+
+
+def test_a_database_at_the_newest_schema_is_recognised_without_loading_the_migrations(database_url: str) -> None:
+    engine = make_engine(database_url)
+    schema.upgrade(engine)
+    engine.dispose()
+    # a fresh process, as the daemon or a command starts: upgrading and requiring find nothing to do
+    code = ("import sys; from mailbot.store.engine import make_engine, create_schema, require_schema; "
+            f"e = make_engine({database_url!r}); create_schema(e); require_schema(e); e.dispose(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_database_behind_is_refused_until_upgraded(database_url: str) -> None:
+    engine = make_engine(database_url)
+    schema.upgrade(engine, "0015")
+    with pytest.raises(schema.SchemaBehind):
+        schema.require(engine)
+    schema.upgrade(engine)
+    assert schema.current(engine) == schema.HEAD
+    schema.require(engine)
     engine.dispose()
