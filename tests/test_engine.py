@@ -58,3 +58,11 @@ def test_a_relaxed_transaction_that_fails_leaves_nothing_and_its_connection_dura
         assert session.get(MailboxCursor, "inbox") is None
         assert connection_id(session) == relaxed
         assert waits_for_disk(session)
+
+
+def test_sqlite_checkpoints_its_log_every_40_mb_not_every_4(engine: Engine) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write-ahead log")
+    with transaction(engine) as session:
+        assert session.execute(text("PRAGMA wal_autocheckpoint")).scalar_one() == 10000
+        assert session.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
