@@ -191,4 +191,5 @@ def cli_desk(tmp_path: Path, dovecot: Any, smtp_server: Any, database_url: str) 
 
     yield make
     for desk in made:
+        desk.close()  # its extraction workers too: left to the garbage collector, they end in another test
         desk.engine.dispose()

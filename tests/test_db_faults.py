@@ -67,7 +67,7 @@ def test_every_database_connection_dropped_between_polls_loses_nothing(tmp_path:
         assert [t.ip for t in w.tickets()] == ["203.0.113.45", "2001:db8:5::25"]
         assert len(w.smtp.wait_for(2)) == 2 and w.imap.uids("INBOX") == []
     finally:
-        desk.engine.dispose()
+        desk.close()
         proxy.close()
 
 
@@ -114,7 +114,7 @@ def test_a_damaged_sqlite_file_fails_check_and_every_command_exits_3_naming_it(
     desk = Desk(imap_config(tmp_path, dovecot, smtp_server, database_url))
     dovecot.append(sample("01-banned-sender-attached.eml"))
     desk.run_once()
-    desk.engine.dispose()
+    desk.close()
     damage(db, "mailbox_cursor")
     path = imap_toml(tmp_path, dovecot, smtp_server, database_url)
     env = {**os.environ, "MAILBOT_MAILBOX_PASSWORD": dovecot.password}
