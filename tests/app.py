@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 from corpus import corpus_dir
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailbot.app import Desk
 from mailbot.config import Config, load, parse
+from mailbot.store.engine import create_schema, make_engine
 from mailbot.store.tables import OutboxMail, StoredMessage, Ticket, TicketEvent
 
 SAMPLES = Path(__file__).resolve().parents[1] / "mailbot" / "samples"
@@ -135,6 +137,15 @@ class World:
         with Session(self.desk.engine) as s:
             return list(s.exec(select(TicketEvent).where(TicketEvent.ticket_id == ticket.id)
                                 .order_by(col(TicketEvent.id))).all())
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on a database at the newest schema."""
+    engine = make_engine(database_url)
+    create_schema(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ unique key they break fails the flush (issue #16)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -15,16 +14,8 @@ from sqlmodel import Session
 
 from mailbot.clock import utcnow
 from mailbot.store import unit
-from mailbot.store.engine import create_schema, make_engine, transaction
+from mailbot.store.engine import transaction
 from mailbot.store.tables import OutboxMail, Ticket, TicketEvent
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def opened(engine: Engine, now: datetime) -> int:

@@ -3,23 +3,13 @@ after which the connection waits for it again (issue #16)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from mailbot.store.engine import create_schema, make_engine, transaction
+from mailbot.store.engine import transaction
 from mailbot.store.tables import MailboxCursor
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def waits_for_disk(session: Session) -> bool:

@@ -21,18 +21,10 @@ from mailbot.config import parse
 from mailbot.listing import DelistStatus, Listing, PermanentListingError
 from mailbot.listing.admin import NewListing, TableError, add, parse_network, remove
 from mailbot.listing.table import delist, lookup
-from mailbot.store.engine import create_schema, make_engine
+from mailbot.store.engine import make_engine
 from mailbot.store.listing_tables import ListingEntry, ListingHistory
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def engine(database_url: str) -> Any:
-    e = make_engine(database_url)
-    create_schema(e)
-    yield e
-    e.dispose()
 
 
 def listed(engine: Engine, network: str, **kw: Any) -> None:

@@ -94,8 +94,6 @@ _CHUNK = 500
 _TICKET = Ticket.__table__  # type: ignore[attr-defined]
 _INSERT = insert(_TICKET).returning(_TICKET.c.id)  # built once: its values are the execution's parameters
 _INSERTED = tuple(c.name for c in _TICKET.columns if c.name != "id")
-_INSERT_MANY = insert(_TICKET)
-_COLUMNS = tuple(c.name for c in _TICKET.columns)
 
 
 @sa_event.listens_for(Session, "before_flush")
@@ -109,7 +107,7 @@ def _write_first(session: Session, _context: object, _instances: object) -> None
         return
     if known.unwritten:
         opened, known.unwritten = known.unwritten, []
-        session.connection().execute(_INSERT_MANY, [{name: t.__dict__[name] for name in _COLUMNS} for t in opened])
+        bulk.write(session, Ticket, opened, ids=True)
         for ticket in opened:  # written as they are now: what changes from here on is an update
             make_transient_to_detached(ticket)
             session.add(ticket)

@@ -7,21 +7,18 @@ from __future__ import annotations
 import hashlib
 import re
 
-from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from mailbot import clock
 from mailbot.source.base import Fetched
 from mailbot.source.inbound import header_block
+from mailbot.store import bulk
 from mailbot.store.tables import StoredMessage
 
 _MSGID_HEADER = re.compile(rb"^message-id:[ \t]*(.{1,900}?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 IDENTITY_BYTES = 250
 """A Message-ID longer than this (UTF-8) is keyed by its hash: the unique key must fit any index."""
 
-_TABLE = StoredMessage.__table__  # type: ignore[attr-defined]
-_INSERT = insert(_TABLE)
-_COLUMNS = tuple(c.name for c in _TABLE.columns if c.name != "id")
 
 def identity_of(raw: bytes) -> tuple[str | None, str]:
     """(Message-ID as written, sha256 digest). Cheap: no MIME parsing."""
@@ -94,7 +91,7 @@ def store_batch(session: Session, mailbox: str, uidvalidity: int | None, batch: 
             fetched_at=now, folder_kind=folder_kind,
         ))
     if rows:
-        session.execute(_INSERT, [{name: row.__dict__[name] for name in _COLUMNS} for row in rows])
+        bulk.write(session, StoredMessage, rows)
     return len(rows), duplicates
 
 
